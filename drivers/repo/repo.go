@@ -1,0 +1,97 @@
+// Package repo defines the repository driver interface: a flat namespace of
+// immutable named objects. Drivers (posix for file://, rados for Ceph) know
+// nothing about chunks or backups; chunkstore builds the format on top.
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"sync"
+)
+
+// ErrNotFound is returned (wrapped) by Get, ReadAt, Stat and Delete when the
+// named object does not exist. Test with errors.Is.
+var ErrNotFound = errors.New("object not found")
+
+// Info describes one stored object.
+type Info struct {
+	Name string
+	Size int64
+}
+
+// Backend is a repository driver. Names are slash-separated relative paths
+// such as "config", "packs/<hex>", "backups/<uuid>"; drivers may store them
+// differently (sharded) but always list and address them by these names.
+// All methods are safe for concurrent use.
+type Backend interface {
+	// Name is the driver's backup_service name, e.g. "volback.drivers.posix".
+	Name() string
+	// Location is the URL the backend was opened with, e.g. "file:///srv/repo".
+	Location() string
+	// Put stores data under name atomically (readers see all or nothing) and
+	// durably (it survives a crash once Put returns). An existing object of
+	// the same name is replaced.
+	Put(ctx context.Context, name string, data []byte) error
+	// Get returns the whole object.
+	Get(ctx context.Context, name string) ([]byte, error)
+	// ReadAt reads len(p) bytes at off; reading past the end is an error
+	// (io.ErrUnexpectedEOF, wrapped).
+	ReadAt(ctx context.Context, name string, p []byte, off int64) error
+	// Stat returns the object's size.
+	Stat(ctx context.Context, name string) (Info, error)
+	// List calls fn for every object whose name starts with prefix, in no
+	// particular order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(Info) error) error
+	// Delete removes the object; deleting a missing object is ErrNotFound.
+	Delete(ctx context.Context, name string) error
+	// Close releases resources (open files, cluster connections).
+	Close() error
+}
+
+// Opener opens a backend for a parsed URL. create asks the driver to create
+// the location (directory, pool) when it does not exist.
+type Opener func(ctx context.Context, u *url.URL, create bool) (Backend, error)
+
+var (
+	mu      sync.Mutex
+	drivers = map[string]Opener{}
+)
+
+// Register makes a driver available under a URL scheme. Drivers call it
+// from init; the rados driver only exists in builds with the ceph tag.
+func Register(scheme string, open Opener) {
+	mu.Lock()
+	defer mu.Unlock()
+	drivers[scheme] = open
+}
+
+// Open opens the repository at rawURL with the driver registered for its
+// scheme.
+func Open(ctx context.Context, rawURL string, create bool) (Backend, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("repository URL %q: %v (expected file:///path or rados://pool)", rawURL, err)
+	}
+	mu.Lock()
+	open, ok := drivers[u.Scheme]
+	mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("repository URL %q: no driver for scheme %q (this build knows: %v)", rawURL, u.Scheme, Schemes())
+	}
+	return open(ctx, u, create)
+}
+
+// Schemes lists the registered URL schemes.
+func Schemes() []string {
+	mu.Lock()
+	defer mu.Unlock()
+	var s []string
+	for k := range drivers {
+		s = append(s, k+"://")
+	}
+	sort.Strings(s)
+	return s
+}
