@@ -1,0 +1,73 @@
+package posix
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// tmpPrefix marks in-flight Put files (and the writability probe). List
+// skips them and names may not use it, so a crash never exposes a partial
+// object under a real name.
+const tmpPrefix = ".tmp-"
+
+// packsDir holds the packs; "packs/<hex>" is stored at "packs/<hex[0:2]>/<hex>"
+// so no single directory grows to millions of entries.
+const packsDir = "packs/"
+
+// checkName refuses names that could escape the repository directory or
+// that the sharded layout could not list back under the same name.
+func checkName(name string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("invalid object name %q: %s (names are relative slash-separated paths like \"packs/<hex>\")", name, why)
+	}
+	switch {
+	case name == "":
+		return bad("empty")
+	case strings.HasPrefix(name, "/"):
+		return bad("absolute path")
+	case strings.ContainsAny(name, "\\\x00"):
+		return bad("contains a backslash or NUL byte")
+	}
+	for _, el := range strings.Split(name, "/") {
+		switch {
+		case el == "":
+			return bad("empty path element")
+		case el == "." || el == "..":
+			return bad("contains a . or .. element")
+		case strings.HasPrefix(el, tmpPrefix):
+			return bad("elements starting with " + tmpPrefix + " are reserved for temporary files")
+		}
+	}
+	if rest, ok := strings.CutPrefix(name, packsDir); ok {
+		if len(rest) < 2 || strings.Contains(rest, "/") {
+			return bad("pack names are \"packs/<id>\" with an id of at least 2 characters and no further slash")
+		}
+	}
+	return nil
+}
+
+// physical maps a (checked) logical name to its file path under root.
+func physical(root, name string) string {
+	if rest, ok := strings.CutPrefix(name, packsDir); ok {
+		return filepath.Join(root, "packs", rest[:2], rest)
+	}
+	return filepath.Join(root, filepath.FromSlash(name))
+}
+
+// logical maps a slash path relative to root back to its object name; ok is
+// false for files that are not objects (temp files, stray files in packs/).
+func logical(rel string) (string, bool) {
+	base := rel[strings.LastIndexByte(rel, '/')+1:]
+	if strings.HasPrefix(base, tmpPrefix) {
+		return "", false
+	}
+	if rest, ok := strings.CutPrefix(rel, packsDir); ok {
+		shard, id, found := strings.Cut(rest, "/")
+		if !found || strings.Contains(id, "/") || len(id) < 2 || id[:2] != shard {
+			return "", false
+		}
+		return packsDir + id, true
+	}
+	return rel, true
+}
