@@ -203,7 +203,7 @@ func testList(t *testing.T, b repo.Backend) {
 	expect("packs/a", packs[:3]...)
 	expect("packs/ab", packs[:2]...)
 	expect(packs[2], packs[2])
-	expect("packs/ab"+packs[0][8:9]+"nope")
+	expect("packs/ab" + packs[0][8:9] + "nope")
 	expect("backups/", "backups/b1", "backups/b2")
 	expect("backups/b1", "backups/b1")
 	expect("back", "backups/b1", "backups/b2")
