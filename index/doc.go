@@ -1,0 +1,19 @@
+// Package index is the catalog: volumes, backups and chunk reference counts
+// in a Badger database under the volback home. The catalog is an index: the
+// repositories hold everything needed to rebuild it (docs/FORMAT.md).
+//
+// Key layout (schema version 1; docs/CATALOG.md is the long form):
+//
+//	schema                         -> decimal ASCII version, "1"
+//	vol/<volume id>                -> Volume as JSON
+//	bak/<backup id>                -> Backup as JSON
+//	chk/<repo id>/<32 raw id bytes> -> Chunk, 50 bytes binary (see encodeChunk)
+//
+// Ids never contain '/', so a prefix scan of "chk/<repo id>/" sees exactly
+// one repository's chunks. Reserved for later versions: "quota/...",
+// "repo/...", "snap/...", "svc/..."; a new prefix that old code ignores
+// does not need a schema bump, a changed value encoding does.
+//
+// One process owns the catalog at a time (Badger's rule); Open returns an
+// error wrapping ErrLocked when another process holds it.
+package index

@@ -1,0 +1,247 @@
+package index
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/volback/volback/chunkstore"
+)
+
+// Tx is a transaction with typed accessors. It is valid only inside the
+// View or Update callback that received it and is not safe for concurrent
+// use.
+type Tx struct {
+	txn *badger.Txn
+}
+
+// writeErr names the failed write and maps Badger's size limit to
+// ErrTxnTooBig.
+func writeErr(op, what string, err error) error {
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return fmt.Errorf("%s %s: %w: split the work into transactions of at most %d chunk updates",
+			op, what, ErrTxnTooBig, MaxBatch)
+	}
+	if errors.Is(err, badger.ErrReadOnlyTxn) {
+		return fmt.Errorf("%s %s: read-only transaction: use Catalog.Update", op, what)
+	}
+	return fmt.Errorf("%s %s: %w", op, what, err)
+}
+
+// getJSON loads the record at key into v.
+func (tx *Tx) getJSON(kind, id string, key []byte, v any) error {
+	if err := checkID(kind, id); err != nil {
+		return err
+	}
+	item, err := tx.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%s %q: %w", kind, id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("read %s %q: %w", kind, id, err)
+	}
+	err = item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+	if err != nil {
+		return fmt.Errorf("decode %s %q: %w", kind, id, err)
+	}
+	return nil
+}
+
+func (tx *Tx) putJSON(kind, id string, key []byte, v any) error {
+	if err := checkID(kind, id); err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s %q: %w", kind, id, err)
+	}
+	if err := tx.txn.Set(key, b); err != nil {
+		return writeErr("put", fmt.Sprintf("%s %q", kind, id), err)
+	}
+	return nil
+}
+
+// deleteRecord removes a record that must exist.
+func (tx *Tx) deleteRecord(kind, id string, key []byte) error {
+	if err := checkID(kind, id); err != nil {
+		return err
+	}
+	if _, err := tx.txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("%s %q: %w", kind, id, ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("read %s %q: %w", kind, id, err)
+	}
+	if err := tx.txn.Delete(key); err != nil {
+		return writeErr("delete", fmt.Sprintf("%s %q", kind, id), err)
+	}
+	return nil
+}
+
+// scan calls fn with the key and value of every entry under prefix. The
+// value is valid only during the call.
+func (tx *Tx) scan(prefix []byte, prefetch int, fn func(k, v []byte) error) error {
+	it := tx.txn.NewIterator(badger.IteratorOptions{
+		PrefetchValues: true, // every value is read
+		PrefetchSize:   prefetch,
+		Prefix:         prefix,
+	})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if err := item.Value(func(v []byte) error { return fn(k, v) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Volume returns volume id or an error wrapping ErrNotFound.
+func (tx *Tx) Volume(id string) (*Volume, error) {
+	v := new(Volume)
+	if err := tx.getJSON("volume", id, volumeKey(id), v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// PutVolume creates or replaces the volume record v.ID.
+func (tx *Tx) PutVolume(v *Volume) error { return tx.putJSON("volume", v.ID, volumeKey(v.ID), v) }
+
+// DeleteVolume removes volume id; it must exist (else ErrNotFound).
+func (tx *Tx) DeleteVolume(id string) error { return tx.deleteRecord("volume", id, volumeKey(id)) }
+
+// Volumes returns every volume, oldest first (CreatedAt, then ID).
+func (tx *Tx) Volumes() ([]*Volume, error) {
+	var out []*Volume
+	err := tx.scan([]byte(prefixVolume), 16, func(k, b []byte) error {
+		v := new(Volume)
+		if err := json.Unmarshal(b, v); err != nil {
+			return fmt.Errorf("decode volume record %q: %w", k, err)
+		}
+		out = append(out, v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Backup returns backup id or an error wrapping ErrNotFound.
+func (tx *Tx) Backup(id string) (*Backup, error) {
+	b := new(Backup)
+	if err := tx.getJSON("backup", id, backupKey(id), b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// PutBackup creates or replaces the backup record b.ID.
+func (tx *Tx) PutBackup(b *Backup) error { return tx.putJSON("backup", b.ID, backupKey(b.ID), b) }
+
+// DeleteBackup removes backup id; it must exist (else ErrNotFound).
+func (tx *Tx) DeleteBackup(id string) error { return tx.deleteRecord("backup", id, backupKey(id)) }
+
+// Backups returns every backup, oldest first (CreatedAt, then ID).
+func (tx *Tx) Backups() ([]*Backup, error) {
+	var out []*Backup
+	err := tx.scan([]byte(prefixBackup), 16, func(k, v []byte) error {
+		b := new(Backup)
+		if err := json.Unmarshal(v, b); err != nil {
+			return fmt.Errorf("decode backup record %q: %w", k, err)
+		}
+		out = append(out, b)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Chunk returns the entry of chunk id in repository repoID. A missing
+// entry is (Chunk{}, false, nil): absence is the normal answer of the
+// dedup check, not an error.
+func (tx *Tx) Chunk(repoID string, id chunkstore.ID) (Chunk, bool, error) {
+	if err := checkID("repository", repoID); err != nil {
+		return Chunk{}, false, err
+	}
+	item, err := tx.txn.Get(chunkKey(repoID, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Chunk{}, false, nil
+	}
+	if err != nil {
+		return Chunk{}, false, fmt.Errorf("read chunk %x of repository %q: %w", id, repoID, err)
+	}
+	var c Chunk
+	err = item.Value(func(b []byte) error {
+		c, err = decodeChunk(b)
+		return err
+	})
+	if err != nil {
+		return Chunk{}, false, fmt.Errorf("chunk %x of repository %q: %w", id, repoID, err)
+	}
+	return c, true, nil
+}
+
+// PutChunk creates or replaces the entry of chunk id in repository repoID.
+func (tx *Tx) PutChunk(repoID string, id chunkstore.ID, c Chunk) error {
+	if err := checkID("repository", repoID); err != nil {
+		return err
+	}
+	if err := tx.txn.Set(chunkKey(repoID, id), encodeChunk(c)); err != nil {
+		return writeErr("put", fmt.Sprintf("chunk %x of repository %q", id, repoID), err)
+	}
+	return nil
+}
+
+// DeleteChunk removes the entry of chunk id; deleting a missing entry is
+// not an error (it saves a read per chunk when dropping references).
+func (tx *Tx) DeleteChunk(repoID string, id chunkstore.ID) error {
+	if err := checkID("repository", repoID); err != nil {
+		return err
+	}
+	if err := tx.txn.Delete(chunkKey(repoID, id)); err != nil {
+		return writeErr("delete", fmt.Sprintf("chunk %x of repository %q", id, repoID), err)
+	}
+	return nil
+}
+
+// Chunks calls fn for every chunk entry of repository repoID, in id order,
+// and stops at fn's first error, returning it. In an Update, fn may put or
+// delete chunks; the iteration sees the entries as they were when it began.
+func (tx *Tx) Chunks(repoID string, fn func(chunkstore.ID, Chunk) error) error {
+	if err := checkID("repository", repoID); err != nil {
+		return err
+	}
+	prefix := chunkPrefix(repoID)
+	return tx.scan(prefix, 256, func(k, v []byte) error {
+		rest := k[len(prefix):]
+		var id chunkstore.ID
+		if len(rest) != len(id) {
+			return fmt.Errorf("chunk key %q of repository %q: id is %d bytes, want %d", k, repoID, len(rest), len(id))
+		}
+		copy(id[:], rest)
+		c, err := decodeChunk(v)
+		if err != nil {
+			return fmt.Errorf("chunk %x of repository %q: %w", id, repoID, err)
+		}
+		return fn(id, c)
+	})
+}
