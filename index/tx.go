@@ -187,7 +187,7 @@ func (tx *Tx) Chunk(repoID string, id chunkstore.ID) (Chunk, bool, error) {
 		return Chunk{}, false, nil
 	}
 	if err != nil {
-		return Chunk{}, false, fmt.Errorf("read chunk %x of repository %q: %w", id, repoID, err)
+		return Chunk{}, false, fmt.Errorf("read chunk %x of repository %q: %w", id[:], repoID, err)
 	}
 	var c Chunk
 	err = item.Value(func(b []byte) error {
@@ -195,7 +195,7 @@ func (tx *Tx) Chunk(repoID string, id chunkstore.ID) (Chunk, bool, error) {
 		return err
 	})
 	if err != nil {
-		return Chunk{}, false, fmt.Errorf("chunk %x of repository %q: %w", id, repoID, err)
+		return Chunk{}, false, fmt.Errorf("chunk %x of repository %q: %w", id[:], repoID, err)
 	}
 	return c, true, nil
 }
@@ -206,7 +206,7 @@ func (tx *Tx) PutChunk(repoID string, id chunkstore.ID, c Chunk) error {
 		return err
 	}
 	if err := tx.txn.Set(chunkKey(repoID, id), encodeChunk(c)); err != nil {
-		return writeErr("put", fmt.Sprintf("chunk %x of repository %q", id, repoID), err)
+		return writeErr("put", fmt.Sprintf("chunk %x of repository %q", id[:], repoID), err)
 	}
 	return nil
 }
@@ -218,7 +218,7 @@ func (tx *Tx) DeleteChunk(repoID string, id chunkstore.ID) error {
 		return err
 	}
 	if err := tx.txn.Delete(chunkKey(repoID, id)); err != nil {
-		return writeErr("delete", fmt.Sprintf("chunk %x of repository %q", id, repoID), err)
+		return writeErr("delete", fmt.Sprintf("chunk %x of repository %q", id[:], repoID), err)
 	}
 	return nil
 }
@@ -240,7 +240,7 @@ func (tx *Tx) Chunks(repoID string, fn func(chunkstore.ID, Chunk) error) error {
 		copy(id[:], rest)
 		c, err := decodeChunk(v)
 		if err != nil {
-			return fmt.Errorf("chunk %x of repository %q: %w", id, repoID, err)
+			return fmt.Errorf("chunk %x of repository %q: %w", id[:], repoID, err)
 		}
 		return fn(id, c)
 	})
