@@ -32,8 +32,13 @@ const (
 var bin string
 
 // TestMain builds cmd/volback once (with -tags from VOLBACK_TAGS) so every
-// test drives the same binary a user would run.
+// test drives the same binary a user would run. VOLBACK_BIN names an
+// already built binary to test instead.
 func TestMain(m *testing.M) {
+	if b := os.Getenv("VOLBACK_BIN"); b != "" {
+		bin = b
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "volback-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration: temp dir:", err)
