@@ -104,7 +104,15 @@ func openFile(path string, flag int) (*file, error) {
 	if err != nil {
 		return nil, err
 	}
+	if kind == KindBlock && flag&os.O_RDWR != 0 {
+		// O_EXCL on a block device fails if it is mounted or held by
+		// another exclusive user: never restore under a live filesystem.
+		flag |= unix.O_EXCL
+	}
 	f, err := os.OpenFile(path, flag, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("open volume %q: the device is in use (mounted, or held by another program): unmount or detach it first", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open volume %q: %w", path, err)
 	}

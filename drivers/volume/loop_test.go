@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -107,4 +108,30 @@ func TestLoopDevice(t *testing.T) {
 	if got, err := os.ReadFile(backing); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("backing file does not hold the written patch and zeroed range (%v)", err)
 	}
+}
+
+// TestLoopDeviceInUse holds the device exclusively, as a mount would, and
+// checks OpenTarget refuses to write under it while OpenSource may read.
+func TestLoopDeviceInUse(t *testing.T) {
+	dev, _ := loopDevice(t, random(t, MiB))
+	holder, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if tg, err := OpenTarget(dev); err == nil || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), dev) {
+		closeIf(tg, err)
+		t.Fatalf("OpenTarget on a held device: %v, want an in-use refusal naming %s", err, dev)
+	}
+	src, err := OpenSource(dev)
+	if err != nil {
+		t.Fatalf("OpenSource on a held device: %v", err)
+	}
+	src.Close()
+	holder.Close()
+	tg, err := OpenTarget(dev)
+	if err != nil {
+		t.Fatalf("OpenTarget after release: %v", err)
+	}
+	tg.Close()
 }

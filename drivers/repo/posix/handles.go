@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"os"
 	"sync"
+	"syscall"
 )
 
 // handleCache keeps up to max open read-only files so that many small
@@ -48,6 +49,13 @@ func (c *handleCache) get(path string) (*handle, error) {
 
 	f, err := os.Open(path) // outside the lock: misses must not serialize
 	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = syscall.EISDIR // a name prefix, not an object
+		}
 		return nil, err
 	}
 	h := &handle{path: path, f: f, refs: 1}
