@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/fs"
+	"github.com/volback/volback/service"
+)
+
+func mountCommand() *cli.Command {
+	return &cli.Command{Name: "mount", Usage: "show every backup as a read-only image file (foreground)", ArgsUsage: "MOUNTPOINT",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount"},
+			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache shared by all open images"}},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
+				return err
+			}
+			cache, err := service.ParseSize(c.String("cache-size"))
+			if err != nil {
+				return usageError{err}
+			}
+			caller, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer caller.Close()
+			src := service.NewMountSource(caller, cache)
+			defer src.Close()
+			srv, err := fs.Mount(c.Args().First(), src, fs.Options{AllowOther: c.Bool("allow-other"),
+				Logger: log.New(os.Stderr, "volback mount: ", log.LstdFlags)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "volback: backups mounted at %s (by-id/, by-volume/); Ctrl-C or 'volback umount %s' to stop\n",
+				srv.Mountpoint(), srv.Mountpoint())
+			go func() {
+				<-c.Context.Done()
+				srv.Unmount()
+			}()
+			srv.Wait()
+			return nil
+		}}
+}
+
+func umountCommand() *cli.Command {
+	return &cli.Command{Name: "umount", Usage: "unmount a volback mount", ArgsUsage: "MOUNTPOINT",
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
+				return err
+			}
+			return fs.Unmount(c.Args().First())
+		}}
+}
+
+// serveCommand owns the catalog and answers other volback processes until
+// interrupted.
+func serveCommand() *cli.Command {
+	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket (foreground)",
+		Action: func(c *cli.Context) error {
+			caller, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer caller.Close()
+			if _, ok := caller.(*service.Remote); ok {
+				return fmt.Errorf("another volback process already serves this home; stop it first")
+			}
+			fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
+			<-c.Context.Done()
+			return nil
+		}}
+}

@@ -1,0 +1,119 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// Caller runs a verb, in this process (Local) or in the process that owns
+// the catalog (Remote). req and resp are JSON-shaped values.
+type Caller interface {
+	Call(ctx context.Context, verb string, req, resp any, progress ProgressFunc) error
+	Close() error
+}
+
+// Ref names one thing (volume or backup) or several.
+type Ref struct {
+	Ref  string   `json:"ref"`
+	Refs []string `json:"refs,omitempty"`
+	Zone string   `json:"zone,omitempty"`
+}
+
+type handler func(s *Service, ctx context.Context, req json.RawMessage, p ProgressFunc) (any, error)
+
+// decode wraps a typed method as a handler.
+func decode[Req any, Resp any](f func(s *Service, ctx context.Context, r Req, p ProgressFunc) (Resp, error)) handler {
+	return func(s *Service, ctx context.Context, raw json.RawMessage, p ProgressFunc) (any, error) {
+		var r Req
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return nil, fmt.Errorf("bad request: %v", err)
+			}
+		}
+		return f(s, ctx, r, p)
+	}
+}
+
+// handlers is every verb the API answers: the one list both the CLI (in
+// process) and the socket server dispatch through.
+var handlers = map[string]handler{
+	"manage": decode(func(s *Service, ctx context.Context, r ManageRequest, _ ProgressFunc) (*VolumeView, error) {
+		return s.Manage(ctx, r)
+	}),
+	"create": decode(func(s *Service, ctx context.Context, r CreateRequest, p ProgressFunc) (*VolumeView, error) {
+		return s.CreateVolume(ctx, r, p)
+	}),
+	"list": decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]VolumeView, error) {
+		return s.ListVolumes(ctx)
+	}),
+	"show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*VolumeView, error) {
+		return s.ShowVolume(ctx, r.Ref)
+	}),
+	"delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*VolumeView, error) {
+		return s.DeleteVolume(ctx, r.Ref)
+	}),
+	"backup-create": decode(func(s *Service, ctx context.Context, r BackupRequest, p ProgressFunc) (*BackupView, error) {
+		return s.CreateBackup(ctx, r, p)
+	}),
+	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
+		return s.ListBackups(ctx, r.Ref)
+	}),
+	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
+		return s.ShowBackup(ctx, r.Ref)
+	}),
+	"backup-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
+		return s.DeleteBackups(ctx, r.Refs)
+	}),
+	"backup-restore": decode(func(s *Service, ctx context.Context, r RestoreRequest, p ProgressFunc) (*RestoreView, error) {
+		return s.Restore(ctx, r, p)
+	}),
+	"repo-gc": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]GCReport, error) {
+		return s.GC(ctx, r.Zone)
+	}),
+	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
+		return s.LocateImage(ctx, r.Ref)
+	}),
+}
+
+// Verbs lists the API's verbs.
+func Verbs() []string {
+	var v []string
+	for k := range handlers {
+		v = append(v, k)
+	}
+	sort.Strings(v)
+	return v
+}
+
+// Local calls the service in this process.
+type Local struct{ S *Service }
+
+// Call dispatches verb with req marshalled as the socket would, so local and
+// remote calls behave the same.
+func (l Local) Call(ctx context.Context, verb string, req, resp any, p ProgressFunc) error {
+	h, ok := handlers[verb]
+	if !ok {
+		return fmt.Errorf("unknown verb %q", verb)
+	}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	out, err := h(l.S, ctx, raw, p)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		return nil
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, resp)
+}
+
+// Close closes the service.
+func (l Local) Close() error { return l.S.Close() }

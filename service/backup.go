@@ -1,0 +1,437 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/drivers/volume"
+	"github.com/volback/volback/index"
+)
+
+// BackupRequest is backup-create.
+type BackupRequest struct {
+	Volume      string `json:"volume"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Incremental bool   `json:"incremental"`
+	Project     string `json:"project"`
+}
+
+// CreateBackup backs up a volume. The backup is `available` only once every
+// pack, its manifest, its record and its chunk references are durable; on
+// any failure it ends in `error` with fail_reason set and holds no chunk
+// references.
+func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress ProgressFunc) (*BackupView, error) {
+	var vol *index.Volume
+	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, req.Volume); return err }); err != nil {
+		return nil, err
+	}
+	r, err := s.repoFor(ctx, vol.AvailabilityZone)
+	if err != nil {
+		return nil, err
+	}
+	var b *index.Backup
+	err = s.update(func(tx *index.Tx) error {
+		v, err := tx.Volume(vol.ID)
+		if err != nil {
+			return err
+		}
+		if v.Status != index.StatusAvailable && v.Status != index.StatusInUse {
+			return fmt.Errorf("volume %s (%s) is %s; a backup needs it available or in-use", v.ID, v.Name, v.Status)
+		}
+		if v.Placeholder {
+			return fmt.Errorf("volume %s was rebuilt from a backup record and has no known source; manage the source again", v.ID)
+		}
+		t := now()
+		b = &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description,
+			Status: index.StatusCreating, VolumeID: v.ID, VolumeName: v.Name, SizeBytes: v.Size,
+			AvailabilityZone: v.AvailabilityZone, Container: r.url, RepositoryID: r.store.Config().ID,
+			ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t, DataTimestamp: t}
+		if req.Incremental {
+			all, err := tx.Backups()
+			if err != nil {
+				return err
+			}
+			parent := latestBackup(all, v.ID, r.store.Config().ID)
+			if parent == nil {
+				return fmt.Errorf("volume %s (%s) has no available backup to base an incremental on; run backup-create without --incremental first", v.ID, v.Name)
+			}
+			b.ParentID, b.IsIncremental = parent.ID, true
+		}
+		v.PrevStatus, v.Status, v.UpdatedAt = v.Status, index.StatusBackingUp, t
+		vol = v
+		if err := tx.PutVolume(v); err != nil {
+			return err
+		}
+		return tx.PutBackup(b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.runBackup(ctx, r, vol, b, progress); err != nil {
+		return nil, s.failBackup(ctx, r, b, err)
+	}
+	return s.ShowBackup(ctx, b.ID)
+}
+
+// latestBackup is the newest available backup of a volume in a repository,
+// by data_timestamp: the parent of an incremental.
+func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
+	var best *index.Backup
+	for _, o := range all {
+		if o.VolumeID == volumeID && o.RepositoryID == repoID && o.Status == index.StatusAvailable &&
+			(best == nil || o.DataTimestamp.After(best.DataTimestamp)) {
+			best = o
+		}
+	}
+	return best
+}
+
+// runBackup reads the volume through the pipeline, then commits manifest,
+// record and references. b is updated in place.
+func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
+	src, err := volume.OpenSource(vol.Path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	b.SizeBytes = src.Size()
+	extents, err := src.Allocated(ctx)
+	if err != nil {
+		return fmt.Errorf("volume %s: listing allocated extents: %w", vol.Path, err)
+	}
+
+	r.gc.RLock() // chunks found in the catalog must stay until our references count
+	defer r.gc.RUnlock()
+	st := r.store
+	cs := st.Config().ChunkSize
+	m := chunkstore.NewManifest(b.SizeBytes, cs)
+	chunks := allocatedChunks(extents, b.SizeBytes, cs)
+	stored, err := s.pipeline(ctx, r, src, m, chunks, progress)
+	if err != nil {
+		return err
+	}
+	b.StoredBytes = stored.bytes
+	b.ObjectCount = len(m.IDs)
+
+	data, digest := m.Encode()
+	b.ManifestDigest = digest.String()
+	if err := st.Backend().Put(ctx, chunkstore.ManifestName(b.ID), data); err != nil {
+		return fmt.Errorf("writing manifest of backup %s: %w", b.ID, err)
+	}
+	if err := st.Backend().Put(ctx, chunkstore.RecordName(b.ID), chunkstore.EncodeRecord(record(b, vol, cs))); err != nil {
+		return fmt.Errorf("writing record of backup %s: %w", b.ID, err)
+	}
+	if err := s.addRefs(r, b, m.IDs, stored.locations); err != nil {
+		return err
+	}
+	return s.update(func(tx *index.Tx) error {
+		v, err := tx.Volume(vol.ID)
+		if err == nil {
+			v.Status, v.PrevStatus, v.Size, v.UpdatedAt = v.PrevStatus, "", b.SizeBytes, now()
+			if v.Status == "" {
+				v.Status = index.StatusAvailable
+			}
+			if err := tx.PutVolume(v); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, index.ErrNotFound) {
+			return err
+		}
+		b.Status, b.UpdatedAt = index.StatusAvailable, now()
+		return tx.PutBackup(b)
+	})
+}
+
+// record is the repository's copy of a backup record.
+func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Record {
+	return &chunkstore.Record{FormatVersion: 1, ID: b.ID, Name: b.Name, Description: b.Description,
+		VolumeID: b.VolumeID, VolumeName: b.VolumeName, VolumeSizeBytes: vol.Size, ParentID: b.ParentID,
+		SnapshotID: b.SnapshotID, IsIncremental: b.IsIncremental, SizeBytes: b.SizeBytes,
+		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
+		Container: b.Container, ProjectID: b.ProjectID, CreatedAt: b.CreatedAt, DataTimestamp: b.DataTimestamp,
+		RepositoryID: b.RepositoryID, ChunkSize: chunkSize, ManifestDigest: b.ManifestDigest}
+}
+
+// allocatedChunks lists the chunk indexes that overlap an allocated extent;
+// every other chunk is a hole and stays a zero chunk in the manifest.
+func allocatedChunks(extents []volume.Extent, size int64, cs int) []int64 {
+	sort.Slice(extents, func(i, j int) bool { return extents[i].Offset < extents[j].Offset })
+	var out []int64
+	next := int64(0) // first chunk index not yet listed
+	for _, e := range extents {
+		if e.Length <= 0 || e.Offset >= size {
+			continue
+		}
+		end := min(e.Offset+e.Length, size)
+		first, last := e.Offset/int64(cs), (end-1)/int64(cs)
+		for i := max(first, next); i <= last; i++ {
+			out = append(out, i)
+		}
+		next = max(next, last+1)
+	}
+	return out
+}
+
+type pipelineResult struct {
+	bytes     int64 // stored (compressed) bytes of new chunks
+	locations map[chunkstore.ID]chunkstore.Location
+}
+
+// pipeline reads the listed chunks with one reader and hashes, dedups and
+// compresses them on cfg.Workers goroutines through a fixed pool of chunk
+// buffers, so memory does not grow with the volume.
+func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source, m *chunkstore.Manifest, chunks []int64, progress ProgressFunc) (pipelineResult, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	st := r.store
+	cs := st.Config().ChunkSize
+	workers := s.cfg.Workers
+	repoID := st.Config().ID
+	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
+
+	type job struct {
+		idx int64
+		buf []byte
+	}
+	free := make(chan []byte, 2*workers+2)
+	for range cap(free) {
+		free <- make([]byte, cs)
+	}
+	jobs := make(chan job, cap(free))
+	total := int64(len(chunks)) * int64(cs)
+	var done, storedBytes atomic.Int64
+	var mu sync.Mutex // guards m and seen
+	seen := map[chunkstore.ID]bool{}
+
+	go func() { // reader
+		defer close(jobs)
+		for _, idx := range chunks {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return
+			}
+			off := idx * int64(cs)
+			n := int(min(int64(cs), m.Size-off))
+			if _, err := src.ReadAt(buf[:n], off); err != nil {
+				cancel(fmt.Errorf("reading volume at byte offset %d: %w", off, err))
+				return
+			}
+			jobs <- job{idx, buf[:n]}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := s.storeChunk(repoID, packer, m, &mu, seen, j.idx, j.buf, &storedBytes); err != nil {
+					cancel(err)
+				}
+				done.Add(int64(len(j.buf)))
+				free <- j.buf[:cap(j.buf)]
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				progress.report(Progress{Phase: "backup", Done: done.Load(), Total: total})
+			case <-stop:
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	if err := context.Cause(ctx); err != nil {
+		packer.Abort()
+		return pipelineResult{}, err
+	}
+	entries, err := packer.Close()
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	progress.report(Progress{Phase: "backup", Done: total, Total: total})
+	locs := make(map[chunkstore.ID]chunkstore.Location, len(entries))
+	for _, e := range entries {
+		locs[e.ID] = e.Location
+	}
+	return pipelineResult{bytes: storedBytes.Load(), locations: locs}, nil
+}
+
+// storeChunk hashes one chunk, records it in the manifest and hands it to
+// the packer unless it is all zeros or already stored.
+func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
+	seen map[chunkstore.ID]bool, idx int64, data []byte, stored *atomic.Int64) error {
+	if chunkstore.IsZero(data) {
+		return nil
+	}
+	id := chunkstore.Sum(data)
+	mu.Lock()
+	m.Set(int(idx), id)
+	dup := seen[id]
+	seen[id] = true
+	mu.Unlock()
+	if dup {
+		return nil
+	}
+	var known bool
+	if err := s.cat.View(func(tx *index.Tx) (err error) { _, known, err = tx.Chunk(repoID, id); return err }); err != nil {
+		return err
+	}
+	if known {
+		return nil
+	}
+	n, err := p.Add(id, data)
+	stored.Add(int64(n))
+	return err
+}
+
+// addRefs counts one reference per unique chunk of the manifest, in batches
+// that each commit atomically with the backup's progress marker
+// (RefsApplied), so a crash leaves an exactly known prefix to roll back.
+func (s *Service) addRefs(r *repository, b *index.Backup, ids []chunkstore.ID, newLocs map[chunkstore.ID]chunkstore.Location) error {
+	repoID := r.store.Config().ID
+	for start := b.RefsApplied; start < len(ids); start += index.MaxBatch {
+		end := min(start+index.MaxBatch, len(ids))
+		err := s.update(func(tx *index.Tx) error {
+			for _, id := range ids[start:end] {
+				c, ok, err := tx.Chunk(repoID, id)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					loc, isNew := newLocs[id]
+					if !isNew {
+						return fmt.Errorf("chunk %s vanished from the catalog during backup %s; run the backup again", id, b.ID)
+					}
+					c = index.Chunk{Location: loc}
+				}
+				c.Refs++
+				if err := tx.PutChunk(repoID, id, c); err != nil {
+					return err
+				}
+			}
+			nb := *b
+			nb.RefsApplied, nb.UpdatedAt = end, now()
+			return tx.PutBackup(&nb)
+		})
+		if err != nil {
+			return fmt.Errorf("counting chunk references of backup %s: %w", b.ID, err)
+		}
+		b.RefsApplied = end
+	}
+	return nil
+}
+
+// dropRefs releases the references of ids[:b.RefsApplied], last batch first,
+// committing the shrinking RefsApplied with each batch.
+func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID) error {
+	repoID := r.store.Config().ID
+	if b.RefsApplied > len(ids) {
+		return fmt.Errorf("backup %s counts %d references but its manifest lists %d chunks", b.ID, b.RefsApplied, len(ids))
+	}
+	for b.RefsApplied > 0 {
+		end := b.RefsApplied
+		start := max(0, end-index.MaxBatch)
+		err := s.update(func(tx *index.Tx) error {
+			for _, id := range ids[start:end] {
+				c, ok, err := tx.Chunk(repoID, id)
+				if err != nil {
+					return err
+				}
+				if !ok || c.Refs == 0 {
+					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback catalog-rebuild", id, b.ID)
+				}
+				c.Refs--
+				if err := tx.PutChunk(repoID, id, c); err != nil {
+					return err
+				}
+			}
+			nb := *b
+			nb.RefsApplied, nb.UpdatedAt = start, now()
+			return tx.PutBackup(&nb)
+		})
+		if err != nil {
+			return fmt.Errorf("releasing chunk references of backup %s: %w", b.ID, err)
+		}
+		b.RefsApplied = start
+	}
+	return nil
+}
+
+// failBackup undoes what a failed backup left (references, repository
+// objects), marks it `error` with the reason and gives the volume its
+// status back. It returns the error to show the user.
+func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup, cause error) error {
+	reason := cause.Error()
+	if cancelled(cause) {
+		reason = "cancelled"
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := s.rollbackBackup(ctx, r, b); err != nil {
+		s.log.Printf("backup %s: rolling back: %v", b.ID, err)
+		reason += "; rollback incomplete (" + err.Error() + "), it will be retried when volback restarts"
+	}
+	err := s.update(func(tx *index.Tx) error {
+		if v, err := tx.Volume(b.VolumeID); err == nil && v.Status == index.StatusBackingUp {
+			v.Status, v.PrevStatus, v.UpdatedAt = v.PrevStatus, "", now()
+			if v.Status == "" {
+				v.Status = index.StatusAvailable
+			}
+			if err := tx.PutVolume(v); err != nil {
+				return err
+			}
+		}
+		cur, err := tx.Backup(b.ID)
+		if err != nil {
+			return err
+		}
+		if cur.RefsApplied == 0 {
+			cur.Status = index.StatusError
+		}
+		cur.FailReason, cur.UpdatedAt = reason, now()
+		return tx.PutBackup(cur)
+	})
+	if err != nil {
+		s.log.Printf("backup %s: recording failure: %v", b.ID, err)
+	}
+	return fmt.Errorf("backup %s of volume %s failed: %w", b.ID, b.VolumeName, cause)
+}
+
+// rollbackBackup releases counted references and removes the record and
+// manifest objects of an unfinished backup.
+func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Backup) error {
+	be := r.store.Backend()
+	if b.RefsApplied > 0 {
+		m, err := s.loadManifest(ctx, r, b)
+		if err != nil {
+			return err
+		}
+		if err := s.dropRefs(r, b, m.IDs); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{chunkstore.RecordName(b.ID), chunkstore.ManifestName(b.ID)} {
+		if err := be.Delete(ctx, name); err != nil && !errors.Is(err, repoNotFound) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/drivers/repo"
+	"github.com/volback/volback/index"
+)
+
+var repoNotFound = repo.ErrNotFound
+
+// ListBackups returns backups, newest first, optionally of one volume.
+func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupView, error) {
+	var out []BackupView
+	err := s.cat.View(func(tx *index.Tx) error {
+		volID := ""
+		if volumeRef != "" {
+			v, err := findVolume(tx, volumeRef)
+			if err != nil {
+				// the volume may be gone while its backups remain: accept a raw id
+				volID = volumeRef
+			} else {
+				volID = v.ID
+			}
+		}
+		all, err := tx.Backups()
+		if err != nil {
+			return err
+		}
+		for _, b := range all {
+			if volID == "" || b.VolumeID == volID {
+				out = append(out, backupView(b, all))
+			}
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, err
+}
+
+// ShowBackup returns one backup by id or name.
+func (s *Service) ShowBackup(ctx context.Context, ref string) (*BackupView, error) {
+	var bv BackupView
+	err := s.cat.View(func(tx *index.Tx) error {
+		b, err := findBackup(tx, ref)
+		if err != nil {
+			return err
+		}
+		all, err := tx.Backups()
+		bv = backupView(b, all)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &bv, nil
+}
+
+// loadManifest reads a backup's manifest and checks it is the one the
+// catalog recorded.
+func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Backup) (*chunkstore.Manifest, error) {
+	data, err := r.store.Backend().Get(ctx, chunkstore.ManifestName(b.ID))
+	if err != nil {
+		return nil, fmt.Errorf("manifest of backup %s: %w", b.ID, err)
+	}
+	m, digest, err := chunkstore.DecodeManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("manifest of backup %s: %w", b.ID, err)
+	}
+	if b.ManifestDigest != "" && digest.String() != b.ManifestDigest {
+		return nil, fmt.Errorf("manifest of backup %s: digest %s, catalog expects %s: %w", b.ID, digest, b.ManifestDigest, chunkstore.ErrCorrupt)
+	}
+	return m, nil
+}
+
+// DeleteBackups deletes each named backup in turn, following Cinder's
+// rules: only available or error backups, and never one that incremental
+// backups depend on. It stops at the first refusal or failure.
+func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupView, error) {
+	var out []BackupView
+	for _, ref := range refs {
+		bv, err := s.deleteBackup(ctx, ref)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, *bv)
+	}
+	return out, nil
+}
+
+func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, error) {
+	var b *index.Backup
+	var view BackupView
+	err := s.update(func(tx *index.Tx) error {
+		var err error
+		if b, err = findBackup(tx, ref); err != nil {
+			return err
+		}
+		if b.Status != index.StatusAvailable && b.Status != index.StatusError {
+			return fmt.Errorf("backup %s is %s; only available or error backups can be deleted", b.ID, b.Status)
+		}
+		all, err := tx.Backups()
+		if err != nil {
+			return err
+		}
+		for _, o := range all {
+			if o.ParentID == b.ID && o.Status != index.StatusError {
+				return fmt.Errorf("backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
+			}
+		}
+		view = backupView(b, all)
+		b.Status, b.UpdatedAt = index.StatusDeleting, now()
+		return tx.PutBackup(b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.finishDelete(ctx, b); err != nil {
+		return nil, err
+	}
+	view.Status = "deleted"
+	return &view, nil
+}
+
+// finishDelete carries a `deleting` backup to its end: the record goes
+// first (so a catalog rebuild never resurrects it), then the references,
+// the manifest, the catalog entry, and finally packs nobody uses. It is
+// also how recovery resumes an interrupted delete.
+func (s *Service) finishDelete(ctx context.Context, b *index.Backup) error {
+	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
+	if err != nil {
+		return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+	}
+	be := r.store.Backend()
+	if b.RefsApplied > 0 {
+		m, err := s.loadManifest(ctx, r, b)
+		if err != nil {
+			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+		}
+		if err := be.Delete(ctx, chunkstore.RecordName(b.ID)); err != nil && !errors.Is(err, repoNotFound) {
+			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+		}
+		if err := s.dropRefs(r, b, m.IDs); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{chunkstore.RecordName(b.ID), chunkstore.ManifestName(b.ID)} {
+		if err := be.Delete(ctx, name); err != nil && !errors.Is(err, repoNotFound) {
+			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+		}
+	}
+	if err := s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) }); err != nil {
+		return err
+	}
+	if _, err := s.sweep(ctx, r, false); err != nil {
+		s.log.Printf("backup %s deleted; removing unused packs failed (run volback repo-gc): %v", b.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// ConfigName is the optional config file inside the home.
+const ConfigName = "volback.toml"
+
+// Config is volback.toml with defaults applied (docs/CLI.md).
+type Config struct {
+	Home             string          `toml:"-"`
+	CompressionLevel int             `toml:"compression_level"`
+	Workers          int             `toml:"workers"`
+	ChunkSizeText    string          `toml:"chunk_size"`
+	ChunkSize        int             `toml:"-"`
+	DefaultZone      string          `toml:"default_availability_zone"`
+	Zones            map[string]Zone `toml:"zones"`
+}
+
+// Zone maps an availability zone to the repository that serves it.
+type Zone struct {
+	Repository string `toml:"repository"`
+}
+
+// DefaultHome is /var/lib/volback for root and $XDG_DATA_HOME/volback
+// (~/.local/share/volback) for everyone else.
+func DefaultHome() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/volback"
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "volback")
+	}
+	h, _ := os.UserHomeDir()
+	return filepath.Join(h, ".local", "share", "volback")
+}
+
+// LoadConfig reads home/volback.toml when present and fills in defaults:
+// zstd level 1, one worker per CPU, 64 KiB chunks, zone "nova" served by
+// file://home/repository.
+func LoadConfig(home string) (Config, error) {
+	abs, err := filepath.Abs(home)
+	if err != nil {
+		return Config{}, fmt.Errorf("volback home %q: %v", home, err)
+	}
+	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova"}
+	path := filepath.Join(abs, ConfigName)
+	md, err := toml.DecodeFile(path, &c)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return Config{}, fmt.Errorf("config %s: %v; fix the file (format in docs/CLI.md)", path, err)
+	default:
+		if un := md.Undecoded(); len(un) > 0 {
+			return Config{}, fmt.Errorf("config %s: unknown key %q; see docs/CLI.md for the keys", path, un[0].String())
+		}
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.CompressionLevel < 0 || c.CompressionLevel > 22 {
+		return Config{}, fmt.Errorf("config %s: compression_level %d: must be 0 (none) or a zstd level 1..22", path, c.CompressionLevel)
+	}
+	cs, err := ParseSize(c.ChunkSizeText)
+	if err != nil || cs < 16<<10 || cs > 4<<20 || cs&(cs-1) != 0 {
+		return Config{}, fmt.Errorf("config %s: chunk_size %q: must be a power of two from 16K to 4M", path, c.ChunkSizeText)
+	}
+	c.ChunkSize = int(cs)
+	if c.Zones == nil {
+		c.Zones = map[string]Zone{}
+	}
+	if _, ok := c.Zones[c.DefaultZone]; !ok {
+		c.Zones[c.DefaultZone] = Zone{Repository: "file://" + filepath.Join(abs, "repository")}
+	}
+	for name, z := range c.Zones {
+		if z.Repository == "" {
+			return Config{}, fmt.Errorf("config %s: zone %q has no repository URL; set repository = \"file:///path\"", path, name)
+		}
+	}
+	return c, nil
+}
+
+// ZoneNames lists the configured availability zones.
+func (c Config) ZoneNames() []string {
+	var names []string
+	for n := range c.Zones {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ParseSize parses a byte count with an optional K, M, G or T suffix
+// (powers of 1024; a trailing "B" or "iB" is allowed).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: expected a number with an optional K, M, G or T suffix", s)
+	}
+	return v * mult, nil
+}

@@ -1,0 +1,181 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/drivers/repo"
+	"github.com/volback/volback/fs"
+	"github.com/volback/volback/index"
+)
+
+// ImageLocation is what a reader outside the owning process needs to read a
+// backup straight from its repository: where the repository is, which
+// manifest to expect, and where each of its chunks lives.
+type ImageLocation struct {
+	BackupID       string     `json:"backup_id"`
+	Repository     string     `json:"repository"`
+	RepositoryID   string     `json:"repository_id"`
+	ManifestDigest string     `json:"manifest_digest"`
+	Chunks         []ChunkRef `json:"chunks"`
+}
+
+// ChunkRef is one chunk's location.
+type ChunkRef struct {
+	ID        string `json:"id"`
+	Pack      string `json:"pack"`
+	Offset    uint32 `json:"offset"`
+	Length    uint32 `json:"length"`
+	RawLength uint32 `json:"raw_length"`
+	Codec     uint8  `json:"codec"`
+}
+
+// LocateImage returns the locations of every chunk of an available backup.
+func (s *Service) LocateImage(ctx context.Context, ref string) (*ImageLocation, error) {
+	var b *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
+		return nil, err
+	}
+	if b.Status != index.StatusAvailable && b.Status != index.StatusRestoring {
+		return nil, fmt.Errorf("backup %s is %s; only available backups can be read", b.ID, b.Status)
+	}
+	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		return nil, err
+	}
+	loc := &ImageLocation{BackupID: b.ID, Repository: r.url, RepositoryID: b.RepositoryID,
+		ManifestDigest: b.ManifestDigest, Chunks: make([]ChunkRef, 0, len(m.IDs))}
+	err = s.cat.View(func(tx *index.Tx) error {
+		for _, id := range m.IDs {
+			c, ok, err := tx.Chunk(b.RepositoryID, id)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("backup %s: chunk %s is not in the catalog; run volback catalog-rebuild", b.ID, id)
+			}
+			loc.Chunks = append(loc.Chunks, ChunkRef{ID: id.String(), Pack: c.Pack.String(), Offset: c.Offset,
+				Length: c.Length, RawLength: c.RawLength, Codec: uint8(c.Codec)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return loc, nil
+}
+
+// MountSource serves `volback mount` through any Caller, so the mount works
+// whether it owns the catalog or another volback process does. Chunk data is
+// read straight from the repositories, through one shared cache.
+type MountSource struct {
+	c     Caller
+	cache *chunkstore.Cache
+
+	mu     sync.Mutex
+	stores map[string]*chunkstore.Store
+}
+
+// NewMountSource makes a source whose chunk cache holds cacheBytes.
+func NewMountSource(c Caller, cacheBytes int64) *MountSource {
+	return &MountSource{c: c, cache: chunkstore.NewCache(cacheBytes), stores: map[string]*chunkstore.Store{}}
+}
+
+// Backups lists the available backups.
+func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
+	var list []BackupView
+	if err := ms.c.Call(ctx, "backup-list", Ref{}, &list, nil); err != nil {
+		return nil, err
+	}
+	out := make([]fs.Entry, 0, len(list))
+	for _, b := range list {
+		if b.Status == index.StatusAvailable || b.Status == index.StatusRestoring {
+			out = append(out, fs.Entry{ID: b.ID, Name: b.Name, VolumeName: b.VolumeName, CreatedAt: b.CreatedAt, Size: b.SizeBytes})
+		}
+	}
+	return out, nil
+}
+
+// OpenImage opens one backup for reading. The image keeps working from the
+// locations it was opened with; if its packs are deleted meanwhile, reads
+// fail (never return wrong bytes: every chunk is verified).
+func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, error) {
+	var loc ImageLocation
+	if err := ms.c.Call(ctx, "backup-locate", Ref{Ref: id}, &loc, nil); err != nil {
+		return nil, err
+	}
+	st, err := ms.store(ctx, loc.Repository, loc.RepositoryID)
+	if err != nil {
+		return nil, err
+	}
+	data, err := st.Backend().Get(ctx, chunkstore.ManifestName(loc.BackupID))
+	if err != nil {
+		return nil, fmt.Errorf("manifest of backup %s: %w", loc.BackupID, err)
+	}
+	m, digest, err := chunkstore.DecodeManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("manifest of backup %s: %w", loc.BackupID, err)
+	}
+	if digest.String() != loc.ManifestDigest {
+		return nil, fmt.Errorf("manifest of backup %s does not match the catalog's digest: %w", loc.BackupID, chunkstore.ErrCorrupt)
+	}
+	locs := make(mapLocator, len(loc.Chunks))
+	for _, c := range loc.Chunks {
+		cid, err1 := chunkstore.ParseID(c.ID)
+		pack, err2 := chunkstore.ParseID(c.Pack)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("backup %s: bad chunk location from the catalog owner", loc.BackupID)
+		}
+		locs[cid] = chunkstore.Location{Pack: pack, Offset: c.Offset, Length: c.Length, RawLength: c.RawLength, Codec: chunkstore.Codec(c.Codec)}
+	}
+	return st.OpenImage(m, locs, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: 16, Name: loc.BackupID}), nil
+}
+
+func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.Store, error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if st, ok := ms.stores[url]; ok {
+		return st, nil
+	}
+	be, err := repo.Open(ctx, url, false)
+	if err != nil {
+		return nil, err
+	}
+	st, err := chunkstore.Open(ctx, be)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	if st.Config().ID != id {
+		be.Close()
+		return nil, fmt.Errorf("repository %s has id %s, the catalog expects %s", url, st.Config().ID, id)
+	}
+	ms.stores[url] = st
+	return st, nil
+}
+
+// Close closes the repositories the source opened.
+func (ms *MountSource) Close() {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, st := range ms.stores {
+		st.Backend().Close()
+	}
+}
+
+// mapLocator is a Locator over a snapshot of chunk locations.
+type mapLocator map[chunkstore.ID]chunkstore.Location
+
+func (m mapLocator) Locate(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+	l, ok := m[id]
+	if !ok {
+		return l, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
+	}
+	return l, nil
+}

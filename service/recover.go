@@ -1,0 +1,71 @@
+package service
+
+import (
+	"context"
+
+	"github.com/volback/volback/index"
+)
+
+// recover resolves what a process that died (kill -9, power loss) left in
+// flight: unfinished backups are rolled back to `error`, interrupted
+// deletes are finished, restores end in `error_restoring` for the volume
+// and `available` for the backup, and volumes return to their status.
+func (s *Service) recover(ctx context.Context) error {
+	var backups []*index.Backup
+	var vols []*index.Volume
+	err := s.cat.View(func(tx *index.Tx) (err error) {
+		if backups, err = tx.Backups(); err != nil {
+			return err
+		}
+		vols, err = tx.Volumes()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, b := range backups {
+		switch b.Status {
+		case index.StatusCreating:
+			r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
+			if err != nil {
+				s.log.Printf("backup %s was interrupted; its repository is not reachable now, will retry: %v", b.ID, err)
+				continue
+			}
+			s.failBackup(ctx, r, b, errInterrupted)
+		case index.StatusDeleting:
+			if err := s.finishDelete(ctx, b); err != nil {
+				s.log.Printf("backup %s: finishing an interrupted delete: %v", b.ID, err)
+			}
+		case index.StatusRestoring:
+			s.setBackupStatus(b.ID, index.StatusAvailable)
+		}
+	}
+	return s.update(func(tx *index.Tx) error {
+		for _, v := range vols {
+			switch v.Status {
+			case index.StatusBackingUp:
+				v.Status, v.PrevStatus = v.PrevStatus, ""
+				if v.Status == "" {
+					v.Status = index.StatusAvailable
+				}
+			case index.StatusRestoringBackup:
+				v.Status = index.StatusErrorRestoring
+			default:
+				continue
+			}
+			v.UpdatedAt = now()
+			if err := tx.PutVolume(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+type interruptedError struct{}
+
+func (interruptedError) Error() string {
+	return "interrupted: the volback process stopped during the backup; run backup-create again"
+}
+
+var errInterrupted error = interruptedError{}

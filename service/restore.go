@@ -1,0 +1,280 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/drivers/volume"
+	"github.com/volback/volback/index"
+)
+
+// RestoreRequest is backup-restore (and create --backup-id).
+type RestoreRequest struct {
+	Backup           string `json:"backup"`
+	Volume           string `json:"volume"` // existing volume to overwrite; empty = new volume
+	Name             string `json:"name"`   // name of the new volume
+	Path             string `json:"path"`
+	Size             int64  `json:"size_bytes"`
+	AvailabilityZone string `json:"availability_zone"`
+	Project          string `json:"project"`
+}
+
+// Restore writes a backup to a new volume or over an existing one that is
+// at least as large. On failure the volume ends `error_restoring` and the
+// backup is `available` again, as in Cinder.
+func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress ProgressFunc) (*RestoreView, error) {
+	var b *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, req.Backup); return err }); err != nil {
+		return nil, err
+	}
+	if b.Status != index.StatusAvailable {
+		return nil, fmt.Errorf("backup %s is %s; only available backups can be restored", b.ID, b.Status)
+	}
+	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		return nil, err
+	}
+
+	var vol *index.Volume
+	var tgt volume.Target
+	if req.Volume != "" {
+		if vol, tgt, err = s.claimTarget(req.Volume, b); err != nil {
+			return nil, err
+		}
+	} else {
+		if req.Size != 0 && req.Size < b.SizeBytes {
+			return nil, fmt.Errorf("size %d bytes is smaller than backup %s (%d bytes); give at least the backup's size, or 0 to take it", req.Size, b.ID, b.SizeBytes)
+		}
+		name := req.Name
+		if name == "" {
+			name = "restore_backup_" + b.ID
+		}
+		az := req.AvailabilityZone
+		if az == "" {
+			az = b.AvailabilityZone
+		}
+		if vol, tgt, err = s.newVolume(name, req.Path, az, req.Project, max(req.Size, b.SizeBytes), index.StatusRestoringBackup); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.setBackupStatus(b.ID, index.StatusRestoring); err != nil {
+		tgt.Close()
+		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
+		return nil, err
+	}
+	err = s.writeImage(ctx, r, b, m, tgt, progress)
+	if cerr := tgt.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("closing volume %s: %w", vol.Path, cerr)
+	}
+	if err != nil {
+		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
+		return nil, fmt.Errorf("restore of backup %s to volume %s failed: %w", b.ID, vol.ID, err)
+	}
+	if err := s.endRestore(vol.ID, b.ID, index.StatusAvailable); err != nil {
+		return nil, err
+	}
+	return &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name}, nil
+}
+
+// claimTarget checks an existing volume can take the backup and marks it
+// restoring-backup.
+func (s *Service) claimTarget(ref string, b *index.Backup) (*index.Volume, volume.Target, error) {
+	var vol *index.Volume
+	err := s.update(func(tx *index.Tx) error {
+		v, err := findVolume(tx, ref)
+		if err != nil {
+			return err
+		}
+		if v.Status != index.StatusAvailable && v.Status != index.StatusErrorRestoring && v.Status != index.StatusError {
+			return fmt.Errorf("volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
+		}
+		if v.Size < b.SizeBytes {
+			return fmt.Errorf("volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
+		}
+		vol = v
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	tgt, err := volume.OpenTarget(vol.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tgt.Size() < b.SizeBytes {
+		tgt.Close()
+		return nil, nil, fmt.Errorf("volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
+	}
+	err = s.update(func(tx *index.Tx) error {
+		v, err := tx.Volume(vol.ID)
+		if err != nil {
+			return err
+		}
+		v.Status, v.UpdatedAt = index.StatusRestoringBackup, now()
+		vol = v
+		return tx.PutVolume(v)
+	})
+	if err != nil {
+		tgt.Close()
+		return nil, nil, err
+	}
+	return vol, tgt, nil
+}
+
+func (s *Service) setBackupStatus(id, status string) error {
+	return s.update(func(tx *index.Tx) error {
+		b, err := tx.Backup(id)
+		if err != nil {
+			return err
+		}
+		b.Status, b.UpdatedAt = status, now()
+		return tx.PutBackup(b)
+	})
+}
+
+// endRestore sets the volume's final status and makes the backup available.
+func (s *Service) endRestore(volID, backupID, volStatus string) error {
+	return s.update(func(tx *index.Tx) error {
+		if v, err := tx.Volume(volID); err == nil {
+			v.Status, v.UpdatedAt = volStatus, now()
+			if err := tx.PutVolume(v); err != nil {
+				return err
+			}
+		}
+		if b, err := tx.Backup(backupID); err == nil && b.Status == index.StatusRestoring {
+			b.Status, b.UpdatedAt = index.StatusAvailable, now()
+			return tx.PutBackup(b)
+		}
+		return nil
+	})
+}
+
+// catalogLocator finds chunks through the catalog.
+type catalogLocator struct {
+	s      *Service
+	repoID string
+}
+
+func (l catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+	var c index.Chunk
+	var ok bool
+	err := l.s.cat.View(func(tx *index.Tx) (err error) { c, ok, err = tx.Chunk(l.repoID, id); return err })
+	if err != nil {
+		return chunkstore.Location{}, err
+	}
+	if !ok {
+		return chunkstore.Location{}, fmt.Errorf("chunk %s is not in the catalog: %w", id, repoNotFound)
+	}
+	return c.Location, nil
+}
+
+// writeImage writes every chunk of m to tgt on cfg.Workers goroutines,
+// verifying each chunk's hash. Zero chunks are skipped on a fresh target and
+// zeroed (hole-punched) in runs on an existing one.
+func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, tgt volume.Target, progress ProgressFunc) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cs := int64(m.ChunkSize)
+	loc := catalogLocator{s, r.store.Config().ID}
+	type job struct{ first, count int64 } // count > 1 only for zero runs
+	jobs := make(chan job, 64)
+	var done atomic.Int64
+	go func() {
+		defer close(jobs)
+		n := int64(m.Chunks())
+		for i := int64(0); i < n; {
+			j := job{i, 1}
+			if _, ok := m.Chunk(int(i)); !ok {
+				for j.first+j.count < n {
+					if _, ok := m.Chunk(int(j.first + j.count)); ok {
+						break
+					}
+					j.count++
+				}
+				if tgt.Fresh() {
+					done.Add(min(j.count*cs, m.Size-j.first*cs))
+					i += j.count
+					continue
+				}
+			}
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				return
+			}
+			i += j.count
+		}
+	}()
+	var wg sync.WaitGroup
+	for range s.cfg.Workers + 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, cs)
+			for j := range jobs {
+				off := j.first * cs
+				length := min(j.count*cs, m.Size-off)
+				if err := s.writeChunk(ctx, r, loc, m, tgt, j.first, off, length, &buf); err != nil {
+					cancel(fmt.Errorf("backup %s: chunk at byte offset %d: %w", b.ID, off, err))
+					continue
+				}
+				done.Add(length)
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				progress.report(Progress{Phase: "restore", Done: done.Load(), Total: m.Size})
+			case <-stop:
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if err := tgt.Sync(); err != nil {
+		return fmt.Errorf("syncing the restored volume: %w", err)
+	}
+	progress.report(Progress{Phase: "restore", Done: m.Size, Total: m.Size})
+	return nil
+}
+
+func (s *Service) writeChunk(ctx context.Context, r *repository, loc catalogLocator, m *chunkstore.Manifest,
+	tgt volume.Target, idx, off, length int64, buf *[]byte) error {
+	id, ok := m.Chunk(int(idx))
+	if !ok {
+		return tgt.Zero(off, length)
+	}
+	l, err := loc.Locate(ctx, id)
+	if err != nil {
+		return err
+	}
+	data, err := r.store.ReadChunk(ctx, id, l, *buf)
+	if err != nil {
+		return err
+	}
+	if cap(data) > cap(*buf) {
+		*buf = data[:cap(data)]
+	}
+	if int64(len(data)) != length {
+		return fmt.Errorf("chunk %s holds %d bytes, the manifest expects %d: %w", id, len(data), length, chunkstore.ErrCorrupt)
+	}
+	_, err = tgt.WriteAt(data, off)
+	return err
+}

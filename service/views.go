@@ -1,0 +1,90 @@
+package service
+
+import (
+	"time"
+
+	"github.com/volback/volback/index"
+)
+
+// VolumeView is a volume as printed, with Cinder's field names.
+type VolumeView struct {
+	ID               string    `json:"id"`
+	Name             string    `json:"name"`
+	Status           string    `json:"status"`
+	Size             int64     `json:"size"`
+	SizeBytes        int64     `json:"size_bytes"`
+	Source           string    `json:"source"`
+	Path             string    `json:"path"`
+	Driver           string    `json:"driver"`
+	AvailabilityZone string    `json:"availability_zone"`
+	ProjectID        string    `json:"project_id"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// BackupView is a backup as printed, with Cinder's field names.
+type BackupView struct {
+	ID                  string     `json:"id"`
+	Name                string     `json:"name"`
+	Description         string     `json:"description"`
+	Status              string     `json:"status"`
+	VolumeID            string     `json:"volume_id"`
+	VolumeName          string     `json:"volume_name"`
+	Size                int64      `json:"size"`
+	SizeBytes           int64      `json:"size_bytes"`
+	ObjectCount         int        `json:"object_count"`
+	StoredBytes         int64      `json:"stored_bytes"`
+	AvailabilityZone    string     `json:"availability_zone"`
+	Container           string     `json:"container"`
+	CreatedAt           time.Time  `json:"created_at"`
+	UpdatedAt           time.Time  `json:"updated_at"`
+	IsIncremental       bool       `json:"is_incremental"`
+	HasDependentBackups bool       `json:"has_dependent_backups"`
+	ParentID            *string    `json:"parent_id"`
+	SnapshotID          *string    `json:"snapshot_id"`
+	DataTimestamp       time.Time  `json:"data_timestamp"`
+	FailReason          *string    `json:"fail_reason"`
+	ProjectID           string     `json:"project_id"`
+	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
+}
+
+// RestoreView is what backup-restore prints (Cinder's restore response).
+type RestoreView struct {
+	BackupID   string `json:"backup_id"`
+	VolumeID   string `json:"volume_id"`
+	VolumeName string `json:"volume_name"`
+}
+
+// GiB rounds a byte count up to whole GiB, as Cinder sizes are.
+func GiB(b int64) int64 { return (b + 1<<30 - 1) >> 30 }
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func volumeView(v *index.Volume) VolumeView {
+	return VolumeView{ID: v.ID, Name: v.Name, Status: v.Status, Size: GiB(v.Size), SizeBytes: v.Size,
+		Source: v.Path, Path: v.Path, Driver: v.Driver, AvailabilityZone: v.AvailabilityZone,
+		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+}
+
+// backupView needs every backup to tell whether b has dependents.
+func backupView(b *index.Backup, all []*index.Backup) BackupView {
+	dep := false
+	for _, o := range all {
+		if o.ParentID == b.ID && o.Status != index.StatusError {
+			dep = true
+			break
+		}
+	}
+	return BackupView{ID: b.ID, Name: b.Name, Description: b.Description, Status: b.Status,
+		VolumeID: b.VolumeID, VolumeName: b.VolumeName, Size: GiB(b.SizeBytes), SizeBytes: b.SizeBytes,
+		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
+		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
+		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
+		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID}
+}

@@ -1,0 +1,201 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/volback/volback/drivers/volume"
+	"github.com/volback/volback/index"
+)
+
+// ManageRequest registers an existing image file or block device.
+type ManageRequest struct {
+	Name             string `json:"name"`
+	AvailabilityZone string `json:"availability_zone"`
+	Source           string `json:"source"`
+	Project          string `json:"project"`
+}
+
+// CreateRequest makes a new image-file volume, empty or restored from a backup.
+type CreateRequest struct {
+	Name             string `json:"name"`
+	BackupID         string `json:"backup_id"`
+	AvailabilityZone string `json:"availability_zone"`
+	Path             string `json:"path"`
+	Size             int64  `json:"size_bytes"` // 0 with BackupID: the backup's size
+	Project          string `json:"project"`
+}
+
+func (s *Service) zone(az string) (string, error) {
+	if az == "" {
+		return s.cfg.DefaultZone, nil
+	}
+	if _, ok := s.cfg.Zones[az]; !ok {
+		return "", fmt.Errorf("availability zone %q is not configured; configured zones: %v", az, s.cfg.ZoneNames())
+	}
+	return az, nil
+}
+
+func project(p string) string {
+	if p == "" {
+		return DefaultProject
+	}
+	return p
+}
+
+// Manage registers SOURCE as a volume; its size is the source's size.
+func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, error) {
+	if req.Name == "" {
+		return nil, errors.New("manage: --name is required; name the volume")
+	}
+	az, err := s.zone(req.AvailabilityZone)
+	if err != nil {
+		return nil, err
+	}
+	path, err := filepath.Abs(req.Source)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %v", req.Source, err)
+	}
+	src, err := volume.OpenSource(path)
+	if err != nil {
+		return nil, err
+	}
+	size := src.Size()
+	src.Close()
+	t := now()
+	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: size,
+		Path: path, Driver: "file", AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
+	err = s.update(func(tx *index.Tx) error {
+		vols, err := tx.Volumes()
+		if err != nil {
+			return err
+		}
+		for _, o := range vols {
+			if o.Path == path {
+				return fmt.Errorf("source %s is already managed as volume %s (%s); use that volume", path, o.ID, o.Name)
+			}
+		}
+		return tx.PutVolume(v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	vv := volumeView(v)
+	return &vv, nil
+}
+
+// CreateVolume makes a new sparse image file, empty or restored from a backup.
+func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress ProgressFunc) (*VolumeView, error) {
+	if req.Name == "" {
+		return nil, errors.New("create: --name is required; name the volume")
+	}
+	if req.BackupID != "" {
+		rv, err := s.Restore(ctx, RestoreRequest{Backup: req.BackupID, Name: req.Name, Size: req.Size,
+			Path: req.Path, AvailabilityZone: req.AvailabilityZone, Project: req.Project}, progress)
+		if err != nil {
+			return nil, err
+		}
+		return s.ShowVolume(ctx, rv.VolumeID)
+	}
+	if req.Size <= 0 {
+		return nil, errors.New("create: SIZE must be positive (GiB, or with a unit such as 256M)")
+	}
+	v, tgt, err := s.newVolume(req.Name, req.Path, req.AvailabilityZone, req.Project, req.Size, index.StatusAvailable)
+	if err != nil {
+		return nil, err
+	}
+	if err := tgt.Close(); err != nil {
+		return nil, err
+	}
+	vv := volumeView(v)
+	return &vv, nil
+}
+
+// newVolume creates the image file and the catalog record (in status) of a
+// volume volback owns. A failure leaves neither behind.
+func (s *Service) newVolume(name, path, az, proj string, size int64, status string) (*index.Volume, volume.Target, error) {
+	az, err := s.zone(az)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := uuid.NewString()
+	if path == "" {
+		path = filepath.Join(s.cfg.Home, "volumes", id+".img")
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, nil, err
+	}
+	tgt, err := volume.CreateTarget(path, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	t := now()
+	v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: path, Driver: "file",
+		Owned: true, AvailabilityZone: az, ProjectID: project(proj), CreatedAt: t, UpdatedAt: t}
+	if err := s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err != nil {
+		tgt.Close()
+		os.Remove(path)
+		return nil, nil, err
+	}
+	return v, tgt, nil
+}
+
+// ListVolumes returns every volume.
+func (s *Service) ListVolumes(ctx context.Context) ([]VolumeView, error) {
+	var out []VolumeView
+	err := s.cat.View(func(tx *index.Tx) error {
+		vols, err := tx.Volumes()
+		for _, v := range vols {
+			out = append(out, volumeView(v))
+		}
+		return err
+	})
+	return out, err
+}
+
+// ShowVolume returns one volume by id or name.
+func (s *Service) ShowVolume(ctx context.Context, ref string) (*VolumeView, error) {
+	var vv VolumeView
+	err := s.cat.View(func(tx *index.Tx) error {
+		v, err := findVolume(tx, ref)
+		if err == nil {
+			vv = volumeView(v)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &vv, nil
+}
+
+// DeleteVolume forgets a volume; its file is removed only when volback created it.
+func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, error) {
+	var v *index.Volume
+	err := s.update(func(tx *index.Tx) error {
+		var err error
+		if v, err = findVolume(tx, ref); err != nil {
+			return err
+		}
+		if v.Status != index.StatusAvailable && v.Status != index.StatusError && v.Status != index.StatusErrorRestoring {
+			return fmt.Errorf("volume %s is %s; wait for the running job to finish (or cancel it) before deleting", v.ID, v.Status)
+		}
+		return tx.DeleteVolume(v.ID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if v.Owned && strings.HasPrefix(v.Path, "/") {
+		if err := os.Remove(v.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("volume %s forgotten, but removing its file %s failed: %v; remove it by hand", v.ID, v.Path, err)
+		}
+	}
+	vv := volumeView(v)
+	vv.Status = "deleted"
+	return &vv, nil
+}
