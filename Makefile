@@ -1,0 +1,42 @@
+# volback: `make demo` (set up + main job), `make test` (every test).
+export PATH := $(PATH):/usr/local/go/bin
+GO       ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build deps demo test unit integration lint fuzz bench clean
+
+all: build
+
+deps:
+	scripts/deps.sh
+
+build:
+	$(GO) build -o volback ./cmd/volback
+
+# The main job on the embedded default: a local repository and catalog under
+# the volback home (/var/lib/volback for root).
+demo: deps build
+	VOLBACK=./volback scripts/demo.sh
+
+test: deps lint unit integration fuzz
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: build
+	$(GO) test -count=1 -timeout 20m ./integration/...
+
+fuzz:
+	FUZZTIME=$${FUZZTIME:-10s} scripts/fuzz.sh
+
+# Same workloads through volback, restic, borg and cp; writes docs/BENCHMARKS.md.
+bench: deps build
+	$(GO) run ./bench -volback ./volback -out docs/BENCHMARKS.md
+
+clean:
+	rm -f volback
