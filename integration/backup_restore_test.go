@@ -181,11 +181,12 @@ func TestJSONShapes(t *testing.T) {
 	}
 	checkFields(t, "list[0]", vl[0], volumeFields)
 
-	// An empty list is still an array.
-	var empty []map[string]any
-	runJSON(t, newHome(t), &empty, "backup-list")
-	if empty == nil || len(empty) != 0 {
-		t.Errorf("backup-list on an empty home: %v, want []", empty)
+	// An empty list is still an array, not null.
+	fresh := newHome(t)
+	for _, verb := range []string{"list", "backup-list"} {
+		if out := strings.TrimSpace(mustRun(t, fresh, "-f", "json", verb)); out != "[]" {
+			t.Errorf("-f json %s on an empty home printed %q, want []", verb, out)
+		}
 	}
 
 	for _, args := range [][]string{{"backup-show", b.ID}, {"show", v.ID}} {

@@ -174,6 +174,11 @@ func TestDiskFull(t *testing.T) {
 	if recs := records(t, repo); len(recs) != 0 {
 		t.Errorf("a failed backup left records in the repository: %v", recs)
 	}
+	for _, f := range filesUnder(t, repo) {
+		if strings.Contains(filepath.Base(f), "tmp") {
+			t.Errorf("a failed backup left a temporary file in the repository: %s", f)
+		}
+	}
 	for _, b := range failed {
 		mustRun(t, home, "backup-delete", b.ID)
 	}
@@ -220,7 +225,7 @@ func TestRefuseAmbiguousName(t *testing.T) {
 // TestCorruptChunkDetected flips bytes inside a pack: restore fails naming
 // the backup and the byte offset instead of writing bad data silently.
 func TestCorruptChunkDetected(t *testing.T) {
-	home, _, _, b := seeded(t)
+	home, _, v, b := seeded(t)
 	packsDir := filepath.Join(repoDir(home), "packs")
 	packs := filesUnder(t, packsDir)
 	if len(packs) == 0 {
@@ -256,5 +261,13 @@ func TestCorruptChunkDetected(t *testing.T) {
 	assertRefused(t, "restore of a corrupted backup", stderr, code, b.ID)
 	if !regexp.MustCompile(`(?i)offset\D{0,3}\d+`).MatchString(stderr) {
 		t.Errorf("corruption error %q does not give a byte offset", stderr)
+	}
+	// The volume the failed restore was writing must not look usable.
+	var vols []Volume
+	runJSON(t, home, &vols, "list")
+	for _, o := range vols {
+		if o.ID != v.ID && o.Status == "available" {
+			t.Errorf("volume %s (%s) from a failed restore has status available", o.ID, o.Name)
+		}
 	}
 }
