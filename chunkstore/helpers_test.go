@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 )
 
 func randomBytes(r *rand.Rand, n int) []byte {
@@ -130,3 +131,5 @@ func backupVolume(t testing.TB, s *Store, vol []byte, comp Compression) (*Manife
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+func sleep() { time.Sleep(10 * time.Millisecond) }

@@ -1,0 +1,229 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/volback/volback/drivers/repo"
+)
+
+// testVolume is 40 chunks and a short tail: random, text, zero and
+// repeated chunks.
+func testVolume(cs int) []byte {
+	r := rand.New(rand.NewPCG(11, 12))
+	var vol []byte
+	for i := range 40 {
+		switch i % 5 {
+		case 0:
+			vol = append(vol, randomBytes(r, cs)...)
+		case 1, 2:
+			vol = append(vol, textBytes(r, cs)...)
+		case 3:
+			vol = append(vol, make([]byte, cs)...)
+		case 4:
+			vol = append(vol, vol[:cs]...) // same as chunk 0
+		}
+	}
+	return append(vol, textBytes(r, 1234)...)
+}
+
+func TestImageReads(t *testing.T) {
+	cs := 16 << 10
+	s, be := newTestStore(t, cs)
+	vol := testVolume(cs)
+	m, entries := backupVolume(t, s, vol, Compression{Level: 3})
+	// Go through the encoded manifest, as restore and mount do.
+	data, _ := m.Encode()
+	m, _, err := DecodeManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{ReadAhead: 4, Name: "b1"})
+	defer im.Close()
+	if im.Size() != int64(len(vol)) {
+		t.Fatalf("size %d", im.Size())
+	}
+	// Whole image.
+	all := make([]byte, len(vol))
+	if n, err := im.ReadAt(all, 0); n != len(vol) || err != nil || !bytes.Equal(all, vol) {
+		t.Fatalf("full read: %d %v equal %v", n, err, bytes.Equal(all, vol))
+	}
+	// Random ranges, including ones crossing chunks and the end.
+	r := rand.New(rand.NewPCG(13, 14))
+	for range 500 {
+		off := r.Int64N(int64(len(vol)))
+		n := r.IntN(3 * cs)
+		p := make([]byte, n)
+		got, err := im.ReadAt(p, off)
+		want := min(n, len(vol)-int(off))
+		if got != want || !bytes.Equal(p[:got], vol[off:off+int64(got)]) {
+			t.Fatalf("ReadAt(%d, %d) = %d, %v", n, off, got, err)
+		}
+		if (got < n) != (err == io.EOF) {
+			t.Fatalf("ReadAt(%d, %d): n %d err %v", n, off, got, err)
+		}
+	}
+	if n, err := im.ReadAt(make([]byte, 10), int64(len(vol))); n != 0 || err != io.EOF {
+		t.Fatalf("read at end: %d %v", n, err)
+	}
+	if _, err := im.ReadAt(make([]byte, 10), -1); err == nil {
+		t.Fatal("negative offset accepted")
+	}
+	// Zero chunks cost no reads: read a zero chunk with an empty cache.
+	im2 := s.OpenImage(m, newMapLocator(entries), ImageOptions{Name: "b1"})
+	before := be.reads.Load()
+	p := make([]byte, cs)
+	if _, err := im2.ReadAt(p, 3*int64(cs)); err != nil || !IsZero(p) || be.reads.Load() != before {
+		t.Fatalf("zero chunk: %v, %d reads", err, be.reads.Load()-before)
+	}
+	im2.Close()
+	if _, err := im2.ReadAt(p, 0); err == nil {
+		t.Fatal("read after Close succeeded")
+	}
+}
+
+func TestImageConcurrentReaders(t *testing.T) {
+	cs := 16 << 10
+	s, be := newTestStore(t, cs)
+	vol := testVolume(cs)
+	m, entries := backupVolume(t, s, vol, Compression{Level: 1})
+	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{Cache: NewCache(64 << 20), ReadAhead: 8, Name: "b2"})
+	defer im.Close()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 99))
+			for range 200 {
+				off := r.Int64N(int64(len(vol)))
+				p := make([]byte, r.IntN(2*cs)+1)
+				n, _ := im.ReadAt(p, off)
+				if !bytes.Equal(p[:n], vol[off:off+int64(n)]) {
+					t.Errorf("reader %d: wrong bytes at %d", w, off)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Every stored chunk was fetched at most once (singleflight + cache big
+	// enough to hold the image): reads <= unique non-zero chunks.
+	if n := be.reads.Load(); n > int64(len(entries)) {
+		t.Fatalf("%d backend reads for %d unique chunks", n, len(entries))
+	}
+}
+
+func TestImageSequentialReadAhead(t *testing.T) {
+	cs := 16 << 10
+	s, be := newTestStore(t, cs)
+	vol := testVolume(cs)
+	m, entries := backupVolume(t, s, vol, Compression{Level: 1})
+	cache := NewCache(64 << 20)
+	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{Cache: cache, ReadAhead: 8, Name: "b3"})
+	defer im.Close()
+	// Read the first chunk; read-ahead then fetches the following chunks
+	// in the background.
+	p := make([]byte, cs)
+	if _, err := im.ReadAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 8; i++ {
+		id, ok := m.Chunk(i)
+		if !ok {
+			continue
+		}
+		waitFor(t, func() bool { return cache.Contains(id) }, fmt.Sprintf("read-ahead of chunk %d", i))
+	}
+	// Chunk 9 and beyond were not read ahead.
+	if id, ok := m.Chunk(11); ok && cache.Contains(id) {
+		t.Fatal("read ahead past the window")
+	}
+	before := be.reads.Load()
+	buf := make([]byte, 8*cs)
+	if _, err := im.ReadAt(buf, int64(cs)); err != nil || !bytes.Equal(buf, vol[cs:9*cs]) {
+		t.Fatal(err)
+	}
+	if be.reads.Load() != before {
+		t.Fatalf("read-ahead chunks were read again: %d reads", be.reads.Load()-before)
+	}
+	// A full sequential pass returns the right bytes.
+	var out bytes.Buffer
+	if _, err := io.Copy(&out, io.NewSectionReader(im, 0, im.Size())); err != nil || !bytes.Equal(out.Bytes(), vol) {
+		t.Fatalf("sequential copy: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		sleep()
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestImageCorruption(t *testing.T) {
+	cs := 16 << 10
+	s, be := newTestStore(t, cs)
+	vol := testVolume(cs)
+	m, entries := backupVolume(t, s, vol, Compression{Level: 3})
+	// Corrupt the blob of chunk 1 (text, stored once).
+	id1, _ := m.Chunk(1)
+	var loc Location
+	for _, e := range entries {
+		if e.ID == id1 {
+			loc = e.Location
+		}
+	}
+	be.corrupt(PackName(loc.Pack), int(loc.Offset+loc.Length/2))
+	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{ReadAhead: 4, Name: "backup-1234"})
+	defer im.Close()
+	p := make([]byte, 100)
+	n, err := im.ReadAt(p, int64(cs)+500)
+	if n != 0 || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("corrupt chunk: n %d err %v", n, err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "backup backup-1234: chunk at offset 16384") || !strings.Contains(msg, id1.String()) {
+		t.Fatalf("error does not name backup, offset and chunk: %s", msg)
+	}
+	// A read spanning into the bad chunk returns the good prefix.
+	p = make([]byte, 2*cs)
+	n, err = im.ReadAt(p, 0)
+	if n != cs || !errors.Is(err, ErrCorrupt) || !bytes.Equal(p[:n], vol[:cs]) {
+		t.Fatalf("spanning read: n %d err %v", n, err)
+	}
+	// Other ranges are fine.
+	p = make([]byte, 5*cs)
+	if _, err := im.ReadAt(p, 2*int64(cs)); err != nil || !bytes.Equal(p, vol[2*cs:7*cs]) {
+		t.Fatalf("good range: %v", err)
+	}
+	// A missing pack: ErrNotFound, named.
+	id2, _ := m.Chunk(2)
+	for _, e := range entries {
+		if e.ID == id2 {
+			be.Delete(context.Background(), PackName(e.Pack))
+		}
+	}
+	im2 := s.OpenImage(m, newMapLocator(entries), ImageOptions{Name: "b9"})
+	defer im2.Close()
+	if _, err := im2.ReadAt(p[:10], 2*int64(cs)); !errors.Is(err, repo.ErrNotFound) || !strings.Contains(err.Error(), "backup b9: chunk at offset 32768") {
+		t.Fatalf("missing pack: %v", err)
+	}
+	// A chunk the locator does not know.
+	im3 := s.OpenImage(m, newMapLocator(nil), ImageOptions{Name: "b10"})
+	defer im3.Close()
+	if _, err := im3.ReadAt(p[:10], 0); !errors.Is(err, errNotInCatalog) {
+		t.Fatalf("unknown chunk: %v", err)
+	}
+}
