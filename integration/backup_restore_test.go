@@ -109,6 +109,25 @@ func TestCreateFromBackup(t *testing.T) {
 	defer c.Close()
 	compareRange(t, a, c, 8*mib, 16*mib)
 
+	var empty Volume
+	runJSON(t, home, &empty, "create", "--name", "empty", "1G")
+	if empty.SizeBytes != gib || fileSize(t, empty.Path) != gib {
+		t.Errorf("create 1G: size_bytes %d, file %d bytes; want %d", empty.SizeBytes, fileSize(t, empty.Path), gib)
+	}
+	if a := allocated(t, empty.Path); a > mib {
+		t.Errorf("create 1G: new image allocates %d bytes, want a sparse file", a)
+	}
+
+	// delete removes the image only when volback created it.
+	mustRun(t, home, "delete", empty.ID)
+	if _, err := os.Stat(empty.Path); !os.IsNotExist(err) {
+		t.Errorf("delete of a created volume left its file %s (stat: %v)", empty.Path, err)
+	}
+	mustRun(t, home, "delete", "v")
+	if _, err := os.Stat(img); err != nil {
+		t.Errorf("delete of a managed volume removed its source %s: %v", img, err)
+	}
+
 	before := state(t, home)
 	_, stderr, code := run(t, home, "create", "--name", "small", "--backup-id", b.ID, "4M")
 	assertRefused(t, "create smaller than the backup", stderr, code, "size")

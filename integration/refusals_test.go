@@ -123,6 +123,14 @@ func TestRefuseReadOnlyRepository(t *testing.T) {
 		t.Errorf("records changed in a read-only repository: %v -> %v", recs, got)
 	}
 
+	// A fresh home whose repository was never written is refused as well.
+	fresh := newHome(t)
+	useRepository(t, fresh, filepath.Join(mnt, "never-made"))
+	manage(t, fresh, "v", img)
+	_, stderr, code = run(t, fresh, "backup-create", "v")
+	assertRefused(t, "backup-create into a new read-only repository", stderr, code, "read-only")
+	assertFailedBackups(t, fresh, "", "read-only")
+
 	sh(t, "mount", "-o", "remount,rw", mnt)
 	b := backupCreate(t, home, "v")
 	r := restoreNew(t, home, b.ID, "r")
@@ -219,6 +227,19 @@ func TestRefuseAmbiguousName(t *testing.T) {
 	}
 	if got := showVolume(t, home, va.ID[:8]); got.ID != va.ID {
 		t.Errorf("show %s (id prefix) gave %s, want %s", va.ID[:8], got.ID, va.ID)
+	}
+
+	// Backups named alike are refused the same way.
+	var b1, b2 Backup
+	runJSON(t, home, &b1, "backup-create", "--name", "nightly", va.ID)
+	runJSON(t, home, &b2, "backup-create", "--name", "nightly", vb.ID)
+	before = state(t, home)
+	for _, verb := range []string{"backup-show", "backup-restore", "backup-delete"} {
+		_, stderr, code := run(t, home, verb, "nightly")
+		assertRefused(t, verb+" of an ambiguous backup name", stderr, code, "nightly", b1.ID, b2.ID)
+	}
+	if after := state(t, home); after != before {
+		t.Errorf("refusals changed the catalog:\nbefore %s\nafter  %s", before, after)
 	}
 }
 
