@@ -72,6 +72,9 @@ var handlers = map[string]handler{
 	"repo-gc": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]GCReport, error) {
 		return s.GC(ctx, r.Zone)
 	}),
+	"repo-check": decode(func(s *Service, ctx context.Context, r CheckRequest, _ ProgressFunc) ([]CheckReport, error) {
+		return s.Check(ctx, r)
+	}),
 	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
 		return s.LocateImage(ctx, r.Ref)
 	}),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
@@ -108,6 +109,7 @@ func commands() []*cli.Command {
 			Action: func(c *cli.Context) error {
 				return call(c, "repo-gc", service.Ref{Zone: c.String("zone")}, &[]service.GCReport{})
 			}},
+		checkCommand(),
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),
@@ -122,4 +124,27 @@ func refVerb(name, usage, argName string, resp any) *cli.Command {
 		}
 		return call(c, name, service.Ref{Ref: c.Args().First()}, resp)
 	}}
+}
+
+func checkCommand() *cli.Command {
+	return &cli.Command{Name: "repo-check", Usage: "recount chunk references and check every backup's objects (--read-data: every chunk)",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only this availability zone's repository"},
+			&cli.BoolFlag{Name: "read-data", Usage: "also read and verify every referenced chunk"}},
+		Action: func(c *cli.Context) error {
+			var reps []service.CheckReport
+			if err := call(c, "repo-check", service.CheckRequest{Zone: c.String("zone"), ReadData: c.Bool("read-data")}, &reps); err != nil {
+				return err
+			}
+			n := 0
+			for _, r := range reps {
+				n += len(r.Problems)
+				for _, p := range r.Problems {
+					fmt.Fprintf(os.Stderr, "volback: %s: %s\n", r.Repository, p)
+				}
+			}
+			if n > 0 {
+				return fmt.Errorf("repo-check found %d problem(s); see above", n)
+			}
+			return nil
+		}}
 }
