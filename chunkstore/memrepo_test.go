@@ -17,6 +17,7 @@ type memRepo struct {
 	objs    map[string][]byte
 	putErr  error // returned by every Put when set
 	reads   atomic.Int64
+	readsAt map[string]int    // "name@offset" -> ReadAt calls
 	putHook func(name string) // called before a put, outside the lock
 }
 
@@ -59,6 +60,12 @@ func (m *memRepo) Get(ctx context.Context, name string) ([]byte, error) {
 
 func (m *memRepo) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
 	m.reads.Add(1)
+	m.mu.Lock()
+	if m.readsAt == nil {
+		m.readsAt = map[string]int{}
+	}
+	m.readsAt[fmt.Sprintf("%s@%d", name, off)]++
+	m.mu.Unlock()
 	b, err := m.get(name)
 	if err != nil {
 		return err
@@ -112,3 +119,9 @@ func (m *memRepo) corrupt(name string, off int) {
 }
 
 var _ repo.Backend = (*memRepo)(nil)
+
+func (m *memRepo) readCount(loc Location) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.readsAt[fmt.Sprintf("%s@%d", PackName(loc.Pack), loc.Offset)]
+}
