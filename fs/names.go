@@ -27,20 +27,22 @@ const (
 // '_', the special names "", "." and ".." are replaced, and very long names
 // are cut on a rune boundary.
 func sanitizeName(s string) string {
-	if len(s) > maxNameBytes {
+	// Bytewise, so names that are not valid UTF-8 keep their bytes (Linux
+	// allows them) instead of growing into U+FFFD replacements.
+	b := []byte(s)
+	for i, c := range b {
+		if c == '/' || c == 0 {
+			b[i] = '_'
+		}
+	}
+	if len(b) > maxNameBytes {
 		cut := maxNameBytes
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
+		for cut > maxNameBytes-utf8.UTFMax && !utf8.RuneStart(b[cut]) {
 			cut--
 		}
-		s = s[:cut]
+		b = b[:cut]
 	}
-	s = strings.Map(func(r rune) rune {
-		if r == '/' || r == 0 {
-			return '_'
-		}
-		return r
-	}, s)
-	switch s {
+	switch s = string(b); s {
 	case "":
 		return "_"
 	case ".", "..":
