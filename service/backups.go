@@ -15,7 +15,7 @@ var repoNotFound = repo.ErrNotFound
 
 // ListBackups returns backups, newest first, optionally of one volume.
 func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupView, error) {
-	var out []BackupView
+	out := []BackupView{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		volID := ""
 		if volumeRef != "" {
@@ -81,7 +81,7 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 // rules: only available or error backups, and never one that incremental
 // backups depend on. It stops at the first refusal or failure.
 func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupView, error) {
-	var out []BackupView
+	out := []BackupView{}
 	for _, ref := range refs {
 		bv, err := s.deleteBackup(ctx, ref)
 		if err != nil {

@@ -147,7 +147,7 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 
 // ListVolumes returns every volume.
 func (s *Service) ListVolumes(ctx context.Context) ([]VolumeView, error) {
-	var out []VolumeView
+	out := []VolumeView{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		vols, err := tx.Volumes()
 		for _, v := range vols {

@@ -20,6 +20,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := app().RunContext(ctx, os.Args)
+	stopProfile()
 	if err == nil {
 		return
 	}
@@ -42,6 +43,9 @@ func app() *cli.App {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 		},
 		Before: func(c *cli.Context) error {
+			if p := os.Getenv("VOLBACK_CPUPROFILE"); p != "" {
+				startProfile(p)
+			}
 			if f := c.String("format"); f != "table" && f != "json" {
 				return usageError{fmt.Errorf("unknown --format %q: use table or json", f)}
 			}
