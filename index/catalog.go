@@ -51,7 +51,7 @@ func badgerOptions(dir string, inMemory bool) badger.Options {
 		o = badger.DefaultOptions("").WithInMemory(true)
 	}
 	return o.
-		WithMemTableSize(8 << 20).      // txn limit = 15% of this: ~1.2 MiB, see MaxBatch
+		WithMemTableSize(4 << 20).      // txn limit = 15% of this: ~630 KiB, see MaxBatch
 		WithNumMemtables(2).            // one taking writes, one being flushed
 		WithNumLevelZeroTables(3).      // flush L0 into L1 early
 		WithNumLevelZeroTablesStall(8). // bounded L0 under a write burst

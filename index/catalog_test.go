@@ -404,7 +404,7 @@ func TestUpdateAtomic(t *testing.T) {
 		t.Fatalf("oversized Update: %v, want ErrTxnTooBig", err)
 	}
 	t.Logf("one transaction holds %d chunk puts (MaxBatch %d): %v", n, MaxBatch, err)
-	if n < 3*MaxBatch {
+	if n < 2*MaxBatch {
 		t.Errorf("only %d chunk puts fit in a transaction; MaxBatch %d leaves too little margin", n, MaxBatch)
 	}
 	assertEmpty(t, c)

@@ -26,8 +26,8 @@ var ErrLocked = errors.New("catalog locked by another process")
 var ErrSchema = errors.New("unsupported catalog schema version")
 
 // MaxBatch is how many chunk updates one transaction can safely hold.
-// With the options set in Open a transaction may hold about 9,300 chunk
-// puts with a 36-byte repository id (Badger's limit is 15% of
+// With the options set in Open a transaction may hold about 4,600 chunk
+// puts with a 36-byte repository id (Badger's limit is 15% of the 4 MiB
 // MemTableSize); 2000 leaves room for the backup record and longer ids.
 // TestMaxBatchFits and TestUpdateAtomic check the margin.
 const MaxBatch = 2000
