@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ---- fake Source ----
@@ -60,8 +62,9 @@ type fakeSource struct {
 	backups map[string]*fakeBackup
 	listErr error
 
-	lists atomic.Int64 // Backups calls
-	open  atomic.Int64 // images open now
+	lists   atomic.Int64 // Backups calls
+	open    atomic.Int64 // images open now
+	maxRead atomic.Int64 // largest ReadAt seen
 }
 
 func newFakeSource(bs ...*fakeBackup) *fakeSource {
@@ -122,6 +125,8 @@ func (im *fakeImage) Size() int64 { return im.b.e.Size }
 func (im *fakeImage) ReadAt(p []byte, off int64) (int, error) {
 	if im.closed.Load() {
 		return 0, errors.New("read after Close")
+	}
+	for m := im.src.maxRead.Load(); int64(len(p)) > m && !im.src.maxRead.CompareAndSwap(m, int64(len(p))); m = im.src.maxRead.Load() {
 	}
 	size := im.b.e.Size
 	if off < 0 {
@@ -572,6 +577,31 @@ func TestReadError(t *testing.T) {
 	}
 }
 
+func TestReadAhead(t *testing.T) {
+	b := &fakeBackup{e: Entry{ID: "ra", VolumeName: "v", CreatedAt: t1, Size: 16 << 20}, seed: 6}
+	src := newFakeSource(b)
+	_, mp, _ := mountFake(t, src)
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil {
+		t.Fatal(err)
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	ra, err := os.ReadFile(p)
+	if err != nil {
+		t.Skipf("no bdi read-ahead to check: %v", err)
+	}
+	if strings.TrimSpace(string(ra)) != "1024" {
+		t.Errorf("%s = %s, want 1024", p, ra)
+	}
+	// Sequential reads then reach the server as 1 MiB requests.
+	if _, err := os.ReadFile(filepath.Join(mp, "by-id", "ra.img")); err != nil {
+		t.Fatal(err)
+	}
+	if m := src.maxRead.Load(); m != maxIO {
+		t.Errorf("largest request %d bytes, want %d", m, maxIO)
+	}
+}
+
 func TestReadOnly(t *testing.T) {
 	bs := testBackups()
 	_, mp, _ := mountFake(t, newFakeSource(bs...))
@@ -816,7 +846,8 @@ func umountIfMounted(t *testing.T, dir string) {
 func BenchmarkSequentialRead(b *testing.B) {
 	const size = 1 << 30
 	bk := &fakeBackup{e: Entry{ID: "big", VolumeName: "v", CreatedAt: t1, Size: size}, seed: 11}
-	_, mp, _ := mountFake(b, newFakeSource(bk))
+	src := newFakeSource(bk)
+	_, mp, _ := mountFake(b, src)
 	p := filepath.Join(mp, "by-id", "big.img")
 	buf := make([]byte, 1<<20)
 	first, last := make([]byte, 1<<20), make([]byte, 1<<20)
@@ -853,6 +884,7 @@ func BenchmarkSequentialRead(b *testing.B) {
 			b.Fatalf("read %d bytes, want %d", total, size)
 		}
 	}
+	b.ReportMetric(float64(src.maxRead.Load()>>10), "KiB/max-request")
 }
 
 // BenchmarkFakeImage is the ceiling: the fake source's own ReadAt speed.
