@@ -54,7 +54,7 @@ func (s *Store) OpenImage(m *Manifest, loc Locator, opt ImageOptions) *Image {
 	ctx, cancel := context.WithCancel(context.Background())
 	im := &Image{s: s, m: m, loc: loc, cache: c, name: opt.Name, ra: ra, ctx: ctx, cancel: cancel}
 	if ra > 0 {
-		im.prefetch = make(chan int, 2*ra)
+		im.prefetch = make(chan int, 2*ra+32)
 	}
 	return im
 }
@@ -85,7 +85,9 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	cs := int64(im.m.ChunkSize)
 	end := off + int64(n)
 	if prev := im.lastEnd.Swap(end); im.ra > 0 && off >= prev-cs && off <= prev+cs {
-		im.readAhead(int((end-1)/cs) + 1)
+		// Queue this read's later chunks too, so a large read is fetched
+		// in parallel, then ReadAhead chunks past its end.
+		im.readAhead(int(off/cs)+1, int((end-1)/cs)+1+im.ra)
 	}
 	for done := 0; done < n; {
 		pos := off + int64(done)
@@ -121,11 +123,11 @@ func (im *Image) chunk(ctx context.Context, i int, id ID) ([]byte, error) {
 	})
 }
 
-// readAhead queues chunks [next, next+ReadAhead) not queued yet. Queueing
-// never blocks: when the workers are saturated, chunks are skipped and the
-// reader fetches them itself.
-func (im *Image) readAhead(next int) {
-	end := min(next+im.ra, im.m.Chunks())
+// readAhead queues chunks [next, end) not queued yet. Queueing never
+// blocks: when the workers are saturated, chunks are skipped and the reader
+// fetches them itself.
+func (im *Image) readAhead(next, end int) {
+	end = min(end, im.m.Chunks())
 	var start int
 	for {
 		s := im.scheduled.Load()
