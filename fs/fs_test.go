@@ -898,3 +898,59 @@ func BenchmarkFakeImage(b *testing.B) {
 		}
 	}
 }
+
+// TestHelperMount is the child process of TestStaleMount: it mounts and
+// serves until killed.
+func TestHelperMount(t *testing.T) {
+	mp := os.Getenv("VOLBACK_FS_HELPER_MOUNTPOINT")
+	if mp == "" {
+		t.Skip("helper process for TestStaleMount")
+	}
+	srv, err := Mount(mp, newFakeSource(testBackups()...), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait()
+}
+
+// TestStaleMount: a mount whose server was killed (-9) is refused as a
+// mountpoint with advice, and Unmount clears it.
+func TestStaleMount(t *testing.T) {
+	requireFUSE(t)
+	mp := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperMount$")
+	cmd.Env = append(os.Environ(), "VOLBACK_FS_HELPER_MOUNTPOINT="+mp)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if ok, _ := inProcMounts(t, mp); ok {
+			exec.Command("umount", "-l", mp).Run()
+		}
+	})
+	eventually(t, 10*time.Second, "helper mounts", func() bool { ok, _ := inProcMounts(t, mp); return ok })
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if _, err := os.ReadDir(mp); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("listing a dead mount: %v, want ENOTCONN", err)
+	}
+	_, err := Mount(mp, newFakeSource(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "not connected") || !strings.Contains(err.Error(), "volback umount "+mp) {
+		t.Fatalf("Mount on a stale mount: %v, want advice to run volback umount", err)
+	}
+	if err := Unmount(mp); err != nil {
+		t.Fatalf("Unmount of a stale mount: %v", err)
+	}
+	if ok, line := inProcMounts(t, mp); ok {
+		t.Fatalf("still in /proc/mounts: %s", line)
+	}
+	srv, err := Mount(mp, newFakeSource(testBackups()...), Options{})
+	if err != nil {
+		t.Fatalf("remount after clearing the stale mount: %v", err)
+	}
+	if err := srv.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+}

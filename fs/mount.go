@@ -201,8 +201,14 @@ func firstLine(out []byte, err error) string {
 }
 
 // checkMountpoint wants an existing, empty directory that is not already a
-// mount point, and says what to do otherwise.
+// mount point, and says what to do otherwise. The mount table is read first,
+// so a mount whose server died or hangs is reported without touching it.
 func checkMountpoint(path string) error {
+	if mounted, err := isMountpoint(path); err != nil {
+		return err
+	} else if mounted {
+		return fmt.Errorf("mountpoint %s is already a mount point; if it is a volback mount whose server is gone (\"Transport endpoint is not connected\"), or one you no longer need, run `volback umount %s` first", path, path)
+	}
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
@@ -213,11 +219,6 @@ func checkMountpoint(path string) error {
 		return fmt.Errorf("mountpoint %s: %w", path, err)
 	case !st.IsDir():
 		return fmt.Errorf("mountpoint %s is not a directory; mount on an empty directory", path)
-	}
-	if mounted, err := isMountpoint(path); err != nil {
-		return err
-	} else if mounted {
-		return fmt.Errorf("mountpoint %s is already a mount point; unmount it first (`volback umount %s`)", path, path)
 	}
 	d, err := os.Open(path)
 	if err != nil {
