@@ -108,3 +108,23 @@ func BenchmarkImageReadSequential(b *testing.B) {
 	}
 }
 
+
+// BenchmarkEncodeBlob is the per-chunk compression cost on one core.
+func BenchmarkEncodeBlob(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, kind := range []string{"random", "text"} {
+		raw := randomBytes(r, 64<<10)
+		if kind == "text" {
+			raw = textBytes(r, 64<<10)
+		}
+		for _, level := range []int{0, 1, 3, 7} {
+			b.Run(kind+"/level"+string(rune('0'+level)), func(b *testing.B) {
+				dst := make([]byte, 0, 80<<10)
+				b.SetBytes(int64(len(raw)))
+				for b.Loop() {
+					dst = EncodeBlob(dst[:0], raw, Compression{Level: level})
+				}
+			})
+		}
+	}
+}
