@@ -108,7 +108,6 @@ func BenchmarkImageReadSequential(b *testing.B) {
 	}
 }
 
-
 // BenchmarkEncodeBlob is the per-chunk compression cost on one core.
 func BenchmarkEncodeBlob(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 5))
