@@ -97,29 +97,28 @@ func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
 // runBackup reads the volume through the pipeline, then commits manifest,
 // record and references. b is updated in place.
 func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
-	src, err := volume.OpenSource(vol.Path)
+	src, err := s.openSource(vol)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	b.SizeBytes = src.Size()
-	extents, err := src.Allocated(ctx)
-	if err != nil {
-		return fmt.Errorf("volume %s: listing allocated extents: %w", vol.Path, err)
-	}
 
 	r.gc.RLock() // chunks found in the catalog must stay until our references count
 	defer r.gc.RUnlock()
 	st := r.store
 	cs := st.Config().ChunkSize
-	m := chunkstore.NewManifest(b.SizeBytes, cs)
-	chunks := allocatedChunks(extents, b.SizeBytes, cs)
+	m, chunks, err := s.plan(ctx, r, src, b, cs)
+	if err != nil {
+		return err
+	}
 	stored, err := s.pipeline(ctx, r, src, m, chunks, progress)
 	if err != nil {
 		return err
 	}
+	ids := m.Unique() // in encoded order: recovery replays RefsApplied against it
 	b.StoredBytes = stored.bytes
-	b.ObjectCount = len(m.IDs)
+	b.ObjectCount = len(ids)
 
 	data, digest := m.Encode()
 	b.ManifestDigest = digest.String()
@@ -129,7 +128,7 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err := st.Backend().Put(ctx, chunkstore.RecordName(b.ID), chunkstore.EncodeRecord(record(b, vol, cs))); err != nil {
 		return fmt.Errorf("writing record of backup %s: %w", b.ID, err)
 	}
-	if err := s.addRefs(r, b, m.IDs, stored.locations); err != nil {
+	if err := s.addRefs(r, b, ids, stored.locations); err != nil {
 		return err
 	}
 	return s.update(func(tx *index.Tx) error {
@@ -158,6 +157,61 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
 		Container: b.Container, ProjectID: b.ProjectID, CreatedAt: b.CreatedAt, DataTimestamp: b.DataTimestamp,
 		RepositoryID: b.RepositoryID, ChunkSize: chunkSize, ManifestDigest: b.ManifestDigest}
+}
+
+// plan returns the manifest to fill and the chunks to read. Normally that
+// is an empty manifest and every allocated chunk. For an incremental whose
+// source tracks changes since the parent's snapshot (RBD diff), the
+// manifest starts as the parent's and only changed chunks are read.
+func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, error) {
+	size := src.Size()
+	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
+		var parent *index.Backup
+		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
+			return nil, nil, err
+		}
+		if parent.SnapshotID != "" {
+			changed, err := ct.Changed(ctx, parent.SnapshotID)
+			if err != nil && !errors.Is(err, volume.ErrNotSupported) {
+				return nil, nil, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
+			}
+			if err == nil {
+				pm, err := s.loadManifest(ctx, r, parent)
+				if err != nil {
+					return nil, nil, err
+				}
+				if pm.ChunkSize == cs {
+					return seeded(pm, size, cs), changedChunks(changed, pm.Size, size, cs), nil
+				}
+			}
+		}
+	}
+	extents, err := src.Allocated(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing allocated extents: %w", err)
+	}
+	return chunkstore.NewManifest(size, cs), allocatedChunks(extents, size, cs), nil
+}
+
+// seeded is a manifest of size bytes holding the parent's chunks wherever
+// the parent had whole chunks.
+func seeded(parent *chunkstore.Manifest, size int64, cs int) *chunkstore.Manifest {
+	m := chunkstore.NewManifest(size, cs)
+	for i := range min(m.Chunks(), parent.Chunks()) {
+		if id, ok := parent.Chunk(i); ok && parent.ChunkLen(i) == m.ChunkLen(i) {
+			m.Set(i, id)
+		}
+	}
+	return m
+}
+
+// changedChunks lists the chunks to read for an incremental from changed
+// extents: those overlapping a change, plus any chunk whose extent differs
+// from the parent's (growth, a short last chunk).
+func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) []int64 {
+	boundary := min(parentSize, size) / int64(cs) // first chunk not whole in both
+	extents := append(changed, volume.Extent{Offset: boundary * int64(cs), Length: max(size, parentSize)})
+	return allocatedChunks(extents, size, cs)
 }
 
 // allocatedChunks lists the chunk indexes that overlap an allocated extent;
@@ -280,6 +334,9 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
 	seen map[chunkstore.ID]bool, idx int64, data []byte, stored *atomic.Int64) error {
 	if chunkstore.IsZero(data) {
+		mu.Lock()
+		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
+		mu.Unlock()
 		return nil
 	}
 	id := chunkstore.Sum(data)

@@ -17,6 +17,7 @@ import (
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
 	_ "github.com/volback/volback/drivers/repo/posix" // file:// repositories
+	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
 
@@ -28,6 +29,9 @@ type Service struct {
 	cfg Config
 	cat *index.Catalog
 	log *log.Logger
+
+	// openSource opens a volume for reading; tests replace it.
+	openSource func(*index.Volume) (volume.Source, error)
 
 	mu     sync.Mutex
 	stores map[string]*repository // by zone
@@ -54,7 +58,8 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	if logger == nil {
 		logger = log.New(os.Stderr, "volback: ", 0)
 	}
-	s := &Service{cfg: cfg, cat: cat, log: logger, stores: map[string]*repository{}}
+	s := &Service{cfg: cfg, cat: cat, log: logger, stores: map[string]*repository{},
+		openSource: func(v *index.Volume) (volume.Source, error) { return volume.OpenSource(v.Path) }}
 	if err := s.recover(ctx); err != nil {
 		cat.Close()
 		return nil, err

@@ -66,6 +66,13 @@ func scribble(t *testing.T, path string, img []byte, n int, seed uint64) {
 	}
 }
 
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func restoreBytes(t *testing.T, s *Service, backupID string) []byte {
 	t.Helper()
 	rv, err := s.Restore(context.Background(), RestoreRequest{Backup: backupID}, nil)
