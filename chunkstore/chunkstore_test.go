@@ -482,3 +482,16 @@ type atomicInt struct {
 
 func (a *atomicInt) add(d int) { a.mu.Lock(); a.n += d; a.mu.Unlock() }
 func (a *atomicInt) get() int  { a.mu.Lock(); defer a.mu.Unlock(); return a.n }
+
+func TestEncodePackRefuses(t *testing.T) {
+	good := EncodeBlob(nil, []byte("hello"), Compression{})
+	for name, blob := range map[string][]byte{
+		"short":         {0, 1},
+		"unknown codec": append([]byte{3}, good[1:]...),
+		"raw length":    append(good[:len(good):len(good)], 'x'),
+	} {
+		if _, _, _, err := EncodePack([]PackBlob{{ID: Sum(nil), Blob: good}, {ID: Sum(nil), Blob: blob}}); err == nil {
+			t.Errorf("%s: EncodePack accepted a bad blob", name)
+		}
+	}
+}

@@ -60,15 +60,19 @@ func EncodePack(blobs []PackBlob) ([]byte, ID, []PackEntry, error) {
 	pack = append(pack, packMagic...)
 	entries := make([]PackEntry, 0, len(blobs))
 	for _, b := range blobs {
-		if len(b.Blob) < blobHeaderSize || Codec(b.Blob[0]) > CodecZstd {
-			return nil, ID{}, nil, fmt.Errorf("blob for chunk %s is not a valid blob", b.ID)
+		if len(b.Blob) < blobHeaderSize {
+			return nil, ID{}, nil, fmt.Errorf("blob for chunk %s is %d bytes, shorter than a blob header", b.ID, len(b.Blob))
 		}
-		entries = append(entries, PackEntry{ID: b.ID, Location: Location{
+		e := PackEntry{ID: b.ID, Location: Location{
 			Offset:    uint32(len(pack)),
 			Length:    uint32(len(b.Blob)),
 			RawLength: binary.LittleEndian.Uint32(b.Blob[1:]),
 			Codec:     Codec(b.Blob[0]),
-		}})
+		}}
+		if err := checkLocation(e.Location); err != nil {
+			return nil, ID{}, nil, fmt.Errorf("blob for chunk %s: %w", b.ID, err)
+		}
+		entries = append(entries, e)
 		pack = append(pack, b.Blob...)
 	}
 	pack = appendTrailer(pack, entries)
