@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -16,7 +17,14 @@ import (
 // usageError marks errors in how volback was called (exit status 2).
 type usageError struct{ error }
 
+// softMemoryLimit keeps the heap (and so peak RSS) bounded whatever the
+// volume size; GOMEMLIMIT overrides it. `mount` raises it by its cache size.
+const softMemoryLimit = 64 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(softMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := app().RunContext(ctx, os.Args)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 	"github.com/volback/volback/fs"
@@ -21,6 +22,9 @@ func mountCommand() *cli.Command {
 			cache, err := service.ParseSize(c.String("cache-size"))
 			if err != nil {
 				return usageError{err}
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(softMemoryLimit + cache)
 			}
 			caller, err := connect(c)
 			if err != nil {
