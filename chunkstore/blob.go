@@ -20,31 +20,42 @@ const maxBlobSize = blobHeaderSize + MaxChunkSize
 // mapped to klauspost's speed levels.
 type Compression struct{ Level int }
 
-// encoders are shared per klauspost level: EncodeAll is safe for concurrent
-// use, and each encoder keeps one block encoder per CPU so workers don't
-// serialise on it. The 4 MiB window covers any chunk, so nothing is lost.
+// encoders are shared per klauspost level and window: EncodeAll is safe for
+// concurrent use, and each encoder keeps one block encoder per CPU so
+// workers don't serialise on it. The window is the chunk size rounded up to
+// a power of two (at least 64 KiB): a chunk is compressed on its own, so a
+// larger window gains nothing. Measured with 64 KiB chunks on 2 CPUs, the
+// encoders of levels 1/3/7/19 hold about 0/3/9/69 MiB.
+type encKey struct {
+	level  zstd.EncoderLevel
+	window int
+}
+
 var (
 	encMu    sync.Mutex
-	encoders = map[zstd.EncoderLevel]*zstd.Encoder{}
+	encoders = map[encKey]*zstd.Encoder{}
 )
 
-func encoderFor(level int) *zstd.Encoder {
-	l := zstd.EncoderLevelFromZstd(min(level, 22))
+func encoderFor(level, size int) *zstd.Encoder {
+	k := encKey{zstd.EncoderLevelFromZstd(min(level, 22)), 64 << 10}
+	for k.window < size && k.window < MaxChunkSize {
+		k.window *= 2
+	}
 	encMu.Lock()
 	defer encMu.Unlock()
-	e := encoders[l]
+	e := encoders[k]
 	if e == nil {
 		var err error
 		e, err = zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(l),
+			zstd.WithEncoderLevel(k.level),
 			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithWindowSize(MaxChunkSize),
+			zstd.WithWindowSize(k.window),
 			zstd.WithLowerEncoderMem(true),
 			zstd.WithEncoderCRC(false)) // the BLAKE3 of the chunk already covers it
 		if err != nil {
 			panic(fmt.Sprintf("chunkstore: zstd encoder: %v", err)) // options are constant
 		}
-		encoders[l] = e
+		encoders[k] = e
 	}
 	return e
 }
@@ -69,7 +80,7 @@ func EncodeBlob(dst, raw []byte, comp Compression) []byte {
 	start := len(dst)
 	dst = binary.LittleEndian.AppendUint32(append(dst, byte(CodecRaw)), uint32(len(raw)))
 	if comp.Level > 0 && len(raw) > 0 {
-		dst = encoderFor(comp.Level).EncodeAll(raw, dst)
+		dst = encoderFor(comp.Level, len(raw)).EncodeAll(raw, dst)
 		if len(dst)-start-blobHeaderSize < len(raw) {
 			dst[start] = byte(CodecZstd)
 			return dst
