@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -9,18 +10,35 @@ import (
 	"time"
 )
 
+// fillFunc adapts a func to filler for tests.
+type fillFunc func(id ID, buf []byte) ([]byte, error)
+
+func (f fillFunc) fill(id ID, buf []byte) ([]byte, error) { return f(id, buf) }
+
+// cacheGet acquires id and returns a copy of its bytes.
+func cacheGet(t *testing.T, c *Cache, id ID, size int, f fillFunc) []byte {
+	t.Helper()
+	e, err := c.acquire(context.Background(), id, size, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Clone(e.data)
+	c.release(e)
+	return data
+}
+
 func TestCacheLRU(t *testing.T) {
 	c := NewCache(100 << 10) // room for six 16 KiB chunks
-	ctx := context.Background()
 	var fetches atomic.Int64
+	fill := fillFunc(func(id ID, buf []byte) ([]byte, error) {
+		fetches.Add(1)
+		copy(buf, id[:])
+		return buf, nil
+	})
 	get := func(i int) {
 		id := Sum([]byte{byte(i)})
-		data, err := c.get(ctx, id, func() ([]byte, error) {
-			fetches.Add(1)
-			return make([]byte, 16<<10), nil
-		})
-		if err != nil || len(data) != 16<<10 {
-			t.Fatal(err)
+		if data := cacheGet(t, c, id, 16<<10, fill); len(data) != 16<<10 || !bytes.Equal(data[:len(id)], id[:]) {
+			t.Fatalf("chunk %d: wrong bytes", i)
 		}
 	}
 	for i := range 6 {
@@ -40,11 +58,54 @@ func TestCacheLRU(t *testing.T) {
 	}
 	// A chunk bigger than the cache is returned but not kept.
 	big := Sum([]byte("big"))
-	if _, err := c.get(ctx, big, func() ([]byte, error) { return make([]byte, 200<<10), nil }); err != nil || c.Contains(big) {
+	if data := cacheGet(t, c, big, 200<<10, fill); len(data) != 200<<10 || c.Contains(big) {
 		t.Fatal("oversized chunk cached")
 	}
 	if n := len(NewCache(1 << 30).shards); n != 16 {
 		t.Fatalf("1 GiB cache has %d shards", n)
+	}
+}
+
+// TestCacheRecycles: an evicted chunk that a reader still holds keeps its
+// bytes until released; after that its buffer is reused, so a stream of
+// misses allocates no new buffers.
+func TestCacheRecycles(t *testing.T) {
+	c := NewCache(64 << 10) // four 16 KiB chunks
+	ctx := context.Background()
+	fill := fillFunc(func(id ID, buf []byte) ([]byte, error) {
+		for i := range buf {
+			buf[i] = id[i%len(id)]
+		}
+		return buf, nil
+	})
+	held, err := c.acquire(ctx, Sum([]byte("held")), 16<<10, fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(held.data)
+	bufs := map[*byte]bool{}
+	for i := range 100 {
+		e, err := c.acquire(ctx, Sum([]byte{byte(i)}), 16<<10, fill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bufs[&(*e.buf)[0]] = true
+		c.release(e)
+	}
+	if c.Contains(held.id) {
+		t.Fatal("held chunk was not evicted by 100 others")
+	}
+	if !bytes.Equal(held.data, want) {
+		t.Fatal("an evicted chunk's bytes changed while a reader held it")
+	}
+	c.release(held)
+	// Four cached, one being filled, one held: six buffers in all.
+	if len(bufs) > 6 {
+		t.Fatalf("%d distinct buffers for 100 chunks through a 4-chunk cache", len(bufs))
+	}
+	sh := &c.shards[0]
+	if sh.used > sh.max || sh.lru.Len() != len(sh.items) {
+		t.Fatalf("used %d of %d; %d in LRU, %d in map", sh.used, sh.max, sh.lru.Len(), len(sh.items))
 	}
 }
 
@@ -58,14 +119,16 @@ func TestCacheSingleflight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data, err := c.get(context.Background(), id, func() ([]byte, error) {
+			e, err := c.acquire(context.Background(), id, 8<<10, fillFunc(func(_ ID, buf []byte) ([]byte, error) {
 				fetches.Add(1)
 				<-release
-				return []byte("chunk"), nil
-			})
-			if err != nil || string(data) != "chunk" {
-				t.Error(data, err)
+				return append(buf[:0], "chunk"...), nil
+			}))
+			if err != nil || string(e.data) != "chunk" {
+				t.Error(err)
+				return
 			}
+			c.release(e)
 		}()
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -77,10 +140,24 @@ func TestCacheSingleflight(t *testing.T) {
 	// Errors are shared by waiters but not cached.
 	bad := Sum([]byte("bad"))
 	boom := errors.New("boom")
-	if _, err := c.get(context.Background(), bad, func() ([]byte, error) { return nil, boom }); err != boom {
+	if _, err := c.acquire(context.Background(), bad, 8<<10, fillFunc(func(ID, []byte) ([]byte, error) { return nil, boom })); err != boom {
 		t.Fatal(err)
 	}
 	if c.Contains(bad) {
 		t.Fatal("error cached")
 	}
+	// A waiter whose context ends stops waiting; the fetch goes on.
+	slow := Sum([]byte("slow"))
+	unblock := make(chan struct{})
+	go c.acquire(context.Background(), slow, 8<<10, fillFunc(func(_ ID, buf []byte) ([]byte, error) {
+		<-unblock
+		return buf[:1], nil
+	}))
+	waitFor(t, func() bool { return c.Contains(slow) }, "the slow fetch to start")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.acquire(ctx, slow, 8<<10, fillFunc(func(ID, []byte) ([]byte, error) { t.Error("second fetch"); return nil, nil })); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	close(unblock)
 }

@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
@@ -13,21 +14,28 @@ type Locator interface {
 	Locate(ctx context.Context, id ID) (Location, error)
 }
 
-// maxReadAheadWorkers bounds the goroutines an image uses for read-ahead.
+// maxReadAheadWorkers is the goroutines an image fetches chunks with
+// besides the reader: enough to keep several preads in flight on a cold
+// repository while the cores decode and verify.
 const maxReadAheadWorkers = 8
 
+// zstdSlack is spare room past a decoded chunk in its buffer: with it the
+// zstd decoder uses its fast whole-block copies instead of the exact ones.
+const zstdSlack = 64
+
 // Image is a read-only view of one backup: io.ReaderAt over the manifest,
-// with verified, cached chunk reads and parallel read-ahead for sequential
-// readers. Safe for concurrent use.
+// with verified, cached chunk reads, the chunks of one read fetched in
+// parallel, and read-ahead for sequential readers. Safe for concurrent use.
 type Image struct {
-	s      *Store
-	m      *Manifest
-	loc    Locator
-	cache  *Cache
-	name   string
-	ra     int
-	ctx    context.Context
-	cancel context.CancelFunc
+	s       *Store
+	m       *Manifest
+	loc     Locator
+	cache   *Cache
+	name    string
+	ra      int
+	bufSize int // cache buffer size for one chunk of this image
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	lastEnd   atomic.Int64 // end of the previous read, to spot sequential readers
 	scheduled atomic.Int64 // read-ahead was queued for chunks below this index
@@ -52,11 +60,12 @@ func (s *Store) OpenImage(m *Manifest, loc Locator, opt ImageOptions) *Image {
 		c = NewCache(max(32<<20, int64(2*(ra+4)*m.ChunkSize)))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	im := &Image{s: s, m: m, loc: loc, cache: c, name: opt.Name, ra: ra, ctx: ctx, cancel: cancel}
-	if ra > 0 {
-		im.prefetch = make(chan int, 2*ra+32)
-	}
-	return im
+	// Room for a whole raw blob (header included) or a decoded chunk plus
+	// zstdSlack, rounded to the runtime's 8 KiB pages so the cache counts
+	// what the buffer really occupies.
+	bufSize := (blobHeaderSize + max(m.ChunkSize, 0) + zstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
+	return &Image{s: s, m: m, loc: loc, cache: c, name: opt.Name, ra: ra, bufSize: bufSize,
+		ctx: ctx, cancel: cancel, prefetch: make(chan int, 2*ra+64)}
 }
 
 func (im *Image) Size() int64 { return im.m.Size }
@@ -84,10 +93,15 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	cs := int64(im.m.ChunkSize)
 	end := off + int64(n)
-	if prev := im.lastEnd.Swap(end); im.ra > 0 && off >= prev-cs && off <= prev+cs {
-		// Queue this read's later chunks too, so a large read is fetched
-		// in parallel, then ReadAhead chunks past its end.
-		im.readAhead(int(off/cs)+1, int((end-1)/cs)+1+im.ra)
+	first, last := int(off/cs), int((end-1)/cs)
+	ahead := 0
+	if prev := im.lastEnd.Swap(end); off >= prev-cs && off <= prev+cs {
+		ahead = im.ra
+	}
+	if last > first || ahead > 0 {
+		// The workers fetch this read's later chunks while we fetch the
+		// first, and then the read-ahead past its end.
+		im.readAhead(first+1, last+1+ahead)
 	}
 	for done := 0; done < n; {
 		pos := off + int64(done)
@@ -98,29 +112,79 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		if !ok {
 			clear(p[done : done+k])
 		} else {
-			data, err := im.chunk(im.ctx, i, id)
-			if err == nil && len(data) < within+k {
-				err = corruptf("chunk %s is %d bytes, the manifest needs %d", id, len(data), im.m.ChunkLen(i))
+			e, err := im.cache.acquire(im.ctx, id, im.bufSize, im)
+			if err == nil && len(e.data) < within+k {
+				im.cache.release(e)
+				err = corruptf("chunk %s is %d bytes, the manifest needs %d", id, len(e.data), im.m.ChunkLen(i))
 			}
 			if err != nil {
 				return done, fmt.Errorf("backup %s: chunk at offset %d: %w", im.name, int64(i)*cs, err)
 			}
-			copy(p[done:done+k], data[within:])
+			copy(p[done:done+k], e.data[within:])
+			im.cache.release(e)
 		}
 		done += k
 	}
 	return n, eof
 }
 
-// chunk returns chunk i's decoded bytes through the cache.
-func (im *Image) chunk(ctx context.Context, i int, id ID) ([]byte, error) {
-	return im.cache.get(ctx, id, func() ([]byte, error) {
-		loc, err := im.loc.Locate(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("locating chunk %s: %w", id, err)
+// fill reads chunk id into buf for the cache.
+func (im *Image) fill(id ID, buf []byte) ([]byte, error) {
+	loc, err := im.loc.Locate(im.ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("locating chunk %s: %w", id, err)
+	}
+	return im.s.readChunkInto(im.ctx, id, loc, buf)
+}
+
+// readChunkInto is ReadChunk for the image's hot path: a raw blob is read
+// straight into buf and used in place (no second copy), and a zstd blob is
+// decoded into buf with zstdSlack to spare. buf must hold the blob and the
+// decoded chunk plus zstdSlack; larger chunks (only a corrupt manifest has
+// them) take ReadChunk's path.
+func (s *Store) readChunkInto(ctx context.Context, id ID, loc Location, buf []byte) ([]byte, error) {
+	if err := checkLocation(loc); err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: bad location: %w", id, loc.Pack, err)
+	}
+	if int(loc.Length) > len(buf) || int(loc.RawLength)+zstdSlack > len(buf) {
+		return s.ReadChunk(ctx, id, loc, nil)
+	}
+	var blob []byte
+	if loc.Codec == CodecRaw {
+		blob = buf[:loc.Length]
+	} else {
+		bp := blobBufs.Get().(*[]byte)
+		defer blobBufs.Put(bp)
+		if cap(*bp) < int(loc.Length) {
+			*bp = make([]byte, loc.Length)
 		}
-		return im.s.ReadChunk(ctx, id, loc, nil)
-	})
+		blob = (*bp)[:loc.Length]
+	}
+	if err := s.be.ReadAt(ctx, PackName(loc.Pack), blob, int64(loc.Offset)); err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
+	codec, rawLen := Codec(blob[0]), binary.LittleEndian.Uint32(blob[1:])
+	if codec != loc.Codec || rawLen != loc.RawLength {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack,
+			corruptf("blob header (codec %d, %d bytes) does not match the catalog location (%s, %d bytes)", uint8(codec), rawLen, loc.Codec, loc.RawLength))
+	}
+	raw := blob[blobHeaderSize:]
+	if codec == CodecZstd {
+		out, err := decoder.DecodeAll(raw, buf[:0:int(rawLen)+zstdSlack])
+		if err == nil && len(out) != int(rawLen) {
+			err = corruptf("zstd blob decodes to %d bytes, header says %d", len(out), rawLen)
+		} else if err != nil {
+			err = corruptf("zstd blob (raw length %d): %v", rawLen, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+		}
+		raw = out
+	}
+	if got := Sum(raw); got != id {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))
+	}
+	return raw, nil
 }
 
 // readAhead queues chunks [next, end) not queued yet. Queueing never
@@ -143,7 +207,7 @@ func (im *Image) readAhead(next, end int) {
 		}
 	}
 	im.startOnce.Do(func() {
-		w := min(im.ra, maxReadAheadWorkers)
+		w := maxReadAheadWorkers
 		im.wg.Add(w)
 		for range w {
 			go im.prefetcher()
@@ -171,7 +235,9 @@ func (im *Image) prefetcher() {
 		case i := <-im.prefetch:
 			id, _ := im.m.Chunk(i)
 			// Errors are left for the reader, who reports them with context.
-			_, _ = im.chunk(im.ctx, i, id)
+			if e, err := im.cache.acquire(im.ctx, id, im.bufSize, im); err == nil {
+				im.cache.release(e)
+			}
 		}
 	}
 }
