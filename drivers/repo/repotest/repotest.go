@@ -211,7 +211,7 @@ func testList(t *testing.T, b repo.Backend) {
 	expect("nothing/")
 	err := b.List(ctx, "", func(i repo.Info) error {
 		if i.Size != sizes[i.Name] {
-			return fmt.Errorf("List reports %s with size %d, want %d", i.Name, i.Size, sizes[i.Name])
+			return fmt.Errorf("listing reports %s with size %d, want %d", i.Name, i.Size, sizes[i.Name])
 		}
 		return nil
 	})
@@ -368,7 +368,7 @@ func testConcurrentPutGet(t *testing.T, b repo.Backend) {
 				}
 				got, err := b.Get(ctx, name)
 				if err == nil && !bytes.Equal(got, data) {
-					err = fmt.Errorf("Get %s: wrong bytes", name)
+					err = fmt.Errorf("get %s: wrong bytes", name)
 				}
 				if err != nil {
 					errs <- err
