@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -42,7 +43,12 @@ func mountCommand() *cli.Command {
 				srv.Mountpoint(), srv.Mountpoint())
 			go func() {
 				<-c.Context.Done()
-				srv.Unmount()
+				if err := srv.Unmount(); err != nil {
+					// Busy (open files, loop devices): detach lazily so the
+					// tree is gone now; serving ends when the last user closes.
+					fmt.Fprintf(os.Stderr, "volback: %v\n", err)
+					lazyWarning(fs.Unmount(srv.Mountpoint()))
+				}
 			}()
 			srv.Wait()
 			return nil
@@ -55,8 +61,18 @@ func umountCommand() *cli.Command {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
 			}
-			return fs.Unmount(c.Args().First())
+			return lazyWarning(fs.Unmount(c.Args().First()))
 		}}
+}
+
+// lazyWarning turns a lazy detach into a warning: the mount is gone from
+// the tree, which is what the user asked for, so the exit status is 0.
+func lazyWarning(err error) error {
+	if errors.Is(err, fs.ErrLazyUnmount) {
+		fmt.Fprintf(os.Stderr, "volback: warning: %v\n", err)
+		return nil
+	}
+	return err
 }
 
 // serveCommand owns the catalog and answers other volback processes until
