@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStripeKindsMixIsExact(t *testing.T) {
+	kinds := stripeKinds(400, 1)
+	count := map[stripeKind]int{}
+	for _, k := range kinds {
+		count[k]++
+	}
+	if count[stripeRandom] != 200 || count[stripeZero] != 100 || count[stripeText] != 100 {
+		t.Fatalf("mix = %v, want 200 random, 100 zero, 100 text", count)
+	}
+	again := stripeKinds(400, 1)
+	if !equalKinds(kinds, again) {
+		t.Fatal("same seed gave a different order")
+	}
+	if equalKinds(kinds, stripeKinds(400, 2)) {
+		t.Fatal("different seeds gave the same order")
+	}
+}
+
+func equalKinds(a, b []stripeKind) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMakeImageIsDeterministicAllocatedAndMixed(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	const size = 16 << 20
+	for _, p := range []string{a, b} {
+		if err := makeImage(p, size, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sa, _ := fileSHA256(a)
+	sb, _ := fileSHA256(b)
+	if sa != sb {
+		t.Fatal("two images of the same seed differ")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(a, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size || st.Blocks*512 < size {
+		t.Fatalf("size %d, allocated %d: want %d fully allocated (zeros written, not holes)", st.Size, st.Blocks*512, size)
+	}
+	data, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zero, text, random int
+	for i := 0; i < size; i += stripe {
+		s := data[i : i+stripe]
+		switch {
+		case bytes.Count(s, []byte{0}) == stripe:
+			zero++
+		case bytes.Count(s, []byte{'\n'}) > stripe/200:
+			text++
+		default:
+			random++
+		}
+	}
+	if zero != 4 || text != 4 || random != 8 {
+		t.Fatalf("stripes: %d zero, %d text, %d random; want 4, 4, 8", zero, text, random)
+	}
+}
+
+func TestRewriteScatteredChangesAboutOnePercent(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "img")
+	const size = 64 << 20
+	if err := makeImage(p, size, 1); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(p)
+	n, err := rewriteScattered(p, 0.01, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(p)
+	if len(after) != size {
+		t.Fatalf("size changed to %d", len(after))
+	}
+	if n != 10*pieceSize {
+		t.Fatalf("wrote %d bytes, want 10 pieces of %d", n, pieceSize)
+	}
+	changed, aligned := 0, 0
+	for i := range before {
+		if before[i] != after[i] {
+			changed++
+		}
+	}
+	// Random over random keeps 1/256 of bytes by chance; pieces may overlap.
+	if changed == 0 || changed > int(n) {
+		t.Fatalf("%d bytes changed, want some and at most %d", changed, n)
+	}
+	// Find piece starts: a changed byte after an unchanged one.
+	for i := 1; i < size; i++ {
+		if before[i] != after[i] && before[i-1] == after[i-1] && i%4096 == 0 {
+			aligned++
+		}
+	}
+	if aligned > 3 {
+		t.Fatalf("%d of the rewritten pieces start 4 KiB-aligned; offsets should be unaligned", aligned)
+	}
+}
+
+func TestMakeSparseHoldsOnlyItsData(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sparse.img")
+	const size, data = 1 << 30, 8 << 20
+	if err := makeSparse(p, size, data, 4, 100); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p)
+	if err != nil || st.Size() != size {
+		t.Fatalf("stat: %v, size %d", err, st.Size())
+	}
+	stored, err := storedBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored < data || stored > data+1<<20 {
+		t.Fatalf("storedBytes = %d, want about %d (holes not counted)", stored, data)
+	}
+	f, _ := os.Open(p)
+	defer f.Close()
+	piece := make([]byte, data/4)
+	if _, err := f.ReadAt(piece, size/4); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(piece, []byte{0}) > len(piece)/2 {
+		t.Fatal("the second piece (at a quarter of the image) is mostly zeros")
+	}
+}
+
+func TestRunReportsStderrRSSAndTimeout(t *testing.T) {
+	ctx := context.Background()
+	m, _, err := run(ctx, command{name: "sh", args: []string{"-c", "echo disk on fire >&2; exit 3"}})
+	if err == nil || !strings.Contains(err.Error(), "disk on fire") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("error = %v, want exit status and stderr tail", err)
+	}
+	if m.rssKiB <= 0 {
+		t.Fatalf("peak RSS %d KiB, want > 0", m.rssKiB)
+	}
+	_, out, err := run(ctx, command{name: "sh", args: []string{"-c", "echo $BENCHX"}, env: []string{"BENCHX=yes"}})
+	if err != nil || strings.TrimSpace(string(out)) != "yes" {
+		t.Fatalf("env not passed: %q, %v", out, err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err = run(tctx, command{name: "sh", args: []string{"-c", "sleep 30 & wait"}})
+	var te timeoutError
+	if !errors.As(err, &te) || time.Since(start) > 10*time.Second {
+		t.Fatalf("err = %v after %v, want a timeout soon after 200ms", err, time.Since(start))
+	}
+	_, _, err = run(ctx, command{name: "no-such-tool-here"})
+	if err == nil {
+		t.Fatal("missing binary ran")
+	}
+}
+
+func TestCpToolRoundTrip(t *testing.T) {
+	work := t.TempDir()
+	img := filepath.Join(work, "img.img")
+	if err := makeImage(img, 4<<20, 3); err != nil {
+		t.Fatal(err)
+	}
+	c := newCp(work)
+	ctx := context.Background()
+	if err := c.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id, m, err := c.backup(ctx, img, false)
+	if err != nil || m.wall <= 0 {
+		t.Fatalf("backup: %v (%v)", err, m.wall)
+	}
+	if n, _ := c.repoBytes(); n != 4<<20-1<<20 && n != 4<<20 {
+		// One zero stripe of four may be stored as a hole by --sparse=always.
+		t.Fatalf("repository holds %d bytes", n)
+	}
+	p, _, cleanup, err := c.restore(ctx, id, filepath.Join(work, "r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := fileSHA256(img)
+	got, _ := fileSHA256(p)
+	if got != want {
+		t.Fatal("restored copy differs")
+	}
+	cleanup()
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("cleanup left %s", p)
+	}
+}
+
+func TestMissingToolSaysNotInstalled(t *testing.T) {
+	v := newVolback(filepath.Join(t.TempDir(), "volback"), t.TempDir())
+	if _, err := v.version(context.Background()); err == nil || !strings.Contains(err.Error(), "not installed") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := toolVersion(context.Background(), "no-such-tool-here"); err == nil || !strings.Contains(err.Error(), "not installed") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestJudge(t *testing.T) {
+	const g = 1 << 30
+	rows := []*row{
+		{workload: "W1", tool: "volback", secs: 2, bytes: 2 * g, repo: 100, hasRepo: true, rssKiB: 50 << 10},
+		{workload: "W1", tool: "restic", secs: 20, bytes: 2 * g},
+		{workload: "W1", tool: "cp", secs: 1.5, bytes: 2 * g},
+		{workload: "W2", tool: "volback", secs: 1, bytes: 2 * g, repo: 30, hasRepo: true, rssKiB: 50 << 10},
+		{workload: "W2", tool: "restic", secs: 10, bytes: 2 * g, repo: 100, hasRepo: true},
+		{workload: "W3", tool: "volback", secs: 1, bytes: 2 * g, badData: true, rssKiB: 50 << 10},
+		{workload: "W3", tool: "restic", secs: 10, bytes: 2 * g},
+		{workload: "W4", tool: "volback", err: "volback backup-create: exit status 1"},
+		{workload: "W4", tool: "restic", secs: 10, bytes: 2 * g},
+		{workload: "W5", tool: "volback", secs: 1.9, bytes: g, rssKiB: 200 << 10},
+		{workload: "W6 seq", tool: "volback", secs: 1, bytes: 2 * g, rssKiB: 30 << 10},
+		{workload: "W6 seq", tool: "restic", secs: 15, bytes: 2 * g},
+		{workload: "W6 rand", tool: "volback", secs: 1, bytes: 4096},
+		{workload: "W6 rand", tool: "restic", secs: 15, bytes: 8192},
+	}
+	judge(rows, 1.0) // dense: 1 s for W5's data
+	want := []string{
+		"PASS: 10.0× restic (≥8), 0.75 of cp speed (≥0.5), RSS 50 MiB (<96)",
+		"", "",
+		"FAIL: 10.0× restic (≥5), growth 0.30 of restic's (≤0.25), RSS 50 MiB (<96)",
+		"",
+		"FAIL: 10.0× restic (≥4), restored bytes differ, RSS 50 MiB (<96)",
+		"",
+		"FAIL: did not run",
+		"",
+		"FAIL: 1.90× dense time (<2), RSS 200 MiB (<96)",
+		"PASS: 15.0× restic (≥10), 2147 MB/s (≥1500), RSS 30 MiB (<96)",
+		"",
+		"",
+		"",
+	}
+	for i, r := range rows {
+		if r.target != want[i] {
+			t.Errorf("%s %s target = %q, want %q", r.workload, r.tool, r.target, want[i])
+		}
+	}
+	if rows[1].ratio != 10 || rows[2].ratio != 0.75 {
+		t.Errorf("ratios %v %v, want 10 and 0.75", rows[1].ratio, rows[2].ratio)
+	}
+	// Random reads stop at a time budget: the ratio is per byte.
+	if rows[13].ratio != 7.5 {
+		t.Errorf("W6 rand ratio %v, want 7.5 (per byte)", rows[13].ratio)
+	}
+	if rows[8].ratio != 0 {
+		t.Errorf("ratio against a failed volback row = %v, want none", rows[8].ratio)
+	}
+	table := markdown(rows)
+	if !strings.Contains(table, "| W4       | volback |") || !strings.Contains(table, "exit status 1") {
+		t.Errorf("table lacks the failed row:\n%s", table)
+	}
+}
+
+func TestWriteResultsKeepsTheProse(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "B.md")
+	if err := writeResults(p, "first\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	if !strings.HasPrefix(string(b), "# Benchmarks\n") || !strings.Contains(string(b), beginMarker+"\nfirst\n"+endMarker) {
+		t.Fatalf("new file:\n%s", b)
+	}
+	prose := "# Benchmarks\n\nintro\n\n" + beginMarker + "\nold table\n" + endMarker + "\n\n## Targets\n\nkept\n"
+	os.WriteFile(p, []byte(prose), 0o644)
+	if err := writeResults(p, "new table\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(p)
+	want := "# Benchmarks\n\nintro\n\n" + beginMarker + "\nnew table\n" + endMarker + "\n\n## Targets\n\nkept\n"
+	if string(b) != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", b, want)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"2G": 2 << 30, "256M": 256 << 20, "65536k": 64 << 20, "67108864": 64 << 20} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "0", "-1G", "1.5G", "100K", "65M1", "32M"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
+	}
+	if _, err := parseList("W1,w7", []string{"W1", "W2"}); err == nil {
+		t.Error("parseList accepted W7")
+	}
+	if got, _ := parseList("w2, W1", []string{"W1", "W2"}); strings.Join(got, ",") != "W2,W1" {
+		t.Errorf("parseList = %v", got)
+	}
+}

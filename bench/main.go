@@ -1,0 +1,243 @@
+// Command bench runs the same block-image workloads through volback, restic,
+// borg and cp on data it makes itself, and prints one table of wall time,
+// throughput, repository growth and peak memory, judged against the targets
+// in docs/BENCHMARKS.md.
+//
+//	go run ./bench -volback ./volback [-size 2G] [-only W1,W3] [-out docs/BENCHMARKS.md]
+//
+// It installs nothing: a missing tool is reported in its rows.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	volback     string
+	size        int64
+	workdir     string
+	only        []string // workloads W1..W6; empty means all
+	tools       []string
+	out         string
+	skipSlow    bool
+	slowTimeout time.Duration
+	keep        bool
+}
+
+func (c config) selected(w string) bool { return len(c.only) == 0 || slices.Contains(c.only, w) }
+
+var allTools = []string{"volback", "restic", "borg", "cp"}
+
+func main() {
+	var cfg config
+	var size, only, tools string
+	flag.StringVar(&cfg.volback, "volback", "./volback", "the volback binary to measure")
+	flag.StringVar(&size, "size", "2G", "image size (K, M, G suffixes; a whole number of MiB); W5 scales with it")
+	flag.StringVar(&cfg.workdir, "workdir", "/var/tmp", "parent of the bench's temporary folder (needs about 8× -size free)")
+	flag.StringVar(&only, "only", "", "comma-separated workloads to run (W1..W6); default all")
+	flag.StringVar(&tools, "tools", strings.Join(allTools, ","), "comma-separated tools to run")
+	flag.StringVar(&cfg.out, "out", "", "markdown file whose results section gets the table (e.g. docs/BENCHMARKS.md)")
+	flag.BoolVar(&cfg.skipSlow, "skip-slow", false, "skip restic and borg on W5 (they read every hole of the sparse image)")
+	flag.DurationVar(&cfg.slowTimeout, "slow-timeout", 2*time.Minute, "give up on restic's and borg's W5 after this long (0: never)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder (data, repositories) for inspection")
+	flag.Parse()
+
+	var err error
+	if cfg.size, err = parseSize(size); err != nil {
+		usage(err)
+	}
+	if cfg.only, err = parseList(only, []string{"W1", "W2", "W3", "W4", "W5", "W6"}); err != nil {
+		usage(err)
+	}
+	if cfg.tools, err = parseList(tools, allTools); err != nil {
+		usage(err)
+	}
+	if !filepath.IsAbs(cfg.volback) {
+		if abs, err := filepath.Abs(cfg.volback); err == nil {
+			cfg.volback = abs
+		}
+	}
+	if err := benchMain(cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func usage(err error) {
+	fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+	flag.Usage()
+	os.Exit(2)
+}
+
+func benchMain(cfg config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	work, err := os.MkdirTemp(cfg.workdir, "volback-bench-")
+	if err != nil {
+		return fmt.Errorf("work folder: %w; pick another with -workdir", err)
+	}
+	if cfg.keep {
+		logf("work folder %s is kept (-keep)", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	b := &bench{
+		cfg:    cfg,
+		work:   work,
+		img:    filepath.Join(work, "data", "img.img"),
+		sparse: filepath.Join(work, "data", "sparse.img"),
+	}
+	if err := os.MkdirAll(filepath.Dir(b.img), 0o755); err != nil {
+		return err
+	}
+
+	versions := map[string]string{}
+	for _, name := range cfg.tools {
+		st := &state{t: newTool(name, cfg, work)}
+		v, err := st.t.version(ctx)
+		if err == nil {
+			err = st.t.setup(ctx)
+			if err != nil {
+				err = fmt.Errorf("creating its repository: %w", err)
+			}
+		}
+		versions[name] = v
+		if err != nil {
+			st.err = err
+			versions[name] = oneLine(err)
+			logf("%s: %v", name, err)
+		}
+		b.states = append(b.states, st)
+	}
+
+	start := time.Now()
+	if err := makeImage(b.img, cfg.size, 1); err != nil {
+		return fmt.Errorf("making the image: %w", err)
+	}
+	logf("image %s: %s (half random, a quarter zeros, a quarter text, 1 MiB stripes) in %.1f s",
+		b.img, mib(cfg.size), time.Since(start).Seconds())
+
+	b.run(ctx)
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted; no table")
+	}
+
+	slices.SortStableFunc(b.rows, func(x, y *row) int {
+		return slices.Index(workloadOrder, x.workload) - slices.Index(workloadOrder, y.workload)
+	})
+	judge(b.rows, b.denseTime())
+	table := markdown(b.rows)
+	fmt.Println(table)
+
+	if cfg.out != "" {
+		if err := writeResults(cfg.out, b.section(table, versions)); err != nil {
+			return fmt.Errorf("writing %s: %w", cfg.out, err)
+		}
+		logf("results written to %s", cfg.out)
+	}
+	return nil
+}
+
+// denseTime is volback's W1 time scaled to W5's data size: the time of
+// "backing up 1 GiB dense" that W5 must stay within twice of.
+func (b *bench) denseTime() float64 {
+	for _, r := range b.rows {
+		if r.workload == "W1" && r.tool == "volback" && r.ok() {
+			return r.secs * float64(b.sparseData()) / float64(b.cfg.size)
+		}
+	}
+	return 0
+}
+
+// section is the markdown the -out file gets: facts, then the table.
+func (b *bench) section(table string, versions map[string]string) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "Run %s with `-size %s`", today(), sizeString(b.cfg.size))
+	if len(b.cfg.only) > 0 {
+		fmt.Fprintf(&s, " `-only %s`", strings.Join(b.cfg.only, ","))
+	}
+	if b.cfg.skipSlow {
+		s.WriteString(" `-skip-slow`")
+	}
+	s.WriteString(".\n\n")
+	for _, f := range machineFacts() {
+		fmt.Fprintf(&s, "- %s\n", f)
+	}
+	for _, name := range b.cfg.tools {
+		fmt.Fprintf(&s, "- %s: %s\n", name, versions[name])
+	}
+	s.WriteString("\n" + table)
+	return s.String()
+}
+
+func newTool(name string, cfg config, work string) tool {
+	switch name {
+	case "volback":
+		return newVolback(cfg.volback, work)
+	case "restic":
+		return newRestic(work)
+	case "borg":
+		return newBorg(work)
+	default:
+		return newCp(work)
+	}
+}
+
+// parseSize reads 2G, 512M, 1048576K or plain bytes; the result must be a
+// whole number of 1 MiB stripes.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	num := strings.ToUpper(strings.TrimSpace(s))
+	switch {
+	case strings.HasSuffix(num, "K"):
+		mult, num = 1<<10, num[:len(num)-1]
+	case strings.HasSuffix(num, "M"):
+		mult, num = 1<<20, num[:len(num)-1]
+	case strings.HasSuffix(num, "G"):
+		mult, num = 1<<30, num[:len(num)-1]
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M or G suffix", s)
+	}
+	size := n * mult
+	if size%stripe != 0 || size < 64<<20 {
+		return 0, fmt.Errorf("size %q: want a whole number of MiB, at least 64M", s)
+	}
+	return size, nil
+}
+
+func sizeString(n int64) string {
+	if n%(1<<30) == 0 {
+		return fmt.Sprintf("%dG", n>>30)
+	}
+	return fmt.Sprintf("%dM", n>>20)
+}
+
+// parseList splits a comma list and refuses names outside allowed.
+func parseList(s string, allowed []string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		i := slices.IndexFunc(allowed, func(a string) bool { return strings.EqualFold(a, f) })
+		if i < 0 {
+			return nil, fmt.Errorf("%q is not one of %s", f, strings.Join(allowed, ", "))
+		}
+		out = append(out, allowed[i])
+	}
+	return out, nil
+}
