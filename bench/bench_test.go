@@ -126,7 +126,7 @@ func TestRewriteScatteredChangesAboutOnePercent(t *testing.T) {
 func TestMakeSparseHoldsOnlyItsData(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "sparse.img")
-	const size, data = 1 << 30, 8 << 20
+	const size, data = 1 << 30, 16 << 20
 	if err := makeSparse(p, size, data, 4, 100); err != nil {
 		t.Fatal(err)
 	}
