@@ -82,8 +82,9 @@ type Backup struct {
 	RepositoryID     string    `json:"repository_id"` // repository config id
 	ProjectID        string    `json:"project_id"`
 	ManifestDigest   string    `json:"manifest_digest"`
-	RefsApplied      int       `json:"refs_applied"` // unique manifest IDs whose refs are counted (crash recovery)
-	MissingParent    bool      `json:"missing_parent,omitempty"`
+	RefsApplied      int       `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
+	MissingParent    bool      `json:"missing_parent,omitempty"` // incremental imported before its parent
+	Imported         bool      `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 	DataTimestamp    time.Time `json:"data_timestamp"`

@@ -475,6 +475,9 @@ func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup
 // rollbackBackup releases counted references and removes the record and
 // manifest objects of an unfinished backup.
 func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Backup) error {
+	if b.Imported { // the objects are the imported backup's data, not ours to remove
+		return s.dropImportRefs(ctx, r, b)
+	}
 	be := r.store.Backend()
 	if b.RefsApplied > 0 {
 		m, err := s.loadManifest(ctx, r, b)

@@ -31,6 +31,12 @@ func (s *Service) recover(ctx context.Context) error {
 				s.log.Printf("backup %s was interrupted; its repository is not reachable now, will retry: %v", b.ID, err)
 				continue
 			}
+			if b.Imported {
+				if err := s.abortImport(ctx, r, b); err != nil {
+					s.log.Printf("import of backup %s was interrupted; undoing it: %v (will retry)", b.ID, err)
+				}
+				continue
+			}
 			s.failBackup(ctx, r, b, errInterrupted)
 		case index.StatusDeleting:
 			if err := s.finishDelete(ctx, b); err != nil {

@@ -34,6 +34,10 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	if b.Status != index.StatusAvailable {
 		return nil, fmt.Errorf("backup %s is %s; only available backups can be restored", b.ID, b.Status)
 	}
+	if b.MissingParent {
+		return nil, fmt.Errorf("backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
+			b.ID, b.ParentID, b.ParentID)
+	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
 		return nil, err

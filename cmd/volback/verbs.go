@@ -110,6 +110,7 @@ func commands() []*cli.Command {
 				return call(c, "repo-gc", service.Ref{Zone: c.String("zone")}, &[]service.GCReport{})
 			}},
 		checkCommand(),
+		exportCommand(), importCommand(), rebuildCommand(),
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),

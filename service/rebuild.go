@@ -1,0 +1,482 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/drivers/repo"
+	"github.com/volback/volback/index"
+)
+
+func init() {
+	handlers["catalog-rebuild"] = decode(func(s *Service, ctx context.Context, r RebuildRequest, _ ProgressFunc) (*RebuildReport, error) {
+		return s.RebuildCatalog(ctx, r)
+	})
+}
+
+// RebuildRequest is catalog-rebuild.
+type RebuildRequest struct {
+	Repository string `json:"repository"` // one configured repository URL; empty = every zone's
+}
+
+// RebuildReport says what catalog-rebuild found and imported.
+type RebuildReport struct {
+	Repositories    []string `json:"repositories"`
+	Backups         int      `json:"backups"` // records found
+	BackupsImported int      `json:"backups_imported"`
+	VolumesCreated  int      `json:"volumes_created"` // placeholders for volumes the catalog did not know
+	Packs           int      `json:"packs"`
+	Chunks          int      `json:"chunks"`  // pack trailer entries
+	Skipped         []string `json:"skipped"` // ids of inconsistent backups left out
+	Problems        []string `json:"problems"`
+}
+
+// packScan is what reading pack trailers found.
+type packScan struct {
+	locs     map[chunkstore.ID]chunkstore.Location
+	packs    int
+	chunks   int
+	problems []string // unreadable packs, stray names
+}
+
+var errScanDone = errors.New("every wanted chunk found")
+
+// scanPacks reads the trailer of every pack of r once. With want, only the
+// wanted chunks are kept and the listing stops when all are found.
+func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) (packScan, error) {
+	ps := packScan{locs: map[chunkstore.ID]chunkstore.Location{}}
+	st := r.store
+	err := st.Backend().List(ctx, "packs/", func(info repo.Info) error {
+		id, err := chunkstore.ParseID(strings.TrimPrefix(info.Name, "packs/"))
+		if err != nil {
+			ps.problems = append(ps.problems, fmt.Sprintf("object %s is not a pack name; ignored", info.Name))
+			return nil
+		}
+		ps.packs++
+		entries, err := st.ReadPackEntries(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			ps.problems = append(ps.problems, fmt.Sprintf("pack %s is unreadable: %v", id, err))
+			return nil
+		}
+		ps.chunks += len(entries)
+		for _, e := range entries {
+			if _, dup := ps.locs[e.ID]; dup || (want != nil && !want[e.ID]) {
+				continue
+			}
+			ps.locs[e.ID] = e.Location
+			if want != nil && len(ps.locs) == len(want) {
+				return errScanDone
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errScanDone) {
+		return ps, fmt.Errorf("listing the packs of %s: %w", r.url, err)
+	}
+	return ps, nil
+}
+
+// locateMissing finds, in pack trailers, the chunks of ids the catalog does
+// not know. A chunk in no pack refuses the import.
+func (s *Service) locateMissing(ctx context.Context, r *repository, backupID string, ids []chunkstore.ID) (map[chunkstore.ID]chunkstore.Location, error) {
+	repoID := r.store.Config().ID
+	want := map[chunkstore.ID]bool{}
+	err := s.cat.View(func(tx *index.Tx) error {
+		for _, id := range ids {
+			if _, ok, err := tx.Chunk(repoID, id); err != nil {
+				return err
+			} else if !ok {
+				want[id] = true
+			}
+		}
+		return nil
+	})
+	if err != nil || len(want) == 0 {
+		return nil, err
+	}
+	ps, err := scanPacks(ctx, r, want)
+	if err != nil {
+		return nil, err
+	}
+	if missing := missingChunks(ids, ps.locs, want); len(missing) > 0 {
+		why := ""
+		if len(ps.problems) > 0 {
+			why = " (" + strings.Join(ps.problems, "; ") + ")"
+		}
+		return nil, fmt.Errorf("backup %s: chunk %s (and %d more) is in no pack of repository %s%s: the backup's data is incomplete and cannot be imported",
+			backupID, missing[0], len(missing)-1, r.url, why)
+	}
+	return ps.locs, nil
+}
+
+// missingChunks lists the ids that are neither known (not in want) nor located.
+func missingChunks(ids []chunkstore.ID, locs map[chunkstore.ID]chunkstore.Location, want map[chunkstore.ID]bool) []chunkstore.ID {
+	var out []chunkstore.ID
+	for _, id := range ids {
+		if _, ok := locs[id]; !ok && (want == nil || want[id]) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// backupFromRecord is the catalog entry of an imported record.
+func backupFromRecord(rec *chunkstore.Record) *index.Backup {
+	return &index.Backup{ID: rec.ID, Name: rec.Name, Description: rec.Description, Status: index.StatusCreating,
+		VolumeID: rec.VolumeID, VolumeName: rec.VolumeName, ParentID: rec.ParentID, SnapshotID: rec.SnapshotID,
+		IsIncremental: rec.IsIncremental, SizeBytes: rec.SizeBytes, ObjectCount: rec.ObjectCount,
+		StoredBytes: rec.StoredBytes, AvailabilityZone: rec.AvailabilityZone, Container: rec.Container,
+		RepositoryID: rec.RepositoryID, ProjectID: rec.ProjectID, ManifestDigest: rec.ManifestDigest,
+		Imported: true, CreatedAt: rec.CreatedAt, UpdatedAt: now(), DataTimestamp: rec.DataTimestamp}
+}
+
+// commitImport registers a verified record: a `creating` entry marked
+// Imported, then the references in the same crash-safe batches as a backup
+// (chunks the catalog did not know enter with their first reference, from
+// locs, so a crash never leaves unreferenced entries a sweep would take for
+// dead packs), then `available`, unmarking children that waited for it.
+// The caller holds r.gc (read). On a failure after the entry exists it
+// returns the entry so the caller can abortImport.
+func (s *Service) commitImport(r *repository, rec *chunkstore.Record, m *chunkstore.Manifest,
+	locs map[chunkstore.ID]chunkstore.Location, placeholder bool) (*index.Backup, error) {
+	b := backupFromRecord(rec)
+	if b.ObjectCount != len(m.IDs) {
+		b.ObjectCount = len(m.IDs)
+	}
+	err := s.update(func(tx *index.Tx) error {
+		if _, err := tx.Backup(b.ID); err == nil {
+			return errBackupExists(b.ID)
+		} else if !errors.Is(err, index.ErrNotFound) {
+			return err
+		}
+		b.MissingParent = false
+		if b.IsIncremental {
+			if _, err := tx.Backup(b.ParentID); errors.Is(err, index.ErrNotFound) {
+				b.MissingParent = true
+			} else if err != nil {
+				return err
+			}
+		}
+		if placeholder {
+			if _, err := tx.Volume(b.VolumeID); errors.Is(err, index.ErrNotFound) {
+				t := now()
+				v := &index.Volume{ID: rec.VolumeID, Name: rec.VolumeName, Status: index.StatusAvailable,
+					Size: rec.VolumeSizeBytes, Driver: "file", AvailabilityZone: rec.AvailabilityZone,
+					ProjectID: rec.ProjectID, Placeholder: true, CreatedAt: rec.CreatedAt, UpdatedAt: t}
+				if err := tx.PutVolume(v); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
+		return tx.PutBackup(b)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.addRefs(r, b, m.IDs, locs); err != nil {
+		return b, err
+	}
+	err = s.update(func(tx *index.Tx) error {
+		cur, err := tx.Backup(b.ID)
+		if err != nil {
+			return err
+		}
+		cur.Status, cur.UpdatedAt = index.StatusAvailable, now()
+		if err := tx.PutBackup(cur); err != nil {
+			return err
+		}
+		all, err := tx.Backups()
+		if err != nil {
+			return err
+		}
+		for _, o := range all {
+			if o.ParentID == b.ID && o.MissingParent {
+				o.MissingParent, o.UpdatedAt = false, now()
+				if err := tx.PutBackup(o); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return b, fmt.Errorf("registering imported backup %s: %w", b.ID, err)
+	}
+	return nil, nil
+}
+
+// abortImport undoes an unfinished import: its references go (rollbackBackup
+// keeps an imported backup's repository objects) and so does its catalog
+// entry. Recovery calls it for imports a crash interrupted.
+func (s *Service) abortImport(ctx context.Context, r *repository, b *index.Backup) error {
+	if err := s.rollbackBackup(ctx, r, b); err != nil {
+		return err
+	}
+	return s.update(func(tx *index.Tx) error {
+		if err := tx.DeleteBackup(b.ID); err != nil && !errors.Is(err, index.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+}
+
+// dropImportRefs releases the counted references of an import, last batch
+// first, and deletes the chunk entries that fall to zero: after a lost
+// catalog those entries would be the only ones naming their packs, and a
+// sweep would delete packs the import (or a later one) needs.
+func (s *Service) dropImportRefs(ctx context.Context, r *repository, b *index.Backup) error {
+	if b.RefsApplied == 0 {
+		return nil
+	}
+	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		return err
+	}
+	ids := m.IDs
+	if b.RefsApplied > len(ids) {
+		return fmt.Errorf("backup %s counts %d references but its manifest lists %d chunks", b.ID, b.RefsApplied, len(ids))
+	}
+	repoID := r.store.Config().ID
+	for b.RefsApplied > 0 {
+		end := b.RefsApplied
+		start := max(0, end-index.MaxBatch)
+		err := s.update(func(tx *index.Tx) error {
+			for _, id := range ids[start:end] {
+				c, ok, err := tx.Chunk(repoID, id)
+				if err != nil {
+					return err
+				}
+				if !ok || c.Refs == 0 {
+					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback repo-check", id, b.ID)
+				}
+				if c.Refs--; c.Refs == 0 {
+					err = tx.DeleteChunk(repoID, id)
+				} else {
+					err = tx.PutChunk(repoID, id, c)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			nb := *b
+			nb.RefsApplied, nb.UpdatedAt = start, now()
+			return tx.PutBackup(&nb)
+		})
+		if err != nil {
+			return fmt.Errorf("releasing chunk references of import %s: %w", b.ID, err)
+		}
+		b.RefsApplied = start
+	}
+	return nil
+}
+
+// RebuildCatalog fills an empty catalog from the repositories: every
+// consistent backup record is imported (parents first) with placeholder
+// volumes for volumes the catalog does not know, and its chunk references
+// are counted from its manifest and the pack trailers. Inconsistent backups
+// (no manifest, digest or size mismatch, chunks in no pack) are skipped and
+// listed; unreadable packs are listed.
+func (s *Service) RebuildCatalog(ctx context.Context, req RebuildRequest) (*RebuildReport, error) {
+	var n int
+	if err := s.cat.View(func(tx *index.Tx) error {
+		all, err := tx.Backups()
+		n = len(all)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	catDir := filepath.Join(s.cfg.Home, "catalog")
+	if n > 0 {
+		return nil, fmt.Errorf("the catalog at %s already has %d backup(s); catalog-rebuild only fills an empty catalog: stop volback, move %s away (keep it until the rebuild is checked) and run catalog-rebuild again",
+			catDir, n, catDir)
+	}
+	repos, err := s.rebuildRepos(ctx, req.Repository)
+	if err != nil {
+		return nil, err
+	}
+	rep := &RebuildReport{Repositories: []string{}, Skipped: []string{}, Problems: []string{}}
+	for _, r := range repos {
+		if err := s.rebuildRepo(ctx, r, rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// rebuildRepos is each distinct repository to rebuild from.
+func (s *Service) rebuildRepos(ctx context.Context, url string) ([]*repository, error) {
+	var out []*repository
+	seen := map[string]bool{}
+	for _, z := range s.cfg.ZoneNames() {
+		if url != "" && strings.TrimRight(s.cfg.Zones[z].Repository, "/") != strings.TrimRight(url, "/") {
+			continue
+		}
+		r, err := s.repoFor(ctx, z)
+		if err != nil {
+			return nil, err
+		}
+		if id := r.store.Config().ID; !seen[id] {
+			seen[id] = true
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("repository %s is not configured in any zone; add [zones.NAME] repository = %q to %s and run catalog-rebuild again",
+			url, url, filepath.Join(s.cfg.Home, ConfigName))
+	}
+	return out, nil
+}
+
+type rebuildItem struct {
+	rec *chunkstore.Record
+	m   *chunkstore.Manifest
+}
+
+func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildReport) error {
+	r.gc.RLock()
+	defer r.gc.RUnlock()
+	be := r.store.Backend()
+	repoID := r.store.Config().ID
+	rep.Repositories = append(rep.Repositories, r.url)
+	problem := func(format string, a ...any) {
+		rep.Problems = append(rep.Problems, r.url+": "+fmt.Sprintf(format, a...))
+	}
+	skip := func(id string, format string, a ...any) {
+		rep.Skipped = append(rep.Skipped, id)
+		problem("backup %s skipped: %s", id, fmt.Sprintf(format, a...))
+	}
+
+	var names []string
+	if err := be.List(ctx, "backups/", func(i repo.Info) error { names = append(names, i.Name); return nil }); err != nil {
+		return fmt.Errorf("listing the backup records of %s: %w", r.url, err)
+	}
+	sort.Strings(names)
+	rep.Backups += len(names)
+	ps, err := scanPacks(ctx, r, nil)
+	if err != nil {
+		return err
+	}
+	rep.Packs += ps.packs
+	rep.Chunks += ps.chunks
+	for _, p := range ps.problems {
+		problem("%s", p)
+	}
+
+	good := map[string]*rebuildItem{}
+	for _, name := range names {
+		id := strings.TrimPrefix(name, "backups/")
+		data, err := be.Get(ctx, name)
+		if err != nil {
+			skip(id, "reading its record: %v", err)
+			continue
+		}
+		rec, err := chunkstore.DecodeRecord(data)
+		if err == nil && rec.ID != id {
+			err = fmt.Errorf("the record object %s holds backup %s", name, rec.ID)
+		}
+		if err == nil && rec.RepositoryID != repoID {
+			err = fmt.Errorf("the record names repository %s, this is %s", rec.RepositoryID, repoID)
+		}
+		if err == nil {
+			err = (&ExportRecord{Record: *rec}).Validate()
+		}
+		if err != nil {
+			skip(id, "%v", err)
+			continue
+		}
+		m, err := s.verifyRecord(ctx, r, rec)
+		if err != nil {
+			skip(id, "%v", err)
+			continue
+		}
+		if missing := missingChunks(m.IDs, ps.locs, nil); len(missing) > 0 {
+			skip(id, "chunk %s (and %d more) is in no readable pack", missing[0], len(missing)-1)
+			continue
+		}
+		good[id] = &rebuildItem{rec, m}
+	}
+
+	// Parents first: order by depth in the chain, then by creation.
+	depth := map[string]int{}
+	var depthOf func(id string, guard int) int
+	depthOf = func(id string, guard int) int {
+		if d, ok := depth[id]; ok {
+			return d
+		}
+		d := 0
+		if it := good[id]; it != nil && it.rec.ParentID != "" && good[it.rec.ParentID] != nil && guard < len(good) {
+			d = depthOf(it.rec.ParentID, guard+1) + 1
+		}
+		depth[id] = d
+		return d
+	}
+	order := make([]*rebuildItem, 0, len(good))
+	for id, it := range good {
+		depthOf(id, 0)
+		order = append(order, it)
+	}
+	sort.Slice(order, func(i, j int) bool {
+		a, b := order[i].rec, order[j].rec
+		if depth[a.ID] != depth[b.ID] {
+			return depth[a.ID] < depth[b.ID]
+		}
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.ID < b.ID
+	})
+
+	volsBefore, err := s.countVolumes()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if after, err := s.countVolumes(); err == nil {
+			rep.VolumesCreated += after - volsBefore
+		}
+	}()
+	for _, it := range order {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := s.commitImport(r, it.rec, it.m, ps.locs, true)
+		if b != nil && err != nil {
+			if aerr := s.abortImport(context.WithoutCancel(ctx), r, b); aerr != nil {
+				return fmt.Errorf("%w; undoing it: %v (volback retries when it restarts)", err, aerr)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, index.ErrTxnTooBig) || cancelled(err) {
+				return err
+			}
+			skip(it.rec.ID, "%v", err)
+			continue
+		}
+		rep.BackupsImported++
+		if it.rec.IsIncremental && good[it.rec.ParentID] == nil {
+			problem("backup %s is an incremental of backup %s, which has no consistent record here; imported, but restore refuses it until %s is imported",
+				it.rec.ID, it.rec.ParentID, it.rec.ParentID)
+		}
+	}
+	return nil
+}
+
+func (s *Service) countVolumes() (int, error) {
+	var n int
+	err := s.cat.View(func(tx *index.Tx) error {
+		vols, err := tx.Volumes()
+		n = len(vols)
+		return err
+	})
+	return n, err
+}
