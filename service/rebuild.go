@@ -353,7 +353,8 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 	}
 	skip := func(id string, format string, a ...any) {
 		rep.Skipped = append(rep.Skipped, id)
-		problem("backup %s skipped: %s", id, fmt.Sprintf(format, a...))
+		why := strings.TrimPrefix(fmt.Sprintf(format, a...), "backup "+id+": ")
+		problem("backup %s skipped: %s", id, why)
 	}
 
 	var names []string
