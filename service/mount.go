@@ -71,6 +71,11 @@ func (s *Service) LocateImage(ctx context.Context, ref string) (*ImageLocation, 
 	return loc, nil
 }
 
+// mountReadAhead is how far ahead of a sequential reader chunks are
+// fetched: several of the kernel's 1 MiB requests, so decoding overlaps
+// both the reader and the repository's I/O.
+const mountReadAhead = 4 << 20
+
 // MountSource serves `volback mount` through any Caller, so the mount works
 // whether it owns the catalog or another volback process does. Chunk data is
 // read straight from the repositories, through one shared cache.
@@ -134,7 +139,8 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 		}
 		locs[cid] = chunkstore.Location{Pack: pack, Offset: c.Offset, Length: c.Length, RawLength: c.RawLength, Codec: chunkstore.Codec(c.Codec)}
 	}
-	return st.OpenImage(m, locs, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: 16, Name: loc.BackupID}), nil
+	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
+	return st.OpenImage(m, locs, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: loc.BackupID}), nil
 }
 
 func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.Store, error) {
