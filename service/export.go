@@ -270,6 +270,10 @@ func (s *Service) repoForRecord(ctx context.Context, rec *chunkstore.Record) (*r
 		if r.store.Config().ID == rec.RepositoryID {
 			return r, nil
 		}
+		if strings.TrimRight(r.url, "/") == strings.TrimRight(rec.Container, "/") {
+			return nil, fmt.Errorf("backup %s was made in repository %s, but %s (zone %s) is repository %s: the backup_url belongs to another repository (or this one was re-initialised); add that repository as a zone in %s and retry",
+				rec.ID, rec.RepositoryID, r.url, z, r.store.Config().ID, filepath.Join(s.cfg.Home, ConfigName))
+		}
 		reached = append(reached, fmt.Sprintf("zone %s: %s is repository %s", z, r.url, r.store.Config().ID))
 	}
 	return nil, fmt.Errorf("backup %s lives in repository %s at %s, which no configured zone serves (%s); add [zones.%s] repository = %q to %s and retry",

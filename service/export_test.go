@@ -231,7 +231,10 @@ func TestImportRefusals(t *testing.T) {
 		{name: "newer format", url: mutate(t, url, func(m map[string]any) { m["format_version"] = 9 }), words: []string{"upgrade volback"}},
 		{name: "wrong service", service: "cinder.backup.drivers.swift", url: url, words: []string{"cinder.backup.drivers.swift", "does not match"}},
 		{name: "other repository", url: mutate(t, url, func(m map[string]any) { m["repository_id"] = "6f1c8a52-3f5e-4a1b-9c1d-2b7e8f9a0b1c" }),
-			words: []string{"6f1c8a52-3f5e-4a1b-9c1d-2b7e8f9a0b1c", "no configured zone", "volback.toml"}},
+			words: []string{"6f1c8a52-3f5e-4a1b-9c1d-2b7e8f9a0b1c", "belongs to another repository", "volback.toml"}},
+		{name: "unconfigured repository", url: mutate(t, url, func(m map[string]any) {
+			m["repository_id"], m["container"] = "6f1c8a52-3f5e-4a1b-9c1d-2b7e8f9a0b1c", "file:///srv/elsewhere"
+		}), words: []string{"no configured zone", `repository = "file:///srv/elsewhere"`, "volback.toml"}},
 		{name: "missing manifest", url: url, words: []string{"manifest", "missing"},
 			setup: func() func() {
 				if err := os.Rename(manifest, manifest+".away"); err != nil {
