@@ -484,3 +484,23 @@ func sameSet(a, b []string) bool {
 	sort.Strings(b)
 	return strings.Join(a, "\x00") == strings.Join(b, "\x00")
 }
+
+// TestMountAsClient: when another process (serve) owns the catalog, the
+// mount is its client: it lists through the socket and reads chunks straight
+// from the repository with the locations the owner gave it.
+func TestMountAsClient(t *testing.T) {
+	requireRoot(t)
+	requireTool(t, "cmp")
+	home := newHome(t)
+	img := filepath.Join(home, "vol.img")
+	randomFile(t, img, 48*mib, 31)
+	manage(t, home, "vol", img)
+	b := backupCreate(t, home, "vol")
+	start(t, home, "serve")
+	eventually(t, "serve's socket", func() bool { return exists(filepath.Join(home, "volback.sock")) })
+	m := startMount(t, home)
+	sh(t, "cmp", img, idFile(m.dir, b.ID))
+	b2 := backupCreate(t, home, "vol") // through the owner, while the client mount runs
+	eventually(t, "the new backup in the client mount", func() bool { return exists(idFile(m.dir, b2.ID)) })
+	sh(t, "cmp", img, idFile(m.dir, b2.ID))
+}

@@ -120,3 +120,5 @@ func (l Local) Call(ctx context.Context, verb string, req, resp any, p ProgressF
 
 // Close closes the service.
 func (l Local) Close() error { return l.S.Close() }
+
+func (l Local) service() *Service { return l.S }

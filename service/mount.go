@@ -111,6 +111,9 @@ func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 // locations it was opened with; if its packs are deleted meanwhile, reads
 // fail (never return wrong bytes: every chunk is verified).
 func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, error) {
+	if l, ok := ms.c.(interface{ service() *Service }); ok {
+		return ms.openLocal(ctx, l.service(), id)
+	}
 	var loc ImageLocation
 	if err := ms.c.Call(ctx, "backup-locate", Ref{Ref: id}, &loc, nil); err != nil {
 		return nil, err
@@ -141,6 +144,29 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 	}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
 	return st.OpenImage(m, locs, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: loc.BackupID}), nil
+}
+
+// openLocal opens an image when this process owns the catalog: chunks are
+// located through the catalog as they are read, so opening costs the same
+// whatever the image size.
+func (ms *MountSource) openLocal(ctx context.Context, s *Service, ref string) (fs.Image, error) {
+	var b *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
+		return nil, err
+	}
+	if b.Status != index.StatusAvailable && b.Status != index.StatusRestoring {
+		return nil, fmt.Errorf("backup %s is %s; only available backups can be read", b.ID, b.Status)
+	}
+	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		return nil, err
+	}
+	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
+	return r.store.OpenImage(m, catalogLocator{s, b.RepositoryID}, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: b.ID}), nil
 }
 
 func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.Store, error) {
