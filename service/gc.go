@@ -65,6 +65,18 @@ func (s *Service) sweep(ctx context.Context, r *repository, full bool) (GCReport
 	}
 	defer r.gc.Unlock()
 	repoID := r.store.Config().ID
+	if unknown, err := s.unknownRecord(ctx, r); err != nil {
+		return rep, err
+	} else if unknown != "" {
+		// Its chunks are live but the catalog does not count them: removing
+		// "dead" packs now could destroy that backup's data.
+		err := fmt.Errorf("repository %s holds backup %s that the catalog does not know; import it (backup-import) or run catalog-rebuild before collecting garbage", r.url, unknown)
+		if full {
+			return rep, err
+		}
+		rep.Skipped = err.Error()
+		return rep, nil
+	}
 	use := map[chunkstore.ID]*packUse{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		return tx.Chunks(repoID, func(_ chunkstore.ID, c index.Chunk) error {
@@ -243,4 +255,28 @@ func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstor
 		}
 	}
 	return nil
+}
+
+// unknownRecord returns the id of a backup record in the repository that
+// the catalog has no backup for ("" when there is none).
+func (s *Service) unknownRecord(ctx context.Context, r *repository) (string, error) {
+	known := map[string]bool{}
+	err := s.cat.View(func(tx *index.Tx) error {
+		bs, err := tx.Backups()
+		for _, b := range bs {
+			known[b.ID] = true
+		}
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	unknown := ""
+	err = r.store.Backend().List(ctx, "backups/", func(info repo.Info) error {
+		if id := strings.TrimPrefix(info.Name, "backups/"); !known[id] && unknown == "" {
+			unknown = id
+		}
+		return nil
+	})
+	return unknown, err
 }

@@ -100,6 +100,9 @@ func (s *Service) claimTarget(ref string, b *index.Backup) (*index.Volume, volum
 		if v.Status != index.StatusAvailable && v.Status != index.StatusErrorRestoring && v.Status != index.StatusError {
 			return fmt.Errorf("volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
 		}
+		if v.Placeholder || v.Path == "" {
+			return fmt.Errorf("volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
+		}
 		if v.Size < b.SizeBytes {
 			return fmt.Errorf("volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
 		}

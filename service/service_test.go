@@ -289,3 +289,28 @@ func TestCancelledBackup(t *testing.T) {
 		t.Errorf("repo-gc left %d packs of a cancelled backup", n)
 	}
 }
+
+// TestGCRefusesWithUnknownRecords: while the repository holds a backup the
+// catalog does not know (mid disaster recovery), GC must not delete packs.
+func TestGCRefusesWithUnknownRecords(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	img := filepath.Join(t.TempDir(), "vol.img")
+	writeImage(t, img, 2<<20, 8)
+	s.Manage(ctx, ManageRequest{Name: "vol", Source: img})
+	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forget the backup in the catalog only, as after a lost catalog.
+	if err := s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	packs := packCount(t, s)
+	if _, err := s.GC(ctx, ""); err == nil || !strings.Contains(err.Error(), b.ID) {
+		t.Fatalf("repo-gc with an unknown record: got %v, want a refusal naming %s", err, b.ID)
+	}
+	if n := packCount(t, s); n != packs || n == 0 {
+		t.Fatalf("refused repo-gc changed packs from %d to %d", packs, n)
+	}
+}
