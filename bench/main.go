@@ -129,6 +129,7 @@ func benchMain(cfg config) error {
 		b.img, mib(cfg.size), time.Since(start).Seconds())
 
 	b.run(ctx)
+	logf("workloads took %.0f s", time.Since(start).Seconds())
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted; no table")
 	}

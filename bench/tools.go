@@ -23,7 +23,9 @@ type tool interface {
 	// setup creates the empty repository.
 	setup(ctx context.Context) error
 	// backup backs up the file src (caches dropped, timed) and returns an id
-	// that restore and mount accept.
+	// that restore and mount accept. A full backup reads every byte, even
+	// when the tool's own metadata check says the file is unchanged; an
+	// incremental one uses whatever change detection the tool has.
 	backup(ctx context.Context, src string, incremental bool) (id string, m measure, err error)
 	// restore writes backup id to a new file under dir (timed) and returns its
 	// path and a function that removes it.
@@ -196,9 +198,14 @@ func (r *restic) setup(ctx context.Context) error {
 
 // backup runs in the file's folder with a relative name, so the snapshot
 // holds the file at its top level. restic finds the parent snapshot by path
-// itself, so a second backup is its incremental.
-func (r *restic) backup(ctx context.Context, src string, _ bool) (string, measure, error) {
-	m, out, err := timed(ctx, r.cmd(filepath.Dir(src), "backup", "--json", "-q", filepath.Base(src)))
+// itself, so a second backup is its incremental; a full one gets --force,
+// or restic would skip the unchanged file by its mtime without reading it.
+func (r *restic) backup(ctx context.Context, src string, incremental bool) (string, measure, error) {
+	args := []string{"backup", "--json", "-q"}
+	if !incremental {
+		args = append(args, "--force")
+	}
+	m, out, err := timed(ctx, r.cmd(filepath.Dir(src), append(args, filepath.Base(src))...))
 	if err != nil {
 		return "", m, err
 	}
@@ -266,11 +273,16 @@ func (b *borg) setup(ctx context.Context) error {
 
 // backup creates a new archive of the file (relative name, so the archive
 // holds it at its top level); borg deduplicates against every earlier
-// archive, so a second one is its incremental.
-func (b *borg) backup(ctx context.Context, src string, _ bool) (string, measure, error) {
+// archive, so a second one is its incremental. A full one disables the
+// files cache, which would otherwise skip an unchanged file unread.
+func (b *borg) backup(ctx context.Context, src string, incremental bool) (string, measure, error) {
 	b.archives++
 	id := fmt.Sprintf("a%d", b.archives)
-	m, _, err := timed(ctx, b.cmd(filepath.Dir(src), "create", "::"+id, filepath.Base(src)))
+	args := []string{"create"}
+	if !incremental {
+		args = append(args, "--files-cache=disabled")
+	}
+	m, _, err := timed(ctx, b.cmd(filepath.Dir(src), append(args, "::"+id, filepath.Base(src))...))
 	if err == nil {
 		b.names[id] = filepath.Base(src)
 	}
