@@ -40,8 +40,8 @@ func checkName(name string) error {
 		}
 	}
 	if rest, ok := strings.CutPrefix(name, packsDir); ok {
-		if len(rest) < 2 || strings.Contains(rest, "/") {
-			return bad("pack names are \"packs/<id>\" with an id of at least 2 characters and no further slash")
+		if len(rest) < 2 || strings.Contains(rest, "/") || !alnum(rest[0]) || !alnum(rest[1]) {
+			return bad("pack names are \"packs/<id>\" with an id of at least 2 characters, starting with two letters or digits (the shard directory), and no further slash")
 		}
 	}
 	return nil
@@ -70,4 +70,8 @@ func logical(rel string) (string, bool) {
 		return packsDir + id, true
 	}
 	return rel, true
+}
+
+func alnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
