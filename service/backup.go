@@ -398,8 +398,10 @@ func (s *Service) addRefs(r *repository, b *index.Backup, ids []chunkstore.ID, n
 }
 
 // dropRefs releases the references of ids[:b.RefsApplied], last batch first,
-// committing the shrinking RefsApplied with each batch.
-func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID) error {
+// committing the shrinking RefsApplied with each batch. dropUnused deletes
+// entries that reach zero (imports: after a lost catalog such entries could
+// be the only ones naming packs other, not yet imported, backups need).
+func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, dropUnused bool) error {
 	repoID := r.store.Config().ID
 	if b.RefsApplied > len(ids) {
 		return fmt.Errorf("backup %s counts %d references but its manifest lists %d chunks", b.ID, b.RefsApplied, len(ids))
@@ -416,8 +418,12 @@ func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID) 
 				if !ok || c.Refs == 0 {
 					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback catalog-rebuild", id, b.ID)
 				}
-				c.Refs--
-				if err := tx.PutChunk(repoID, id, c); err != nil {
+				if c.Refs--; c.Refs == 0 && dropUnused {
+					err = tx.DeleteChunk(repoID, id)
+				} else {
+					err = tx.PutChunk(repoID, id, c)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -484,7 +490,7 @@ func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Ba
 		if err != nil {
 			return err
 		}
-		if err := s.dropRefs(r, b, m.IDs); err != nil {
+		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
 			return err
 		}
 	}

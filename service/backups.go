@@ -144,7 +144,7 @@ func (s *Service) finishDelete(ctx context.Context, b *index.Backup) error {
 		if err := be.Delete(ctx, chunkstore.RecordName(b.ID)); err != nil && !errors.Is(err, repoNotFound) {
 			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
 		}
-		if err := s.dropRefs(r, b, m.IDs); err != nil {
+		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
 			return err
 		}
 	}

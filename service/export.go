@@ -184,7 +184,7 @@ func serviceMetadata(id string) string {
 
 // errBackupExists is Cinder's refusal of an import whose id is taken.
 func errBackupExists(id string) error {
-	return fmt.Errorf("backup %s: Backup already exists in database.", id)
+	return fmt.Errorf("backup %s: Backup already exists in database. (delete it first to import it again)", id)
 }
 
 // ImportBackup registers an exported backup as `available` with its

@@ -32,20 +32,30 @@ type ChunkRef struct {
 	Codec     uint8  `json:"codec"`
 }
 
-// LocateImage returns the locations of every chunk of an available backup.
-func (s *Service) LocateImage(ctx context.Context, ref string) (*ImageLocation, error) {
+// readable resolves a backup that can be read (available, or being
+// restored), its repository and its verified manifest.
+func (s *Service) readable(ctx context.Context, ref string) (*index.Backup, *repository, *chunkstore.Manifest, error) {
 	var b *index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if b.Status != index.StatusAvailable && b.Status != index.StatusRestoring {
-		return nil, fmt.Errorf("backup %s is %s; only available backups can be read", b.ID, b.Status)
+		return nil, nil, nil, fmt.Errorf("backup %s is %s; only available backups can be read", b.ID, b.Status)
 	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return b, r, m, nil
+}
+
+// LocateImage returns the locations of every chunk of an available backup.
+func (s *Service) LocateImage(ctx context.Context, ref string) (*ImageLocation, error) {
+	b, r, m, err := s.readable(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -150,18 +160,7 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 // located through the catalog as they are read, so opening costs the same
 // whatever the image size.
 func (ms *MountSource) openLocal(ctx context.Context, s *Service, ref string) (fs.Image, error) {
-	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
-		return nil, err
-	}
-	if b.Status != index.StatusAvailable && b.Status != index.StatusRestoring {
-		return nil, fmt.Errorf("backup %s is %s; only available backups can be read", b.ID, b.Status)
-	}
-	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
-	if err != nil {
-		return nil, err
-	}
-	m, err := s.loadManifest(ctx, r, b)
+	b, r, m, err := s.readable(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

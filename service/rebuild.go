@@ -242,42 +242,7 @@ func (s *Service) dropImportRefs(ctx context.Context, r *repository, b *index.Ba
 	if err != nil {
 		return err
 	}
-	ids := m.IDs
-	if b.RefsApplied > len(ids) {
-		return fmt.Errorf("backup %s counts %d references but its manifest lists %d chunks", b.ID, b.RefsApplied, len(ids))
-	}
-	repoID := r.store.Config().ID
-	for b.RefsApplied > 0 {
-		end := b.RefsApplied
-		start := max(0, end-index.MaxBatch)
-		err := s.update(func(tx *index.Tx) error {
-			for _, id := range ids[start:end] {
-				c, ok, err := tx.Chunk(repoID, id)
-				if err != nil {
-					return err
-				}
-				if !ok || c.Refs == 0 {
-					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback repo-check", id, b.ID)
-				}
-				if c.Refs--; c.Refs == 0 {
-					err = tx.DeleteChunk(repoID, id)
-				} else {
-					err = tx.PutChunk(repoID, id, c)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			nb := *b
-			nb.RefsApplied, nb.UpdatedAt = start, now()
-			return tx.PutBackup(&nb)
-		})
-		if err != nil {
-			return fmt.Errorf("releasing chunk references of import %s: %w", b.ID, err)
-		}
-		b.RefsApplied = start
-	}
-	return nil
+	return s.dropRefs(r, b, m.IDs, true)
 }
 
 // RebuildCatalog fills an empty catalog from the repositories: every
