@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -116,25 +117,7 @@ func (tx *Tx) DeleteVolume(id string) error { return tx.deleteRecord("volume", i
 
 // Volumes returns every volume, oldest first (CreatedAt, then ID).
 func (tx *Tx) Volumes() ([]*Volume, error) {
-	var out []*Volume
-	err := tx.scan([]byte(prefixVolume), 16, func(k, b []byte) error {
-		v := new(Volume)
-		if err := json.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("decode volume record %q: %w", k, err)
-		}
-		out = append(out, v)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out, nil
+	return scanRecords(tx, prefixVolume, "volume", func(v *Volume) (time.Time, string) { return v.CreatedAt, v.ID })
 }
 
 // Backup returns backup id or an error wrapping ErrNotFound.
@@ -154,23 +137,31 @@ func (tx *Tx) DeleteBackup(id string) error { return tx.deleteRecord("backup", i
 
 // Backups returns every backup, oldest first (CreatedAt, then ID).
 func (tx *Tx) Backups() ([]*Backup, error) {
-	var out []*Backup
-	err := tx.scan([]byte(prefixBackup), 16, func(k, v []byte) error {
-		b := new(Backup)
-		if err := json.Unmarshal(v, b); err != nil {
-			return fmt.Errorf("decode backup record %q: %w", k, err)
+	return scanRecords(tx, prefixBackup, "backup", func(b *Backup) (time.Time, string) { return b.CreatedAt, b.ID })
+}
+
+// scanRecords decodes every JSON record under prefix, sorted by creation
+// time, then id.
+func scanRecords[T any](tx *Tx, prefix, kind string, key func(*T) (time.Time, string)) ([]*T, error) {
+	var out []*T
+	err := tx.scan([]byte(prefix), 16, func(k, b []byte) error {
+		r := new(T)
+		if err := json.Unmarshal(b, r); err != nil {
+			return fmt.Errorf("decode %s record %q: %w", kind, k, err)
 		}
-		out = append(out, b)
+		out = append(out, r)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		ti, idi := key(out[i])
+		tj, idj := key(out[j])
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
 		}
-		return out[i].ID < out[j].ID
+		return idi < idj
 	})
 	return out, nil
 }
