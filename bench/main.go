@@ -178,8 +178,21 @@ func (b *bench) section(table string, versions map[string]string) string {
 	for _, name := range b.cfg.tools {
 		fmt.Fprintf(&s, "- %s: %s\n", name, versions[name])
 	}
+	if tree := sourceTree(); tree != "" {
+		fmt.Fprintf(&s, "- source tree: %s\n", tree)
+	}
 	s.WriteString("\n" + table)
 	return s.String()
+}
+
+// sourceTree names the commit the bench runs in (the one `make bench`
+// builds volback from), marked when files differ from it.
+func sourceTree() string {
+	_, out, err := run(context.Background(), command{name: "git", args: []string{"describe", "--always", "--dirty"}})
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func newTool(name string, cfg config, work string) tool {
