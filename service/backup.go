@@ -251,36 +251,25 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 	repoID := st.Config().ID
 	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
 
-	type job struct {
-		idx int64
-		buf []byte
-	}
-	free := make(chan []byte, 2*workers+2)
+	// The reader fills blocks of up to readBlock bytes of consecutive
+	// chunks with one pread (few syscalls, large kernel I/O); workers take
+	// the chunks one by one and return a block to the pool when its last
+	// chunk is done. 2 blocks per worker + 2 bound the memory.
+	perBlock := max(1, readBlock/cs)
+	free := make(chan *block, 2*workers+2)
 	for range cap(free) {
-		free <- make([]byte, cs)
+		free <- &block{buf: make([]byte, perBlock*cs)}
 	}
-	jobs := make(chan job, cap(free))
+	jobs := make(chan chunkJob, perBlock*cap(free))
 	total := int64(len(chunks)) * int64(cs)
 	var done, storedBytes atomic.Int64
 	var mu sync.Mutex // guards m and seen
 	seen := map[chunkstore.ID]bool{}
 
-	go func() { // reader
+	go func() {
 		defer close(jobs)
-		for _, idx := range chunks {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-ctx.Done():
-				return
-			}
-			off := idx * int64(cs)
-			n := int(min(int64(cs), m.Size-off))
-			if _, err := src.ReadAt(buf[:n], off); err != nil {
-				cancel(fmt.Errorf("reading volume at byte offset %d: %w", off, err))
-				return
-			}
-			jobs <- job{idx, buf[:n]}
+		if err := readChunks(ctx, src, m.Size, cs, perBlock, chunks, free, jobs); err != nil {
+			cancel(err)
 		}
 	}()
 
@@ -290,11 +279,13 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := s.storeChunk(repoID, packer, m, &mu, seen, j.idx, j.buf, &storedBytes); err != nil {
+				if err := s.storeChunk(repoID, packer, m, &mu, seen, j.idx, j.data, &storedBytes); err != nil {
 					cancel(err)
 				}
-				done.Add(int64(len(j.buf)))
-				free <- j.buf[:cap(j.buf)]
+				done.Add(int64(len(j.data)))
+				if j.blk.pending.Add(-1) == 0 {
+					free <- j.blk
+				}
 			}
 		}()
 	}
@@ -327,6 +318,50 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 		locs[e.ID] = e.Location
 	}
 	return pipelineResult{bytes: storedBytes.Load(), locations: locs}, nil
+}
+
+// readBlock is how many bytes of consecutive chunks one pread fetches.
+const readBlock = 1 << 20
+
+// block is a read buffer shared by the chunks read into it.
+type block struct {
+	buf     []byte
+	pending atomic.Int32 // chunks not yet processed
+}
+
+type chunkJob struct {
+	idx  int64
+	data []byte
+	blk  *block
+}
+
+// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
+// up to perBlock per pread, and queues them one by one.
+func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
+	for i := 0; i < len(chunks); {
+		n := 1
+		for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
+			n++
+		}
+		var blk *block
+		select {
+		case blk = <-free:
+		case <-ctx.Done():
+			return nil
+		}
+		off := chunks[i] * int64(cs)
+		end := min(off+int64(n*cs), size)
+		if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
+			return fmt.Errorf("reading volume at byte offset %d: %w", off, err)
+		}
+		blk.pending.Store(int32(n))
+		for k := range n {
+			lo := int64(k * cs)
+			jobs <- chunkJob{idx: chunks[i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
+		}
+		i += n
+	}
+	return nil
 }
 
 // storeChunk hashes one chunk, records it in the manifest and hands it to
