@@ -79,15 +79,21 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 
 // DeleteBackups deletes each named backup in turn, following Cinder's
 // rules: only available or error backups, and never one that incremental
-// backups depend on. It stops at the first refusal or failure.
+// backups depend on. Like Cinder's client, a refusal of one does not stop
+// the others; the refusals are returned together.
 func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupView, error) {
 	out := []BackupView{}
+	var errs []error
 	for _, ref := range refs {
 		bv, err := s.deleteBackup(ctx, ref)
 		if err != nil {
-			return out, err
+			errs = append(errs, err)
+			continue
 		}
 		out = append(out, *bv)
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("deleted %d of %d backups; %w", len(out), len(refs), errors.Join(errs...))
 	}
 	return out, nil
 }

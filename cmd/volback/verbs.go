@@ -35,7 +35,7 @@ var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zon
 func commands() []*cli.Command {
 	return []*cli.Command{
 		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true}, azFlag},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume name"}, azFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SOURCE"); err != nil {
 					return err
@@ -44,7 +44,7 @@ func commands() []*cli.Command {
 					AvailabilityZone: c.String("availability-zone"), Project: c.String("project")}, &service.VolumeView{})
 			}},
 		{Name: "create", Usage: "create a new image-file volume, empty or from a backup", ArgsUsage: "SIZE",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true}, azFlag,
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume name"}, azFlag,
 				&cli.StringFlag{Name: "backup-id", Usage: "restore this backup into the new volume"},
 				&cli.StringFlag{Name: "path", Usage: "image file to create (default: under the home)"}},
 			Action: func(c *cli.Context) error {
@@ -68,7 +68,7 @@ func commands() []*cli.Command {
 		refVerb("show", "show a volume", "VOLUME", &service.VolumeView{}),
 		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", &service.VolumeView{}),
 		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "name"}, &cli.StringFlag{Name: "description"},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup name"}, &cli.StringFlag{Name: "description", Usage: "free text"},
 				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the latest backup"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "VOLUME"); err != nil {
