@@ -179,6 +179,13 @@ func TestRunReportsStderrRSSAndTimeout(t *testing.T) {
 	}
 }
 
+func TestFirstArgsNamesTheVerb(t *testing.T) {
+	got := firstArgs([]string{"--home", "/h", "-q", "-f", "json", "backup-create", "--incremental", "vol1", "x"})
+	if got != "backup-create vol1" {
+		t.Fatalf("firstArgs = %q", got)
+	}
+}
+
 func TestCpToolRoundTrip(t *testing.T) {
 	work := t.TempDir()
 	img := filepath.Join(work, "img.img")

@@ -88,14 +88,19 @@ func run(ctx context.Context, c command) (measure, []byte, error) {
 	return m, stdout.Bytes(), nil
 }
 
-// firstArgs names the sub-command for an error without the whole argv.
+// firstArgs names the sub-command for an error without the whole argv:
+// the first two arguments that are neither options, option values nor paths.
 func firstArgs(args []string) string {
 	var keep []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "/") || len(keep) == 4 {
-			break
+	for i := 0; i < len(args) && len(keep) < 2; i++ {
+		a := args[i]
+		switch {
+		case a == "--home" || a == "-f" || a == "--target":
+			i++ // skip its value
+		case strings.HasPrefix(a, "-") || strings.HasPrefix(a, "/"):
+		default:
+			keep = append(keep, a)
 		}
-		keep = append(keep, a)
 	}
 	return strings.Join(keep, " ")
 }
