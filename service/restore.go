@@ -221,7 +221,9 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 		}
 	}()
 	var wg sync.WaitGroup
-	for range s.cfg.Workers + 1 {
+	// Restore waits on reads of packs and writes of the volume more than on
+	// the CPU, so it runs more goroutines than cores to keep both queues full.
+	for range 4 * s.cfg.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
