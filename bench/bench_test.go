@@ -259,7 +259,7 @@ func TestJudge(t *testing.T) {
 		"FAIL: did not run",
 		"",
 		"FAIL: 1.90× dense time (<2), RSS 200 MiB (<96)",
-		"PASS: 15.0× restic (≥10), 2147 MB/s (≥1500), RSS 30 MiB (<96)",
+		"PASS: 15.0× restic (≥10), 2147 MB/s (≥1500), RSS 30 MiB (< 64M cache + 64)",
 		"",
 		"",
 		"",

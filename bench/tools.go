@@ -156,7 +156,7 @@ func (v *volback) repoBytes() (int64, error) {
 }
 
 func (v *volback) mount(ctx context.Context, id, mnt string) (*mounted, error) {
-	c := v.cmd("mount", mnt)
+	c := v.cmd("mount", "--cache-size", mountCache, mnt)
 	return startMount(ctx, c, filepath.Join(mnt, "by-id", id+".img"), func() error {
 		_, _, err := run(context.Background(), v.cmd("umount", mnt))
 		return err
