@@ -64,6 +64,7 @@ func (b *bar) update(p service.Progress) {
 			progressbar.OptionSetWriter(os.Stderr),
 			progressbar.OptionSetDescription(p.Phase),
 			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionShowElapsedTimeOnFinish(),
 			progressbar.OptionThrottle(100e6),
