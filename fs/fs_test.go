@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -910,6 +911,10 @@ func TestHelperMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Mount returns after go-fuse's start-up poll of its own mount; a kill
+	// before that would leave this process stuck closing a file on its own
+	// dead mount, so the parent waits for this line before killing.
+	fmt.Println("helper: serving")
 	srv.Wait()
 }
 
@@ -918,11 +923,24 @@ func TestHelperMount(t *testing.T) {
 func TestStaleMount(t *testing.T) {
 	requireFUSE(t)
 	mp := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperMount$")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperMount$", "-test.v")
 	cmd.Env = append(os.Environ(), "VOLBACK_FS_HELPER_MOUNTPOINT="+mp)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	serving := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "helper: serving") {
+				close(serving)
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -930,13 +948,17 @@ func TestStaleMount(t *testing.T) {
 			exec.Command("umount", "-l", mp).Run()
 		}
 	})
-	eventually(t, 10*time.Second, "helper mounts", func() bool { ok, _ := inProcMounts(t, mp); return ok })
+	select {
+	case <-serving:
+	case <-time.After(10 * time.Second):
+		t.Fatal("helper did not start serving")
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	if _, err := os.ReadDir(mp); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("listing a dead mount: %v, want ENOTCONN", err)
 	}
-	_, err := Mount(mp, newFakeSource(), Options{})
+	_, err = Mount(mp, newFakeSource(), Options{})
 	if err == nil || !strings.Contains(err.Error(), "not connected") || !strings.Contains(err.Error(), "volback umount "+mp) {
 		t.Fatalf("Mount on a stale mount: %v, want advice to run volback umount", err)
 	}
