@@ -539,16 +539,7 @@ func dataExtents(t *testing.T, f *os.File, size int64) [][2]int64 {
 // read as zeros. That makes comparing mostly-empty 16 GiB images cheap.
 func compareSparse(t *testing.T, want, got string) {
 	t.Helper()
-	a, err := os.Open(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := os.Open(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openBoth(t, want, got)
 	sa, sb := fileSize(t, want), fileSize(t, got)
 	if sa != sb {
 		t.Fatalf("%s is %d bytes, want %d (as %s)", got, sb, sa, want)
@@ -585,17 +576,23 @@ func compareRange(t *testing.T, a, b *os.File, start, end int64) {
 // compareFiles compares the first n bytes of two files or devices.
 func compareFiles(t *testing.T, want, got string, n int64) {
 	t.Helper()
-	a, err := os.Open(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := os.Open(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openBoth(t, want, got)
 	compareRange(t, a, b, 0, n)
+}
+
+// openBoth opens two files for reading until the test ends.
+func openBoth(t *testing.T, x, y string) (*os.File, *os.File) {
+	t.Helper()
+	var fs [2]*os.File
+	for i, p := range []string{x, y} {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		fs[i] = f
+	}
+	return fs[0], fs[1]
 }
 
 // --- refusals ---
