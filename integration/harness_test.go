@@ -539,7 +539,8 @@ func dataExtents(t *testing.T, f *os.File, size int64) [][2]int64 {
 // read as zeros. That makes comparing mostly-empty 16 GiB images cheap.
 func compareSparse(t *testing.T, want, got string) {
 	t.Helper()
-	a, b := openBoth(t, want, got)
+	a, b, done := openBoth(t, want, got)
+	defer done()
 	sa, sb := fileSize(t, want), fileSize(t, got)
 	if sa != sb {
 		t.Fatalf("%s is %d bytes, want %d (as %s)", got, sb, sa, want)
@@ -576,23 +577,24 @@ func compareRange(t *testing.T, a, b *os.File, start, end int64) {
 // compareFiles compares the first n bytes of two files or devices.
 func compareFiles(t *testing.T, want, got string, n int64) {
 	t.Helper()
-	a, b := openBoth(t, want, got)
+	a, b, done := openBoth(t, want, got)
+	defer done()
 	compareRange(t, a, b, 0, n)
 }
 
-// openBoth opens two files for reading until the test ends.
-func openBoth(t *testing.T, x, y string) (*os.File, *os.File) {
+// openBoth opens two files for reading; done closes them (promptly: a
+// file left open on a mount keeps the mount busy).
+func openBoth(t *testing.T, x, y string) (a, b *os.File, done func()) {
 	t.Helper()
-	var fs [2]*os.File
-	for i, p := range []string{x, y} {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		fs[i] = f
+	a, err := os.Open(x)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fs[0], fs[1]
+	if b, err = os.Open(y); err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	return a, b, func() { a.Close(); b.Close() }
 }
 
 // --- refusals ---
