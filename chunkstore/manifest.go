@@ -41,8 +41,10 @@ func chunkCount(size int64, chunkSize int) int64 {
 	return (size + int64(chunkSize) - 1) / int64(chunkSize)
 }
 
-// Set records that chunk i holds id. Not safe for concurrent use.
-func (m *Manifest) Set(i int, id ID) {
+// Set records that chunk i holds id and reports whether id is new to the
+// manifest (a backup uses that to look each distinct chunk up once). Not
+// safe for concurrent use.
+func (m *Manifest) Set(i int, id ID) (added bool) {
 	if m.index == nil {
 		m.index = make(map[ID]uint32, len(m.IDs))
 		for k, id := range m.IDs {
@@ -58,6 +60,7 @@ func (m *Manifest) Set(i int, id ID) {
 		m.index[id] = ref
 	}
 	m.Refs[i] = ref
+	return !ok
 }
 
 // SetZero marks chunk i as an all-zero chunk (a hole).

@@ -263,8 +263,7 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 	jobs := make(chan chunkJob, perBlock*cap(free))
 	total := int64(len(chunks)) * int64(cs)
 	var done, storedBytes atomic.Int64
-	var mu sync.Mutex // guards m and seen
-	seen := map[chunkstore.ID]bool{}
+	var mu sync.Mutex // guards m
 
 	go func() {
 		defer close(jobs)
@@ -279,7 +278,7 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := s.storeChunk(repoID, packer, m, &mu, seen, j.idx, j.data, &storedBytes); err != nil {
+				if err := s.storeChunk(repoID, packer, m, &mu, j.idx, j.data, &storedBytes); err != nil {
 					cancel(err)
 				}
 				done.Add(int64(len(j.data)))
@@ -367,7 +366,7 @@ func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock
 // storeChunk hashes one chunk, records it in the manifest and hands it to
 // the packer unless it is all zeros or already stored.
 func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
-	seen map[chunkstore.ID]bool, idx int64, data []byte, stored *atomic.Int64) error {
+	idx int64, data []byte, stored *atomic.Int64) error {
 	if chunkstore.IsZero(data) {
 		mu.Lock()
 		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
@@ -376,11 +375,9 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 	}
 	id := chunkstore.Sum(data)
 	mu.Lock()
-	m.Set(int(idx), id)
-	dup := seen[id]
-	seen[id] = true
+	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
 	mu.Unlock()
-	if dup {
+	if !added {
 		return nil
 	}
 	var known bool
