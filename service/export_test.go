@@ -74,7 +74,8 @@ func reopen(t *testing.T, cfg Config) *Service {
 	return s
 }
 
-// catalogState is everything a refused import must leave as it was.
+// catalogState is everything a refusal must leave as it was: backups,
+// volumes and chunk entries.
 func catalogState(t *testing.T, s *Service) string {
 	t.Helper()
 	var out []string
@@ -89,7 +90,8 @@ func catalogState(t *testing.T, s *Service) string {
 		}
 		vs, err := tx.Volumes()
 		for _, v := range vs {
-			out = append(out, v.ID)
+			j, _ := json.Marshal(v)
+			out = append(out, string(j))
 		}
 		if err != nil {
 			return err
