@@ -207,6 +207,26 @@ func TestRefuseUnknownFormat(t *testing.T) {
 	}
 }
 
+// TestRefuseWrongArguments: a verb given the wrong number of arguments or
+// a bad SIZE is a usage error (exit 2) naming what it expected.
+func TestRefuseWrongArguments(t *testing.T) {
+	home := newHome(t)
+	for _, tc := range []struct {
+		args  []string
+		words []string
+	}{
+		{[]string{"show"}, []string{"show", "VOLUME"}},
+		{[]string{"backup-restore", "a", "b"}, []string{"backup-restore", "BACKUP"}},
+		{[]string{"create", "--name", "n", "ten"}, []string{"ten"}},
+	} {
+		_, stderr, code := run(t, home, tc.args...)
+		assertRefused(t, strings.Join(tc.args, " "), stderr, code, tc.words...)
+		if code != 2 {
+			t.Errorf("%s: exit %d, want 2 (usage error)", strings.Join(tc.args, " "), code)
+		}
+	}
+}
+
 // TestRefuseAmbiguousName refuses a name two volumes share, listing both
 // ids; each id prefix still works.
 func TestRefuseAmbiguousName(t *testing.T) {
