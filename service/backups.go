@@ -84,21 +84,34 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupView, error) {
 	out := []BackupView{}
 	var errs []error
+	touched := map[*repository]bool{}
 	for _, ref := range refs {
-		bv, err := s.deleteBackup(ctx, ref)
+		bv, r, err := s.deleteBackup(ctx, ref)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		out = append(out, *bv)
+		touched[r] = true
 	}
+	s.sweepAfterDelete(ctx, touched)
 	if len(errs) > 0 {
 		return out, fmt.Errorf("deleted %d of %d backups; %w", len(out), len(refs), errors.Join(errs...))
 	}
 	return out, nil
 }
 
-func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, error) {
+// sweepAfterDelete removes, once per repository, the packs that deletes
+// left without any live chunk.
+func (s *Service) sweepAfterDelete(ctx context.Context, repos map[*repository]bool) {
+	for r := range repos {
+		if _, err := s.sweep(ctx, r, false); err != nil {
+			s.log.Printf("backups deleted; removing unused packs of %s failed (run volback repo-gc): %v", r.url, err)
+		}
+	}
+}
+
+func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *repository, error) {
 	var b *index.Backup
 	var view BackupView
 	err := s.update(func(tx *index.Tx) error {
@@ -123,47 +136,46 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, er
 		return tx.PutBackup(b)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := s.finishDelete(ctx, b); err != nil {
-		return nil, err
+	r, err := s.finishDelete(ctx, b)
+	if err != nil {
+		return nil, nil, err
 	}
 	view.Status = "deleted"
-	return &view, nil
+	return &view, r, nil
 }
 
 // finishDelete carries a `deleting` backup to its end: the record goes
 // first (so a catalog rebuild never resurrects it), then the references,
-// the manifest, the catalog entry, and finally packs nobody uses. It is
+// the manifest and the catalog entry. The caller then sweeps the returned
+// repository for packs nobody uses (once, however many it deleted). It is
 // also how recovery resumes an interrupted delete.
-func (s *Service) finishDelete(ctx context.Context, b *index.Backup) error {
+func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repository, error) {
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
-		return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
 	}
 	be := r.store.Backend()
 	if b.RefsApplied > 0 {
 		m, err := s.loadManifest(ctx, r, b)
 		if err != nil {
-			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+			return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
 		}
 		if err := be.Delete(ctx, chunkstore.RecordName(b.ID)); err != nil && !errors.Is(err, repoNotFound) {
-			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+			return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
 		}
 		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, name := range []string{chunkstore.RecordName(b.ID), chunkstore.ManifestName(b.ID)} {
 		if err := be.Delete(ctx, name); err != nil && !errors.Is(err, repoNotFound) {
-			return fmt.Errorf("deleting backup %s: %w", b.ID, err)
+			return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
 		}
 	}
 	if err := s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) }); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := s.sweep(ctx, r, false); err != nil {
-		s.log.Printf("backup %s deleted; removing unused packs failed (run volback repo-gc): %v", b.ID, err)
-	}
-	return nil
+	return r, nil
 }

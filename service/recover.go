@@ -39,9 +39,12 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.failBackup(ctx, r, b, errInterrupted)
 		case index.StatusDeleting:
-			if err := s.finishDelete(ctx, b); err != nil {
+			r, err := s.finishDelete(ctx, b)
+			if err != nil {
 				s.log.Printf("backup %s: finishing an interrupted delete: %v", b.ID, err)
+				continue
 			}
+			s.sweepAfterDelete(ctx, map[*repository]bool{r: true})
 		case index.StatusRestoring:
 			s.setBackupStatus(b.ID, index.StatusAvailable)
 		}
