@@ -31,9 +31,10 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 		if err != nil {
 			return err
 		}
+		ps := parents(all)
 		for _, b := range all {
 			if volID == "" || b.VolumeID == volID {
-				out = append(out, backupView(b, all))
+				out = append(out, backupView(b, ps))
 			}
 		}
 		return nil
@@ -51,7 +52,7 @@ func (s *Service) ShowBackup(ctx context.Context, ref string) (*BackupView, erro
 			return err
 		}
 		all, err := tx.Backups()
-		bv = backupView(b, all)
+		bv = backupView(b, parents(all))
 		return err
 	})
 	if err != nil {
@@ -131,7 +132,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *r
 				return fmt.Errorf("backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
 			}
 		}
-		view = backupView(b, all)
+		view = backupView(b, parents(all))
 		b.Status, b.UpdatedAt = index.StatusDeleting, now()
 		return tx.PutBackup(b)
 	})

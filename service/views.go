@@ -71,15 +71,21 @@ func volumeView(v *index.Volume) VolumeView {
 		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 }
 
-// backupView needs every backup to tell whether b has dependents.
-func backupView(b *index.Backup, all []*index.Backup) BackupView {
-	dep := false
+// parents is the set of backups that have a dependent (non-error) child.
+func parents(all []*index.Backup) map[string]bool {
+	p := map[string]bool{}
 	for _, o := range all {
-		if o.ParentID == b.ID && o.Status != index.StatusError {
-			dep = true
-			break
+		if o.ParentID != "" && o.Status != index.StatusError {
+			p[o.ParentID] = true
 		}
 	}
+	return p
+}
+
+// backupView is b as printed; parents (from parents()) says whether b has
+// dependent backups.
+func backupView(b *index.Backup, parents map[string]bool) BackupView {
+	dep := parents[b.ID]
 	return BackupView{ID: b.ID, Name: b.Name, Description: b.Description, Status: b.Status,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, Size: GiB(b.SizeBytes), SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
