@@ -27,6 +27,8 @@ func (m *memRepo) Name() string     { return "memrepo" }
 func (m *memRepo) Location() string { return "mem://test" }
 func (m *memRepo) Close() error     { return nil }
 
+func (m *memRepo) Properties() repo.Properties { return repo.Properties{} }
+
 func (m *memRepo) Put(ctx context.Context, name string, data []byte) error {
 	if m.putHook != nil {
 		m.putHook(name)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sort"
 	"sync"
+	"time"
 )
 
 // ErrNotFound is returned (wrapped) by Get, ReadAt, Stat and Delete when the
@@ -20,6 +21,24 @@ var ErrNotFound = errors.New("object not found")
 type Info struct {
 	Name string
 	Size int64
+	// ModTime is when the object was last written. GC's grace period
+	// reads it: an unreferenced object younger than the grace is left
+	// alone, since a backup may not have committed its references yet.
+	ModTime time.Time
+}
+
+// Properties states a driver's limits, as restic's backend Properties do.
+// chunkstore honours them and repotest checks them.
+type Properties struct {
+	// MaxObjectSize is the largest object Put accepts (RADOS:
+	// osd_max_object_size, 128 MiB by default); 0 means no limit.
+	// chunkstore splits anything that can grow past it (manifests).
+	MaxObjectSize int64
+	// IndexedList is set when List reads an index the driver keeps
+	// per top-level directory instead of walking storage (RADOS has no
+	// prefix listing). Names must then have a top-level directory
+	// ("packs/…", "backups/…"), except "config".
+	IndexedList bool
 }
 
 // Backend is a repository driver. Names are slash-separated relative paths
@@ -47,6 +66,8 @@ type Backend interface {
 	List(ctx context.Context, prefix string, fn func(Info) error) error
 	// Delete removes the object; deleting a missing object is ErrNotFound.
 	Delete(ctx context.Context, name string) error
+	// Properties states the driver's limits.
+	Properties() Properties
 	// Close releases resources (open files, cluster connections).
 	Close() error
 }

@@ -53,7 +53,7 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(repo.Info) er
 		if err != nil {
 			return err
 		}
-		return fn(repo.Info{Name: name, Size: st.Size()})
+		return fn(repo.Info{Name: name, Size: st.Size(), ModTime: st.ModTime()})
 	})
 	return err
 }

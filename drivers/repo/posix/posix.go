@@ -176,7 +176,7 @@ func (b *Backend) Stat(ctx context.Context, name string) (repo.Info, error) {
 	if err != nil {
 		return repo.Info{}, b.readErr(name, err)
 	}
-	return repo.Info{Name: name, Size: st.Size()}, nil
+	return repo.Info{Name: name, Size: st.Size(), ModTime: st.ModTime()}, nil
 }
 
 // Delete removes the object. It does not fsync the directory: a delete lost
@@ -199,6 +199,10 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// Properties implements repo.Backend: files have no size limit and List
+// walks the directory.
+func (b *Backend) Properties() repo.Properties { return repo.Properties{} }
 
 // Close releases cached file handles.
 func (b *Backend) Close() error {
