@@ -44,7 +44,15 @@ type Packer struct {
 	done    []PackEntry // entries of durable packs
 	failed  chan struct{}
 	failOne sync.Once
+
+	beforeUpload func(ID) error
 }
+
+// BeforeUpload sets a function the packer calls with each pack's ID before
+// it uploads the pack; an error fails the packer. A backup records there
+// which packs it may have written, so that they can be removed if it
+// fails, even after a crash. Set it before the first Add.
+func (p *Packer) BeforeUpload(fn func(pack ID) error) { p.beforeUpload = fn }
 
 // NewPacker starts a packer writing to s; uploads run on `uploaders` goroutines.
 func (s *Store) NewPacker(ctx context.Context, comp Compression, uploaders int) *Packer {
@@ -111,7 +119,7 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 	if p.closed {
 		return 0, errors.New("chunkstore: Add on a closed packer")
 	}
-	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize > packTarget {
+	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize > p.s.packSize() {
 		p.sealLocked()
 	}
 	if p.cur == nil {
@@ -161,7 +169,13 @@ func (p *Packer) upload(op *openPack) {
 	}
 	*op.buf = appendTrailer(*op.buf, op.entries)
 	id := Sum(*op.buf)
-	if err := p.s.be.Put(p.ctx, PackName(id), *op.buf); err != nil {
+	if p.beforeUpload != nil {
+		if err := p.beforeUpload(id); err != nil {
+			p.fail(fmt.Errorf("recording pack %s before its upload: %w", id, err))
+			return
+		}
+	}
+	if err := p.s.be.Put(p.ctx, packName(id), *op.buf); err != nil {
 		p.fail(fmt.Errorf("uploading pack %s (%d chunks, %d bytes): %w", id, len(op.entries), len(*op.buf), err))
 		return
 	}
