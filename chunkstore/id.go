@@ -100,7 +100,6 @@ func CheckChunkSize(n int) error {
 	return nil
 }
 
-
 // corruptf returns an error wrapping ErrCorrupt.
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
