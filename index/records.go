@@ -85,6 +85,9 @@ type Backup struct {
 	RefsApplied      int       `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
 	MissingParent    bool      `json:"missing_parent,omitempty"` // incremental imported before its parent
 	Imported         bool      `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
+	Damaged          bool      `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
+	DamageReason     string    `json:"damage_reason,omitempty"`
+	Consistency      string    `json:"consistency,omitempty"` // how the data was read: see service's consistency values
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 	DataTimestamp    time.Time `json:"data_timestamp"`
@@ -96,3 +99,13 @@ type Chunk struct {
 	chunkstore.Location
 	Refs uint32
 }
+
+// Lost reports whether the entry marks a chunk that a read or check found
+// missing or corrupt: its pack id is all zeros. The entry keeps counting
+// the references of the backups that need it (they are damaged), but it
+// is no location: a backup that meets the chunk again stores it anew and
+// puts the new location here, which heals those backups.
+func (c Chunk) Lost() bool { return c.Pack == chunkstore.ID{} }
+
+// MarkLost turns c into a lost entry, keeping its references.
+func (c *Chunk) MarkLost() { c.Location = chunkstore.Location{} }
