@@ -112,16 +112,32 @@ func (s *Store) ListRecords(ctx context.Context, fn func(backupID string) error)
 	return nil
 }
 
+// DeleteRecord removes a backup's record; a missing one is not an error.
+func (s *Store) DeleteRecord(ctx context.Context, backupID string) error {
+	return s.deleteObject(ctx, backupID, RecordName(backupID))
+}
+
+// DeleteManifest removes a backup's manifest; a missing one is not an
+// error. Delete the record first.
+func (s *Store) DeleteManifest(ctx context.Context, backupID string) error {
+	return s.deleteObject(ctx, backupID, ManifestName(backupID))
+}
+
+func (s *Store) deleteObject(ctx context.Context, backupID, name string) error {
+	if err := s.be.Delete(ctx, name); err != nil && !errors.Is(err, repo.ErrNotFound) {
+		return fmt.Errorf("deleting %s of backup %s from %s: %w", name, backupID, s.be.Location(), err)
+	}
+	return nil
+}
+
 // DeleteBackupObjects removes a backup's record, then its manifest: the
 // record goes first so that the set of records stays the set of complete
 // backups at every moment. Objects already gone are not an error.
 func (s *Store) DeleteBackupObjects(ctx context.Context, backupID string) error {
-	for _, name := range []string{RecordName(backupID), ManifestName(backupID)} {
-		if err := s.be.Delete(ctx, name); err != nil && !errors.Is(err, repo.ErrNotFound) {
-			return fmt.Errorf("deleting backup %s from %s: %w", backupID, s.be.Location(), err)
-		}
+	if err := s.DeleteRecord(ctx, backupID); err != nil {
+		return err
 	}
-	return nil
+	return s.DeleteManifest(ctx, backupID)
 }
 
 // PackInfo is one stored pack.

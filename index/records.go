@@ -43,6 +43,7 @@ const (
 	StatusDeleting        = "deleting"
 	StatusRestoring       = "restoring"
 	StatusErrorRestoring  = "error_restoring"
+	StatusErrorDeleting   = "error_deleting"
 )
 
 // Volume is a registered block source/target.

@@ -63,14 +63,14 @@ var handlers = map[string]handler{
 	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
 		return s.ShowBackup(ctx, r.Ref)
 	}),
-	"backup-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.DeleteBackups(ctx, r.Refs)
+	"backup-delete": decode(func(s *Service, ctx context.Context, r DeleteRequest, _ ProgressFunc) ([]BackupView, error) {
+		return s.DeleteBackups(ctx, r)
 	}),
 	"backup-restore": decode(func(s *Service, ctx context.Context, r RestoreRequest, p ProgressFunc) (*RestoreView, error) {
 		return s.Restore(ctx, r, p)
 	}),
-	"repo-gc": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]GCReport, error) {
-		return s.GC(ctx, r.Zone)
+	"repo-gc": decode(func(s *Service, ctx context.Context, r GCRequest, _ ProgressFunc) ([]GCReport, error) {
+		return s.GC(ctx, r)
 	}),
 	"repo-check": decode(func(s *Service, ctx context.Context, r CheckRequest, _ ProgressFunc) ([]CheckReport, error) {
 		return s.Check(ctx, r)

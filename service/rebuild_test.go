@@ -95,6 +95,18 @@ func TestRebuildCatalog(t *testing.T) {
 			t.Fatalf("restore of rebuilt backup %d differs", i)
 		}
 	}
+	// The record without a manifest stays a problem (repo-gc cannot judge
+	// its chunks) until it is removed by force.
+	reps, err := s.Check(ctx, CheckRequest{})
+	if err != nil || len(reps[0].Problems) != 1 || !strings.Contains(reps[0].Problems[0], broken[0]) {
+		t.Fatalf("check with a record that has no manifest: %v %+v", err, reps)
+	}
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{broken[0]}}); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("delete of a record the catalog does not know, without --force: %v", err)
+	}
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{broken[0]}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
 	mustCheck(t, s)
 
 	if _, err := s.RebuildCatalog(ctx, RebuildRequest{}); err == nil || !strings.Contains(err.Error(), "already has 3 backup(s)") {

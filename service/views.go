@@ -1,6 +1,7 @@
 package service
 
 import (
+	"os"
 	"time"
 
 	"github.com/volback/volback/index"
@@ -45,6 +46,9 @@ type BackupView struct {
 	DataTimestamp       time.Time  `json:"data_timestamp"`
 	FailReason          *string    `json:"fail_reason"`
 	ProjectID           string     `json:"project_id"`
+	Consistency         string     `json:"consistency,omitempty"`
+	Damaged             bool       `json:"damaged"`
+	DamageReason        *string    `json:"damage_reason,omitempty"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
 }
 
@@ -92,5 +96,46 @@ func backupView(b *index.Backup, parents map[string]bool) BackupView {
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
 		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
-		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID}
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID, Consistency: b.Consistency,
+		Damaged: b.Damaged, DamageReason: nullable(b.DamageReason)}
+}
+
+// Consistency values of a backup (docs/CLI.md). volback reads a volume
+// while it is live: only a volume nobody writes during its backup is
+// backed up as of one moment. (Snapshots will make backups crash-consistent.)
+const (
+	// ConsistencyUnchanged: the image file's size and modification time
+	// were the same after the read as before it.
+	ConsistencyUnchanged = "unchanged-during-read"
+	// ConsistencyWritten: the image file changed while it was read: the
+	// backup mixes data from different moments and is not crash-consistent.
+	ConsistencyWritten = "written-during-read"
+	// ConsistencyUnknown: a block device, whose writes volback cannot see;
+	// if it was written during the backup, the backup is not crash-consistent.
+	ConsistencyUnknown = "unknown-live-read"
+)
+
+// sourceStamp is what tells whether an image file changed during a read.
+type sourceStamp struct {
+	regular bool
+	size    int64
+	mtime   time.Time
+}
+
+func statSource(path string) sourceStamp {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return sourceStamp{}
+	}
+	return sourceStamp{regular: true, size: fi.Size(), mtime: fi.ModTime()}
+}
+
+func consistency(before, after sourceStamp) string {
+	switch {
+	case !before.regular || !after.regular:
+		return ConsistencyUnknown
+	case before == after:
+		return ConsistencyUnchanged
+	}
+	return ConsistencyWritten
 }
