@@ -45,8 +45,12 @@ var handlers = map[string]handler{
 	"create": decode(func(s *Service, ctx context.Context, r CreateRequest, p ProgressFunc) (*VolumeView, error) {
 		return s.CreateVolume(ctx, r, p)
 	}),
-	"list": decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]VolumeView, error) {
-		return s.ListVolumes(ctx)
+	"list": decode(func(s *Service, ctx context.Context, _ Ref, p ProgressFunc) ([]VolumeView, error) {
+		vols, err := s.ListVolumes(ctx)
+		if err == nil && len(vols) == 0 {
+			s.emptyCatalogNotice(ctx, p)
+		}
+		return vols, err
 	}),
 	"show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*VolumeView, error) {
 		return s.ShowVolume(ctx, r.Ref)
@@ -57,8 +61,12 @@ var handlers = map[string]handler{
 	"backup-create": decode(func(s *Service, ctx context.Context, r BackupRequest, p ProgressFunc) (*BackupView, error) {
 		return s.CreateBackup(ctx, r, p)
 	}),
-	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.ListBackups(ctx, r.Ref)
+	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, p ProgressFunc) ([]BackupView, error) {
+		bs, err := s.ListBackups(ctx, r.Ref)
+		if err == nil && len(bs) == 0 {
+			s.emptyCatalogNotice(ctx, p)
+		}
+		return bs, err
 	}),
 	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
 		return s.ShowBackup(ctx, r.Ref)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -197,32 +196,52 @@ func (s *Service) lock(ctx context.Context, r *repository, exclusive bool, purpo
 	return lk, nil
 }
 
-// openExisting opens the repository of zone only if it exists, without
-// creating or binding anything (for hints).
-func (s *Service) openExisting(ctx context.Context, zone string) (*chunkstore.Store, error) {
+// recordsIn counts the backup records in the repository of zone without
+// creating or binding anything (for hints); -1 when it cannot be read.
+func (s *Service) recordsIn(ctx context.Context, zone string) int {
 	s.mu.Lock()
 	r, ok := s.zones[zone]
 	s.mu.Unlock()
+	st := (*chunkstore.Store)(nil)
 	if ok {
-		return r.store, nil
+		st = r.store
+	} else {
+		z, ok := s.cfg.Zones[zone]
+		if !ok {
+			return -1
+		}
+		be, err := repo.Open(ctx, z.Repository, false)
+		if err != nil {
+			return -1
+		}
+		if st, err = chunkstore.Open(ctx, be); err != nil {
+			be.Close()
+			return -1
+		}
+		defer st.Close()
 	}
-	z, ok := s.cfg.Zones[zone]
-	if !ok {
-		return nil, fmt.Errorf("zone %q is not configured", zone)
+	n := 0
+	if err := st.ListRecords(ctx, func(string) error { n++; return nil }); err != nil {
+		return -1
 	}
-	if u := strings.TrimPrefix(z.Repository, "file://"); u != z.Repository {
-		if _, err := os.Stat(u); err != nil {
-			return nil, err
+	return n
+}
+
+// emptyCatalogNotice tells the user, when the catalog has no backups,
+// which repositories hold backup records anyway: a lost catalog looks
+// like an empty one.
+func (s *Service) emptyCatalogNotice(ctx context.Context, progress ProgressFunc) {
+	if progress == nil {
+		return // nobody to tell (a mount's listing)
+	}
+	var n int
+	if err := s.cat.View(func(tx *index.Tx) error { all, err := tx.Backups(); n = len(all); return err }); err != nil || n > 0 {
+		return
+	}
+	for _, z := range s.cfg.ZoneNames() {
+		if k := s.recordsIn(ctx, z); k > 0 {
+			progress.report(Progress{Notice: fmt.Sprintf("the catalog has no backups, but the repository of zone %s (%s) holds %d backup record(s): if the catalog was lost, run volback catalog-rebuild (or backup-import single backups); a second volback home on the same repository lists only its own backups",
+				z, s.cfg.Zones[z].Repository, k)})
 		}
 	}
-	be, err := repo.Open(ctx, z.Repository, false)
-	if err != nil {
-		return nil, err
-	}
-	st, err := chunkstore.Open(ctx, be)
-	if err != nil {
-		be.Close()
-		return nil, err
-	}
-	return st, nil
 }

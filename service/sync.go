@@ -178,7 +178,6 @@ func (s *Service) chunkLost(ctx context.Context, r *repository, id chunkstore.ID
 		return fmt.Errorf("%w (recording the chunk as lost failed: %v)", cause, err)
 	}
 	if marked {
-		s.log.Printf("repository %s: chunk %s is lost (%v); the next backup that meets it stores it again; run volback repo-check", r.url, id, cause)
 		reason := fmt.Sprintf("chunk %s was found missing or corrupt: %v", id, cause)
 		if err := s.markDamaged(context.WithoutCancel(ctx), r, []chunkstore.ID{id}, reason); err != nil {
 			s.log.Printf("repository %s: marking the backups that need chunk %s damaged: %v", r.url, id, err)

@@ -54,6 +54,10 @@ func newBar(c *cli.Context) *bar {
 }
 
 func (b *bar) update(p service.Progress) {
+	if p.Notice != "" {
+		fmt.Fprintf(os.Stderr, "volback: %s\n", p.Notice)
+		return
+	}
 	if !b.on || p.Total <= 0 {
 		return
 	}

@@ -14,7 +14,8 @@ var listColumns = map[string][]string{
 	"volume": {"id", "name", "status", "size", "availability_zone", "path"},
 	"backup": {"id", "volume_id", "status", "name", "size", "object_count", "is_incremental", "created_at"},
 	"gc":     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
-	"check":  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
+	"check":  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok", "unreferenced_packs"},
+	"repair": {"repository", "chunks_checked", "chunks_relocated", "chunks_lost", "references_fixed", "damaged", "rewritten"},
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
@@ -61,6 +62,8 @@ func listTable(w io.Writer, rows []map[string]any) error {
 			cols = listColumns["volume"]
 		case rows[0]["references_ok"] != nil:
 			cols = listColumns["check"]
+		case rows[0]["chunks_checked"] != nil:
+			cols = listColumns["repair"]
 		case rows[0]["repository"] != nil:
 			cols = listColumns["gc"]
 		}

@@ -88,11 +88,12 @@ func commands() []*cli.Command {
 			}},
 		refVerb("backup-show", "show a backup", "BACKUP", &service.BackupView{}),
 		{Name: "backup-delete", Usage: "delete backups", ArgsUsage: "BACKUP...",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also delete a damaged backup whose manifest is gone, one stuck in another status, or a record (by full id) the catalog does not know"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, -1, "BACKUP..."); err != nil {
 					return err
 				}
-				return call(c, "backup-delete", service.Ref{Refs: c.Args().Slice()}, &[]service.BackupView{})
+				return call(c, "backup-delete", service.DeleteRequest{Refs: c.Args().Slice(), Force: c.Bool("force")}, &[]service.BackupView{})
 			}},
 		{Name: "backup-restore", Usage: "restore a backup to a new volume or over an existing one", ArgsUsage: "BACKUP",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "volume", Usage: "overwrite this volume"},
@@ -105,9 +106,24 @@ func commands() []*cli.Command {
 					Name: c.String("name"), Project: c.String("project")}, &service.RestoreView{})
 			}},
 		{Name: "repo-gc", Usage: "delete unused packs and repack mostly-dead ones",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only this availability zone's repository"}},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only this availability zone's repository"},
+				&cli.StringFlag{Name: "grace", Usage: "delete unreferenced packs older than this (default: gc_grace, 1h)"},
+				&cli.Float64Flag{Name: "repack-below", Usage: "repack packs whose live share is below this (default: gc_repack_below, 0.5)"}},
 			Action: func(c *cli.Context) error {
-				return call(c, "repo-gc", service.Ref{Zone: c.String("zone")}, &[]service.GCReport{})
+				req := service.GCRequest{Zone: c.String("zone"), Grace: c.String("grace")}
+				if c.IsSet("repack-below") {
+					v := c.Float64("repack-below")
+					req.RepackBelow = &v
+				}
+				return call(c, "repo-gc", req, &[]service.GCReport{})
+			}},
+		{Name: "repo-repair", Usage: "find lost chunks, fix references, mark damaged backups (--rewrite: save what is readable)",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only this availability zone's repository"},
+				&cli.BoolFlag{Name: "read-data", Usage: "also read and verify every chunk"},
+				&cli.BoolFlag{Name: "rewrite", Usage: "write a new backup of what is readable of each damaged backup"}},
+			Action: func(c *cli.Context) error {
+				return call(c, "repo-repair", service.RepairRequest{Zone: c.String("zone"), ReadData: c.Bool("read-data"),
+					Rewrite: c.Bool("rewrite")}, &[]service.RepairReport{})
 			}},
 		checkCommand(),
 		exportCommand(), importCommand(), rebuildCommand(),
@@ -141,6 +157,10 @@ func checkCommand() *cli.Command {
 				n += len(r.Problems)
 				for _, p := range r.Problems {
 					fmt.Fprintf(os.Stderr, "volback: %s: %s\n", r.Repository, p)
+				}
+				if r.UnreferencedPacks > 0 {
+					fmt.Fprintf(os.Stderr, "volback: %s: %d pack(s), %d bytes, are referenced by nothing; repo-gc deletes them once they are older than its grace period\n",
+						r.Repository, r.UnreferencedPacks, r.UnreferencedBytes)
 				}
 			}
 			if n > 0 {
