@@ -237,8 +237,8 @@ func (s *Service) planGC(ctx context.Context, r *repository, opt gcOptions) (*gc
 			p.dead = append(p.dead, id)
 		case len(needed) == 0:
 			p.orphans = append(p.orphans, id)
-		case known && opt.repack && float64(neededBytes) < opt.repackBelow*float64(p.listing[id].Size):
-			p.repack[id] = needed
+		case known && opt.repack && len(needed) < len(entries) && float64(neededBytes) < opt.repackBelow*float64(p.listing[id].Size):
+			p.repack[id] = needed // (with nothing dead, a repack would rewrite the same pack)
 		}
 	}
 	return p, nil
@@ -346,12 +346,12 @@ func (s *Service) collect(ctx context.Context, r *repository, lk *chunkstore.Loc
 			return rep, err
 		}
 		failpoint.Hit("gc.generation")
+		written := map[chunkstore.ID]bool{}
 		if len(p.repack) > 0 {
-			n, err := s.repack(ctx, r, p.repack)
-			if err != nil {
+			if written, err = s.repack(ctx, r, p.repack); err != nil {
 				return rep, err
 			}
-			rep.PacksWritten = n
+			rep.PacksWritten = len(written)
 			rep.PacksRepacked = len(p.repack)
 		}
 		gone := map[chunkstore.ID]bool{}
@@ -363,12 +363,14 @@ func (s *Service) collect(ctx context.Context, r *repository, lk *chunkstore.Loc
 		for id := range p.repack {
 			gone[id] = true
 		}
+		for id := range written {
+			delete(gone, id) // a copy identical to an old pack is that pack
+		}
 		if rep.ChunksDropped, err = s.dropDeadEntries(r, gone); err != nil {
 			return rep, err
 		}
 		failpoint.Hit("gc.entries-dropped")
-		order := append(append(append([]chunkstore.ID{}, p.dead...), p.orphans...), sortedIDs(p.repack)...)
-		for _, id := range order {
+		for _, id := range sortedIDs(gone) {
 			if err := r.store.DeletePack(ctx, lk, id); err != nil {
 				return rep, err
 			}
@@ -465,9 +467,9 @@ func (s *Service) dropDeadEntries(r *repository, gone map[chunkstore.ID]bool) (i
 
 // repack copies the needed chunks of packs into new packs, makes them
 // durable and points the catalog at the copies. A chunk that reads back
-// missing or corrupt is recorded as lost, not copied. It returns the
-// number of packs written.
-func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstore.ID][]chunkstore.PackEntry) (int, error) {
+// missing or corrupt is recorded as lost, not copied. It returns the packs
+// written.
+func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstore.ID][]chunkstore.PackEntry) (map[chunkstore.ID]bool, error) {
 	p := r.store.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
 	var buf []byte
 	for _, old := range sortedIDs(packs) {
@@ -479,18 +481,18 @@ func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstor
 					continue
 				}
 				p.Abort()
-				return 0, fmt.Errorf("repacking chunk %s: %w", e.ID, err)
+				return nil, fmt.Errorf("repacking chunk %s: %w", e.ID, err)
 			}
 			buf = data
 			if _, err := p.Add(e.ID, data); err != nil {
 				p.Abort()
-				return 0, err
+				return nil, err
 			}
 		}
 	}
 	entries, err := p.Close()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	failpoint.Hit("gc.repack-written")
 	packsOut := map[chunkstore.ID]bool{}
@@ -522,11 +524,11 @@ func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstor
 			return nil
 		})
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	failpoint.Hit("gc.repack-catalog")
-	return len(packsOut), nil
+	return packsOut, nil
 }
 
 // sweep removes, if the exclusive lock is free right now, the packs that
