@@ -156,26 +156,33 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 	}
 	s.claim(b.ID)
 	defer s.unclaim(b.ID)
-	r, err := s.finishDelete(ctx, b, force)
-	if err != nil {
-		if uerr := s.update(func(tx *index.Tx) error {
-			cur, err := tx.Backup(b.ID)
-			if err != nil {
-				return err
-			}
-			cur.Status, cur.FailReason, cur.UpdatedAt = index.StatusErrorDeleting, "delete failed: "+err.Error(), now()
-			return tx.PutBackup(cur)
-		}); uerr != nil {
-			s.log.Printf("backup %s: recording the failed delete: %v", b.ID, uerr)
-		}
+	r, derr := s.finishDelete(ctx, b, force)
+	if derr != nil {
+		s.setErrorDeleting(b.ID, derr)
 		hint := "run backup-delete again once the cause is fixed"
 		if !force {
 			hint += " (--force also deletes a backup whose manifest is gone or damaged)"
 		}
-		return nil, nil, fmt.Errorf("deleting backup %s failed, it is now error_deleting: %w; %s", b.ID, err, hint)
+		return nil, nil, fmt.Errorf("deleting backup %s failed, it is now error_deleting: %w; %s", b.ID, derr, hint)
 	}
 	view.Status = "deleted"
 	return &view, r, nil
+}
+
+// setErrorDeleting records that the delete of backup id failed with cause
+// (Cinder's error_deleting: a later delete retries it).
+func (s *Service) setErrorDeleting(id string, cause error) {
+	err := s.update(func(tx *index.Tx) error {
+		cur, err := tx.Backup(id)
+		if err != nil {
+			return err
+		}
+		cur.Status, cur.FailReason, cur.UpdatedAt = index.StatusErrorDeleting, "delete failed: "+cause.Error(), now()
+		return tx.PutBackup(cur)
+	})
+	if err != nil {
+		s.log.Printf("backup %s: recording the failed delete: %v", id, err)
+	}
 }
 
 // finishDelete carries a `deleting` backup to its end: the record goes

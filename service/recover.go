@@ -43,14 +43,7 @@ func (s *Service) recover(ctx context.Context) error {
 			r, err := s.finishDelete(ctx, b, false)
 			if err != nil {
 				s.log.Printf("backup %s: finishing an interrupted delete: %v (it is error_deleting: run backup-delete again)", b.ID, err)
-				s.update(func(tx *index.Tx) error {
-					cur, err := tx.Backup(b.ID)
-					if err != nil {
-						return err
-					}
-					cur.Status, cur.FailReason, cur.UpdatedAt = index.StatusErrorDeleting, "delete failed: "+err.Error(), now()
-					return tx.PutBackup(cur)
-				})
+				s.setErrorDeleting(b.ID, err)
 				continue
 			}
 			s.sweep(ctx, r)
