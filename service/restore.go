@@ -9,6 +9,7 @@ import (
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
+	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
 )
 
@@ -298,6 +299,7 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 					continue
 				}
 				done.Add(length)
+				failpoint.Hit("restore.chunk")
 			}
 		}()
 	}
