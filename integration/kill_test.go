@@ -58,7 +58,10 @@ func TestKillAtFailpoints(t *testing.T) {
 	model := map[string]string{} // available backup -> sha256 it restores to
 	var order []string           // model's backups, oldest first
 	add := func(b Backup, sum string) { model[b.ID] = sum; order = append(order, b.ID) }
-	forget := func(id string) { delete(model, id); order = slices.DeleteFunc(order, func(x string) bool { return x == id }) }
+	forget := func(id string) {
+		delete(model, id)
+		order = slices.DeleteFunc(order, func(x string) bool { return x == id })
+	}
 	add(backupCreate(t, home, "v"), sha256File(t, img))
 
 	kills := 0
