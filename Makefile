@@ -3,7 +3,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO       ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build deps demo test unit integration lint fuzz bench clean
+.PHONY: all build deps demo test unit integration lint fuzz bench soak clean
 
 all: build
 
@@ -33,6 +33,12 @@ integration: build
 
 fuzz:
 	FUZZTIME=$${FUZZTIME:-10s} scripts/fuzz.sh
+
+# The model-based test of the data path for SOAKTIME (default 30m) of
+# seeds, and the kill -9 test through the binary with a few more seeds.
+soak:
+	VOLBACK_MODEL_BUDGET=$${SOAKTIME:-30m} $(GO) test -count=1 -timeout 0 -run 'TestModel$$' -v ./service
+	for i in 1 2 3 4 5; do $(GO) test -count=1 -run 'TestKillAtFailpoints|TestModelThroughBinary' ./integration || exit 1; done
 
 # Same workloads through volback, restic, borg and cp; writes docs/BENCHMARKS.md.
 bench: deps build

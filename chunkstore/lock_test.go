@@ -377,3 +377,23 @@ func TestNativeLock(t *testing.T) {
 		t.Errorf("native holders %v, want only ours", be.holders)
 	}
 }
+
+// TestListPacksCanonicalNames: only lowercase-hex pack names are packs;
+// anything else under packs/ is a stray, never judged or deleted as a pack.
+func TestListPacksCanonicalNames(t *testing.T) {
+	ctx := context.Background()
+	be := newMemRepo()
+	s := lockStore(t, be)
+	id := Sum([]byte("p"))
+	be.Put(ctx, packName(id), []byte("x"))
+	be.Put(ctx, "packs/"+strings.ToUpper(id.String()), []byte("x"))
+	be.Put(ctx, "packs/notapack", []byte("x"))
+	var packs, strays []string
+	if err := s.ListPacks(ctx, func(p PackInfo) error { packs = append(packs, p.ID.String()); return nil },
+		func(name string) { strays = append(strays, name) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(packs) != 1 || packs[0] != id.String() || len(strays) != 2 {
+		t.Fatalf("packs %v strays %v", packs, strays)
+	}
+}

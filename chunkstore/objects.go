@@ -152,7 +152,11 @@ type PackInfo struct {
 // nil) and otherwise ignored.
 func (s *Store) ListPacks(ctx context.Context, fn func(PackInfo) error, stray func(name string)) error {
 	err := s.be.List(ctx, packsPrefix, func(i repo.Info) error {
-		id, err := ParseID(strings.TrimPrefix(i.Name, packsPrefix))
+		hexID := strings.TrimPrefix(i.Name, packsPrefix)
+		id, err := ParseID(hexID)
+		if err == nil && id.String() != hexID {
+			err = fmt.Errorf("pack name %s is not lowercase hex", i.Name) // then packName(id) would not find it
+		}
 		if err != nil {
 			if stray != nil {
 				stray(i.Name)
