@@ -106,7 +106,6 @@ type world struct {
 	dir     string
 	homes   [2]*modelHome
 	backups map[string]*modelBackup
-	log     []string
 }
 
 func newWorld(t testing.TB, seed uint64) (*world, error) {

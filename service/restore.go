@@ -226,7 +226,9 @@ func (l *catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunksto
 	return c.Location, nil
 }
 
-func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, cause error) (chunkstore.Location, error) {
+// Relocate is called after a read at old failed; the failure itself is
+// judged again under the lock, so cause only explains the call.
+func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, _ error) (chunkstore.Location, error) {
 	if loc, err := l.Locate(ctx, id); err != nil || loc != old {
 		return loc, err
 	}
@@ -238,12 +240,11 @@ func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chu
 	if loc, err := l.Locate(ctx, id); err != nil || loc != old {
 		return loc, err
 	}
-	if _, err := l.r.store.ReadChunk(ctx, id, old, nil); err == nil {
+	_, err = l.r.store.ReadChunk(ctx, id, old, nil)
+	if err == nil {
 		return old, nil // it was a passing failure
-	} else {
-		cause = err
 	}
-	return chunkstore.Location{}, l.s.chunkLost(ctx, l.r, id, old, cause)
+	return chunkstore.Location{}, l.s.chunkLost(ctx, l.r, id, old, err)
 }
 
 // writeImage writes every chunk of m to tgt on cfg.Workers goroutines,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
@@ -233,12 +232,4 @@ func (s *Service) markDamaged(ctx context.Context, r *repository, ids []chunksto
 		}
 		return nil
 	})
-}
-
-// joinIDs lists ids for messages, at most n of them.
-func joinIDs(ids []string, n int) string {
-	if len(ids) <= n {
-		return strings.Join(ids, ", ")
-	}
-	return strings.Join(ids[:n], ", ") + fmt.Sprintf(" and %d more", len(ids)-n)
 }
