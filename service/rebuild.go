@@ -83,13 +83,13 @@ func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) 
 // locateMissing finds, in pack trailers, the chunks of ids the catalog does
 // not know. A chunk in no pack refuses the import.
 func (s *Service) locateMissing(ctx context.Context, r *repository, backupID string, ids []chunkstore.ID) (map[chunkstore.ID]chunkstore.Location, error) {
-	repoID := r.store.Config().ID
+	repoID := r.id
 	want := map[chunkstore.ID]bool{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		for _, id := range ids {
-			if _, ok, err := tx.Chunk(repoID, id); err != nil {
+			if c, ok, err := tx.Chunk(repoID, id); err != nil {
 				return err
-			} else if !ok {
+			} else if !ok || c.Lost() { // a lost chunk found in a pack heals
 				want[id] = true
 			}
 		}
