@@ -45,14 +45,15 @@ type Packer struct {
 	failed  chan struct{}
 	failOne sync.Once
 
-	beforeUpload func(ID) error
+	onUpload func(ID) error
 }
 
-// BeforeUpload sets a function the packer calls with each pack's ID before
-// it uploads the pack; an error fails the packer. A backup records there
-// which packs it may have written, so that they can be removed if it
-// fails, even after a crash. Set it before the first Add.
-func (p *Packer) BeforeUpload(fn func(pack ID) error) { p.beforeUpload = fn }
+// OnUpload sets a function the packer calls with each pack's ID while it
+// uploads the pack (concurrently, so its latency hides behind the
+// upload's); the pack counts as written only once both succeeded, and an
+// error fails the packer. A backup records there which packs it wrote, so
+// that they can be removed if it fails. Set it before the first Add.
+func (p *Packer) OnUpload(fn func(pack ID) error) { p.onUpload = fn }
 
 // NewPacker starts a packer writing to s; uploads run on `uploaders` goroutines.
 func (s *Store) NewPacker(ctx context.Context, comp Compression, uploaders int) *Packer {
@@ -169,14 +170,19 @@ func (p *Packer) upload(op *openPack) {
 	}
 	*op.buf = appendTrailer(*op.buf, op.entries)
 	id := Sum(*op.buf)
-	if p.beforeUpload != nil {
-		if err := p.beforeUpload(id); err != nil {
-			p.fail(fmt.Errorf("recording pack %s before its upload: %w", id, err))
-			return
-		}
+	recorded := make(chan error, 1)
+	if p.onUpload != nil {
+		go func() { recorded <- p.onUpload(id) }()
+	} else {
+		recorded <- nil
 	}
 	if err := p.s.be.Put(p.ctx, packName(id), *op.buf); err != nil {
+		<-recorded
 		p.fail(fmt.Errorf("uploading pack %s (%d chunks, %d bytes): %w", id, len(op.entries), len(*op.buf), err))
+		return
+	}
+	if err := <-recorded; err != nil {
+		p.fail(fmt.Errorf("recording pack %s: %w", id, err))
 		return
 	}
 	for i := range op.entries {

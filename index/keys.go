@@ -16,7 +16,7 @@ const (
 	prefixChunk  = "chk/"
 	prefixRepo   = "repo/"
 	prefixZone   = "zone/"
-	// prefixBackupPack holds the packs a backup uploads, recorded before
+	// prefixBackupPack holds the packs a backup uploads, recorded with
 	// each upload, until the backup is available or its packs removed.
 	prefixBackupPack = "bpk/"
 	chunkValueLen    = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs

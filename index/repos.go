@@ -56,8 +56,8 @@ func (tx *Tx) Zone(name string) (z ZoneBinding, found bool, err error) {
 // PutZone creates or replaces the binding of zone z.Zone.
 func (tx *Tx) PutZone(z ZoneBinding) error { return tx.putJSON("zone", z.Zone, zoneKey(z.Zone), &z) }
 
-// AddBackupPack records that backup id is about to upload pack: if the
-// backup fails, even in a crash, its packs can then be found and removed.
+// AddBackupPack records that backup id uploads pack: if the backup fails,
+// even in a crash, its packs can then be found and removed.
 func (tx *Tx) AddBackupPack(id string, pack chunkstore.ID) error {
 	if err := checkID("backup", id); err != nil {
 		return err

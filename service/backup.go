@@ -403,9 +403,10 @@ func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, 
 	workers := s.cfg.Workers
 	repoID := st.Config().ID
 	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
-	// Each pack is recorded before it is uploaded, so that a failed
-	// backup's packs can be found and removed, even after a crash.
-	packer.BeforeUpload(func(p chunkstore.ID) error {
+	// Each pack is recorded as it is uploaded, so that a failed backup's
+	// packs can be found and removed even after a crash (a pack whose
+	// record a crash lost is an orphan repo-gc removes after its grace).
+	packer.OnUpload(func(p chunkstore.ID) error {
 		err := s.update(func(tx *index.Tx) error { return tx.AddBackupPack(b.ID, p) })
 		failpoint.Hit("backup.pack-recorded")
 		return err
