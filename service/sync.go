@@ -169,6 +169,9 @@ func (s *Service) chunkLost(ctx context.Context, r *repository, id chunkstore.ID
 		if err != nil || !ok || c.Lost() || c.Location != loc {
 			return err
 		}
+		if c.Refs == 0 {
+			return tx.DeleteChunk(r.id, id) // nobody needs it: just no longer offer it
+		}
 		c.MarkLost()
 		marked = true
 		return tx.PutChunk(r.id, id, c)
