@@ -738,3 +738,37 @@ func (c *countingSource) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return c.Source.ReadAt(p, off)
 }
+
+// TestNoDedupAgainstMissingPack: issue 8's item 10. With a pack gone (a
+// disk, an operator), the next backup of the same data must not become
+// available deduplicated against it: it fails naming the pack, the chunks
+// are offered no more, and the backup after stores them again and
+// restores; the backup that needed them is marked damaged.
+func TestNoDedupAgainstMissingPack(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	_, data := newVolume(t, s, "vol", 2<<20, 131)
+	b1 := mustBackup(t, s, "vol")
+	for _, p := range packFiles(t, s) {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "missing from repository") || !strings.Contains(err.Error(), "backup-create again") {
+		t.Fatalf("backup deduplicating against a missing pack: %v", err)
+	}
+	if v, _ := s.ShowBackup(ctx, b1.ID); !v.Damaged {
+		t.Error("the backup whose pack is missing is not marked damaged")
+	}
+	b3 := mustBackup(t, s, "vol")
+	if b3.StoredBytes == 0 {
+		t.Fatal("the backup after stored nothing: it deduplicated against the missing chunks")
+	}
+	if got := restoreBytes(t, s, b3.ID); !bytes.Equal(got, data) {
+		t.Fatal("the backup after the missing pack does not restore")
+	}
+	if got := restoreBytes(t, s, b1.ID); !bytes.Equal(got, data) {
+		t.Fatal("the damaged backup does not restore once its chunks are stored again")
+	}
+}
