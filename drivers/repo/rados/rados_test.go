@@ -310,3 +310,38 @@ func BenchmarkPut(b *testing.B) {
 		be.Delete(ctx, fmt.Sprintf("packs/bench%02d", i))
 	}
 }
+
+// BenchmarkReadAt64K reads 64 KiB blobs from 8 MiB packs in parallel, as
+// restores and the mount do: metadata and part are two round trips.
+func BenchmarkReadAt64K(b *testing.B) {
+	e := ceph.Cluster(b)
+	be := open(b, repoURL(e, namespace(b)), false)
+	defer be.Close()
+	var names []string
+	for i := range 8 {
+		n := fmt.Sprintf("packs/read%02d", i)
+		if err := be.Put(ctx, n, repotest.Random(b, 8<<20)); err != nil {
+			b.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	defer func() {
+		for _, n := range names {
+			be.Delete(ctx, n)
+		}
+	}()
+	b.SetBytes(64 << 10)
+	b.SetParallelism(4)
+	b.ResetTimer()
+	var k atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		p := make([]byte, 64<<10)
+		for pb.Next() {
+			i := k.Add(1)
+			if err := be.ReadAt(ctx, names[i%8], p, (i%127)<<16); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
