@@ -56,6 +56,43 @@ type Backend struct {
 
 	dirsMu sync.Mutex
 	dirs   map[string]bool // top-level directories known to be in the root index
+
+	layouts layoutCache
+}
+
+// layoutCache remembers the metadata of large (split) objects, so a
+// ReadAt of a pack costs one round trip (the part) instead of two. Parts
+// are never rewritten, only deleted: a reader whose part is gone drops the
+// entry and starts from the head again. This client's own Put and Delete
+// drop entries at once; after another client's replace or delete, a
+// reader here sees the old object only while its parts still exist.
+type layoutCache struct {
+	mu sync.Mutex
+	m  map[string]meta
+}
+
+const maxLayouts = 4096
+
+func (c *layoutCache) get(name string) (meta, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.m[name]
+	return m, ok
+}
+
+func (c *layoutCache) put(name string, m meta) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxLayouts {
+		c.m = map[string]meta{} // crude, but bounded and rare
+	}
+	c.m[name] = m
+}
+
+func (c *layoutCache) drop(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, name)
 }
 
 // OpenURL connects to the cluster and opens the pool a rados:// URL names.
@@ -236,6 +273,7 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte) error {
 	if err := b.check(ctx, name); err != nil {
 		return err
 	}
+	b.layouts.drop(name)
 	old, hadOld, err := b.readMeta(name)
 	if err != nil {
 		return b.opErr("store", name, err)
@@ -484,6 +522,17 @@ func (b *Backend) ReadAt(ctx context.Context, name string, p []byte, off int64) 
 	if off < 0 {
 		return fmt.Errorf("read object %s: negative offset %d", name, off)
 	}
+	if m, ok := b.layouts.get(name); ok && off+int64(len(p)) <= m.size {
+		err := b.readRange(m, p, off)
+		if err == nil {
+			return nil
+		}
+		b.layouts.drop(name)
+		if !errors.Is(err, errPartGone) {
+			return b.opErr("read", name, err)
+		}
+		// Replaced or deleted: start from the head.
+	}
 	for try := 0; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -510,6 +559,9 @@ func (b *Backend) ReadAt(ctx context.Context, name string, p []byte, off int64) 
 		}
 		if errors.Is(err, errPartGone) {
 			return b.notFound(name)
+		}
+		if err == nil {
+			b.layouts.put(name, m)
 		}
 		if err != nil {
 			return b.opErr("read", name, err)
@@ -539,6 +591,7 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err := b.check(ctx, name); err != nil {
 		return err
 	}
+	b.layouts.drop(name)
 	m, ok, err := b.readMeta(name)
 	if err != nil {
 		return b.opErr("delete", name, err)

@@ -1,6 +1,7 @@
 package repotest
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/volback/volback/drivers/repo"
@@ -25,6 +26,16 @@ func RunShared(t *testing.T, open func(t *testing.T) (a, b repo.Backend)) {
 	p := make([]byte, 10)
 	if err := b.ReadAt(ctx, pack, p, 1<<20); err != nil {
 		t.Fatal(err)
+	}
+	if !bytes.Equal(p, data[1<<20:1<<20+10]) {
+		t.Fatal("ReadAt by the other client: wrong bytes")
+	}
+	// A replace by one client is what the other reads next, even right
+	// after it read the old object (drivers that cache layouts).
+	data = Random(t, 3<<20)
+	put(t, a, pack, data)
+	if err := b.ReadAt(ctx, pack, p, 1<<20); err != nil || !bytes.Equal(p, data[1<<20:1<<20+10]) {
+		t.Fatalf("ReadAt after the other client replaced the object: %v (or the old bytes)", err)
 	}
 	put(t, b, "backups/x", []byte("rewritten"))
 	mustGet(t, a, "backups/x", []byte("rewritten"))
