@@ -42,7 +42,8 @@
 // index. List reports committed entries as they are and checks pending
 // ones against the object itself, skipping those whose object is absent.
 // Pending entries also record the nonces of the parts a crashed Put or
-// Delete may have left behind (cleaning those up is future work).
+// Delete may have left behind; CleanUp (repo.Cleaner, for GC under the
+// exclusive repository lock) deletes those and settles the entries.
 //
 // Names whose first element starts with "volback." are reserved for these
 // internal objects. Concurrent Put and Delete of one name are not

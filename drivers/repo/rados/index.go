@@ -126,9 +126,13 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(repo.Info) er
 		return b.eachKey(ctx, oid, prefix, report)
 	}
 	return b.eachKey(ctx, rootIndex, prefix, func(key string, val []byte) error {
-		if dir, isDir := strings.CutSuffix(key, "/"); isDir {
+		if dir, isDir := cutDir(key); isDir {
 			return b.eachKey(ctx, dirIndex(dir), dir+"/", report)
 		}
 		return report(key, val)
 	})
 }
+
+// cutDir tells a root index key that marks a directory ("packs/") from a
+// top-level name.
+func cutDir(key string) (dir string, isDir bool) { return strings.CutSuffix(key, "/") }

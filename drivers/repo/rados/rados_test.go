@@ -345,3 +345,70 @@ func BenchmarkReadAt64K(b *testing.B) {
 		}
 	})
 }
+
+// TestCleanUp leaves the debris of crashed writes (parts of a Put that
+// never wrote its head, parts of a replaced object whose Put died before
+// deleting them) and checks CleanUp removes exactly that, keeping what the
+// heads use and what is younger than its cutoff.
+func TestCleanUp(t *testing.T) {
+	b := fresh(t).(*Backend)
+	defer b.Close()
+	big := repotest.Random(t, int(3*b.partSize))
+	// A Put that died after its parts: pending entry, parts, no head.
+	lost := meta{size: int64(len(big)), nonce: newNonce(), parts: 3, partSize: uint32(b.partSize)}
+	if err := b.writeParts(ctx, lost, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.setEntry("packs/lost", entry{pending: true, nonce: lost.nonce, parts: lost.parts}); err != nil {
+		t.Fatal(err)
+	}
+	// A replace that died after its head, before deleting the old parts.
+	if err := b.Put(ctx, "packs/replaced", big); err != nil {
+		t.Fatal(err)
+	}
+	old, _, _ := b.readMeta("packs/replaced")
+	if err := b.Put(ctx, "packs/replaced", big[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.writeParts(ctx, old, big); err != nil { // as if never deleted
+		t.Fatal(err)
+	}
+	if err := b.setEntry("packs/replaced", entry{pending: true, oldNonce: old.nonce, oldParts: old.parts}); err != nil {
+		t.Fatal(err)
+	}
+	// A committed split object, and a pending entry too young to touch.
+	if err := b.Put(ctx, "manifests/kept", big); err != nil {
+		t.Fatal(err)
+	}
+	kept, _, _ := b.readMeta("manifests/kept")
+	if err := b.setEntry("backups/young", entry{pending: true, modTime: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+
+	n, err := b.CleanUp(ctx, 0)
+	if err != nil || n != 2 {
+		t.Fatalf("CleanUp: settled %d, %v; want 2", n, err)
+	}
+	for _, m := range []meta{lost, old} {
+		for i := range int64(m.parts) {
+			if _, err := b.io.Stat(partOID(m.nonce, i)); !errors.Is(err, rados.ErrNotFound) {
+				t.Fatalf("part %d of nonce %x: %v, want it deleted", i, m.nonce, err)
+			}
+		}
+	}
+	got, err := b.Get(ctx, "manifests/kept")
+	if err != nil || !bytes.Equal(got, big) || kept.parts != 3 {
+		t.Fatalf("a committed split object after CleanUp: %v", err)
+	}
+	if got, err := b.Get(ctx, "packs/replaced"); err != nil || !bytes.Equal(got, big[:10]) {
+		t.Fatalf("the replacing object after CleanUp: %v", err)
+	}
+	if kv, _ := b.readIndexPage(dirIndex("packs"), "", "", 10); len(kv) != 1 {
+		t.Fatalf("packs index after CleanUp: %d entries, want only packs/replaced", len(kv))
+	} else if e, err := decodeEntry(kv["packs/replaced"]); err != nil || e.pending || e.size != 10 {
+		t.Fatalf("packs/replaced entry after CleanUp: %+v, %v; want committed with size 10", e, err)
+	}
+	if kv, _ := b.readIndexPage(dirIndex("backups"), "", "", 10); len(kv) != 1 {
+		t.Fatalf("the young pending entry was settled: %v", kv)
+	}
+}
