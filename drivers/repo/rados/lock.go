@@ -19,6 +19,11 @@ import (
 // abandoned lock lapse by itself. cls lock does not return descriptions,
 // so each holder's description is also kept in the lock object's omap
 // under "desc.<cookie>".
+//
+// A hold belongs to the connection that took it: renewing needs the same
+// client instance and cookie, so after a reconnect the old hold must lapse
+// or be broken. go-ceph's ListLockers reads into 1 KiB buffers, which
+// limits LockHolders to a few dozen holders of one lock.
 
 // lockTag is the tag every shared holder uses (cls lock refuses mixed tags).
 const lockTag = "volback"
