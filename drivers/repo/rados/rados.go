@@ -316,7 +316,19 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte) error {
 	}
 	op.SetOmap(map[string][]byte{metaKey: m.encode()})
 	if err := op.Operate(b.io, name, rados.OperationNoFlag); err != nil {
-		return undo(err)
+		// A timeout does not say whether the OSD applied the op: look
+		// before undoing, or the parts of a written head could go.
+		now, ok, rerr := b.readMeta(name)
+		switch {
+		case rerr == nil && ok && now.nonce == m.nonce:
+			// It was written after all.
+		case rerr == nil:
+			return undo(err)
+		default:
+			// Unknown: the pending entry names these parts, and
+			// CleanUp settles it by what the head says.
+			return b.opErr("store", name, err)
+		}
 	}
 	if hadOld && old.nonce != m.nonce {
 		b.deleteParts(old) // a failure only leaves garbage, listed in no index
