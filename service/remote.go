@@ -76,8 +76,12 @@ func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if cred != nil {
 			uid = fmt.Sprint(cred.Uid)
 		}
-		http.Error(w, fmt.Sprintf("the volback process that owns the catalog in %s (pid %d) runs as uid %d and refuses calls from uid %s: run volback as uid %d or root, or use a home of your own (--home)",
-			o.S.cfg.Home, os.Getpid(), os.Geteuid(), uid, os.Geteuid()), http.StatusForbidden)
+		as := "root"
+		if os.Geteuid() != 0 {
+			as = fmt.Sprintf("uid %d or root", os.Geteuid())
+		}
+		http.Error(w, fmt.Sprintf("the volback process that owns the catalog in %s (pid %d) runs as uid %d and refuses calls from uid %s: run volback as %s, or use a home of your own (--home)",
+			o.S.cfg.Home, os.Getpid(), os.Geteuid(), uid, as), http.StatusForbidden)
 		return
 	}
 	verb := strings.TrimPrefix(r.URL.Path, "/v1/")

@@ -74,6 +74,14 @@ func openSocketDir(home string, create bool) (*socketDir, error) {
 // trustedUID: our own user, or root (who can do anything anyway).
 func trustedUID(uid uint32) bool { return uid == uint32(os.Geteuid()) || uid == 0 }
 
+// trustedUsers names them for messages.
+func trustedUsers() string {
+	if os.Geteuid() == 0 {
+		return "root (this user)"
+	}
+	return fmt.Sprintf("uid %d (this user) or root", os.Geteuid())
+}
+
 // check refuses a directory that another user owns or can enter.
 func (d *socketDir) check() error {
 	var st unix.Stat_t
@@ -81,8 +89,8 @@ func (d *socketDir) check() error {
 		return fmt.Errorf("socket directory %s: %w", d.path, err)
 	}
 	if !trustedUID(st.Uid) {
-		return fmt.Errorf("socket directory %s belongs to uid %d, not to uid %d (this user) or root: another user could answer volback's calls there; remove it (volback creates it again) and check who can write to %s",
-			d.path, st.Uid, os.Geteuid(), filepath.Dir(d.path))
+		return fmt.Errorf("socket directory %s belongs to uid %d, not to %s: another user could answer volback's calls there; remove it (volback creates it again) and check who can write to %s",
+			d.path, st.Uid, trustedUsers(), filepath.Dir(d.path))
 	}
 	if st.Mode&0o077 != 0 {
 		return fmt.Errorf("socket directory %s has mode %#o: other users can reach the catalog's socket; run chmod 700 %s",
@@ -118,8 +126,8 @@ func (d *socketDir) checkSocket() (bool, error) {
 		return false, fmt.Errorf("socket %s: %w", d.sockPath(), err)
 	}
 	if !trustedUID(st.Uid) {
-		return false, fmt.Errorf("socket %s belongs to uid %d, not to uid %d (this user) or root: another user may be waiting there to answer volback's calls; stop that user's process, remove %s and check who can write to %s",
-			d.sockPath(), st.Uid, os.Geteuid(), d.sockPath(), d.path)
+		return false, fmt.Errorf("socket %s belongs to uid %d, not to %s: another user may be waiting there to answer volback's calls; stop that user's process, remove %s and check who can write to %s",
+			d.sockPath(), st.Uid, trustedUsers(), d.sockPath(), d.path)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return false, fmt.Errorf("%s is not a socket: remove it; the catalog's owner creates it", d.sockPath())
@@ -205,8 +213,8 @@ func (d *socketDir) dial(ctx context.Context) (net.Conn, *unix.Ucred, error) {
 	}
 	if !trustedUID(cred.Uid) {
 		c.Close()
-		return nil, nil, fmt.Errorf("the process answering on %s (pid %d) runs as uid %d, not as uid %d (this user) or root: refusing to trust its answers; stop that process and remove %s",
-			d.sockPath(), cred.Pid, cred.Uid, os.Geteuid(), d.sockPath())
+		return nil, nil, fmt.Errorf("the process answering on %s (pid %d) runs as uid %d, not as %s: refusing to trust its answers; stop that process and remove %s",
+			d.sockPath(), cred.Pid, cred.Uid, trustedUsers(), d.sockPath())
 	}
 	return c, cred, nil
 }
