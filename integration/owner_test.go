@@ -587,3 +587,29 @@ func TestForeignClientRefused(t *testing.T) {
 		t.Errorf("catalog held by pid %d after the refusal, want serve (%d)", got, owner.Process.Pid)
 	}
 }
+
+// TestServeOwnership: serve takes the catalog over from a CLI verb that
+// owns it once that verb finishes, and refuses, naming the owner, when
+// another serve keeps it.
+func TestServeOwnership(t *testing.T) {
+	requireRoot(t)
+	home := slowHome(t)
+	backup, stderr := startCapture(t, home, "backup-create", "vol")
+	eventually(t, "backup-create owns the catalog", func() bool {
+		return exists(socketPath(home)) && lockHolder(t, home) == backup.Process.Pid
+	})
+	serve := start(t, home, "serve")
+	if err := backup.Wait(); err != nil {
+		t.Fatalf("backup-create: %v\n%s", err, stderr)
+	}
+	eventually(t, "serve owns the catalog once backup-create is done", func() bool {
+		return exists(socketPath(home)) && lockHolder(t, home) == serve.Process.Pid
+	})
+	began := time.Now()
+	r := runAs(home, nil, "serve")
+	t.Logf("second serve after %v: %s", time.Since(began).Round(time.Millisecond), r.stderr)
+	assertRefused(t, "a second serve", r.stderr, r.code, fmt.Sprintf("pid %d", serve.Process.Pid), "stop it first")
+	if lockHolder(t, home) != serve.Process.Pid {
+		t.Error("the refused serve took the catalog")
+	}
+}

@@ -164,7 +164,7 @@ var idempotent = map[string]bool{
 // checkAfterLoss tells the user of a call whose outcome is unknown how to
 // find out.
 var checkAfterLoss = map[string]string{
-	"backup-create":  "a backup it left unfinished is now error (fail_reason interrupted); check 'volback backup-list' and run backup-create again if needed",
+	"backup-create":  "a backup it left unfinished is marked error (fail_reason interrupted) by the catalog's next owner; check 'volback backup-list' and run backup-create again if needed",
 	"backup-restore": "a restore it left unfinished leaves the volume error_restoring; check 'volback list' and restore again if needed",
 	"create":         "a volume it left unfinished is in 'volback list' (a restore into it ends error_restoring); check and delete or create it again if needed",
 	"backup-delete":  "a delete it started is finished by the next owner; check 'volback backup-list'",
