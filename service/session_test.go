@@ -50,13 +50,17 @@ func runOwnerHelper(home string) int {
 	return 0
 }
 
-// Two test verbs: "test-hold" (marked idempotent) and "test-hold-write"
-// report progress and then, in an owner helper, wait until the process is
-// killed; anywhere else they answer at once with the pid that ran them.
+// Two test verbs: "test-hold" (marked idempotent) and "test-hold-write".
+// In an owner helper they create <home>/held (so the test knows the call
+// runs) and wait until the process is killed, sending nothing: the client
+// can tell the call was accepted only from the status line sent before a
+// verb runs. Anywhere else they answer at once with the pid that ran them.
 func init() {
-	hold := decode(func(_ *Service, ctx context.Context, _ Ref, p ProgressFunc) (int, error) {
-		p.report(Progress{Phase: "held"})
-		if os.Getenv(ownerHelperEnv) != "" {
+	hold := decode(func(_ *Service, ctx context.Context, _ Ref, _ ProgressFunc) (int, error) {
+		if home := os.Getenv(ownerHelperEnv); home != "" {
+			if err := os.WriteFile(filepath.Join(home, "held"), nil, 0o600); err != nil {
+				return 0, err
+			}
 			<-ctx.Done()
 			return 0, ctx.Err()
 		}
@@ -208,18 +212,14 @@ func TestHandoverMidCall(t *testing.T) {
 			home := shortHome(t)
 			owner := startOwner(t, home)
 			s := connectClient(t, home, owner)
-			held := make(chan struct{}, 1)
 			go func() {
-				<-held
+				for !exists(filepath.Join(home, "held")) {
+					time.Sleep(5 * time.Millisecond)
+				}
 				owner.kill(syscall.SIGKILL)
 			}()
 			var pid int
-			err := s.Call(context.Background(), verb, Ref{}, &pid, func(Progress) {
-				select {
-				case held <- struct{}{}:
-				default:
-				}
-			})
+			err := s.Call(context.Background(), verb, Ref{}, &pid, nil)
 			if !owner.exited() {
 				t.Fatal("the call ended before the owner was killed")
 			}
@@ -383,6 +383,11 @@ func TestSocketDirRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 func mkdir(t *testing.T, dir string, mode os.FileMode) {
