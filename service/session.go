@@ -41,6 +41,10 @@ var (
 	maxHandovers = 10
 )
 
+// dyingOwner is how long an owner whose connection broke is taken for
+// dying rather than still serving.
+const dyingOwner = 2 * time.Second
+
 // Connect returns a Session for the catalog in cfg.Home: a client of the
 // process that owns it if one answers on the socket, else this process
 // becomes the owner and serves the socket until Close.
@@ -51,7 +55,7 @@ func Connect(ctx context.Context, cfg Config, logger *log.Logger) (*Session, err
 	s := &Session{cfg: cfg, log: logger}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.connect(ctx); err != nil {
+	if err := s.connect(ctx, 0); err != nil {
 		if s.dir != nil {
 			s.dir.Close()
 		}
@@ -85,10 +89,14 @@ func Own(ctx context.Context, cfg Config, logger *log.Logger, wait time.Duration
 	}
 }
 
-// connect finds the owner or becomes it. s.mu is held.
-func (s *Session) connect(ctx context.Context) error {
+// connect finds the owner or becomes it. gone is the pid of an owner that
+// went away: a process that dies closes its connections before its
+// listener, so it may still accept one for a moment; it is skipped for
+// dyingOwner. s.mu is held.
+func (s *Session) connect(ctx context.Context, gone int32) error {
 	catalog := filepath.Join(s.cfg.Home, "catalog")
-	holder, since := -1, time.Now()
+	start := time.Now()
+	holder, since := -1, start
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -102,11 +110,13 @@ func (s *Session) connect(ctx context.Context) error {
 		}
 		if s.dir != nil {
 			r, err := dialOwner(ctx, s.dir)
-			if err == nil {
+			if err == nil && (r.pid != gone || time.Since(start) > dyingOwner) {
 				s.cur = r
 				return nil
 			}
-			if !errors.Is(err, errNoOwner) {
+			if err == nil {
+				r.Close()
+			} else if !errors.Is(err, errNoOwner) {
 				return err
 			}
 		}
@@ -211,7 +221,7 @@ func (s *Session) current(ctx context.Context) (Caller, error) {
 		return nil, errors.New("the volback session is closed")
 	}
 	if s.cur == nil {
-		if err := s.connect(ctx); err != nil {
+		if err := s.connect(ctx, 0); err != nil {
 			return nil, err
 		}
 		s.reportHandover(0)
@@ -235,7 +245,7 @@ func (s *Session) reconnect(ctx context.Context, failed Caller) error {
 	}
 	s.cur = nil
 	failed.Close()
-	if err := s.connect(ctx); err != nil {
+	if err := s.connect(ctx, old); err != nil {
 		return err
 	}
 	s.reportHandover(old)
