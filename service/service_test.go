@@ -204,7 +204,7 @@ func TestGrownAndShrunkVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	grown := append(bytes.Clone(data), bytes.Repeat([]byte("grow"), 1<<20)...)
-	grown = append(grown, 1, 2, 3) // not a whole chunk
+	grown = append(grown, bytes.Repeat([]byte{1, 2, 3, 4}, 128)...) // not a whole chunk
 	os.WriteFile(img, grown, 0o600)
 	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
 	if err != nil {
@@ -216,7 +216,7 @@ func TestGrownAndShrunkVolume(t *testing.T) {
 	if got := restoreBytes(t, s, b.ID); !bytes.Equal(got, grown) {
 		t.Fatal("restore of grown volume differs")
 	}
-	shrunk := data[:1<<20+5]
+	shrunk := data[:1<<20+512]
 	os.WriteFile(img, shrunk, 0o600)
 	b, err = s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
 	if err != nil {
