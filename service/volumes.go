@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
 
-// ManageRequest registers an existing image file or block device.
+// ManageRequest registers an existing volume: an image file or block
+// device by absolute path, or any locator a volume driver serves.
 type ManageRequest struct {
 	Name             string `json:"name"`
 	AvailabilityZone string `json:"availability_zone"`
@@ -48,7 +47,8 @@ func project(p string) string {
 	return p
 }
 
-// Manage registers SOURCE as a volume; its size is the source's size.
+// Manage registers SOURCE as a volume; its driver (file, block, ...) and
+// size are what the volume driver serving SOURCE reports.
 func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, error) {
 	if req.Name == "" {
 		return nil, errors.New("manage: --name is required; name the volume")
@@ -57,19 +57,14 @@ func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, e
 	if err != nil {
 		return nil, err
 	}
-	path, err := filepath.Abs(req.Source)
-	if err != nil {
-		return nil, fmt.Errorf("source %q: %v", req.Source, err)
-	}
-	src, err := volume.OpenSource(path)
+	info, err := volume.Stat(req.Source)
 	if err != nil {
 		return nil, err
 	}
-	size := src.Size()
-	src.Close()
+	path := info.Locator
 	t := now()
-	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: size,
-		Path: path, Driver: "file", AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
+	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: info.Size,
+		Path: path, Driver: info.Driver, AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
 	err = s.update(func(tx *index.Tx) error {
 		vols, err := tx.Volumes()
 		if err != nil {
@@ -127,22 +122,22 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	if path == "" {
 		path = filepath.Join(s.cfg.Home, "volumes", id+".img")
 	}
-	if path, err = filepath.Abs(path); err != nil {
-		return nil, nil, err
-	}
 	tgt, err := volume.CreateTarget(path, size)
 	if err != nil {
 		return nil, nil, err
 	}
-	t := now()
-	v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: path, Driver: "file",
-		Owned: true, AvailabilityZone: az, ProjectID: project(proj), CreatedAt: t, UpdatedAt: t}
-	if err := s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err != nil {
-		tgt.Close()
-		os.Remove(path)
-		return nil, nil, err
+	info, err := volume.Stat(path)
+	if err == nil {
+		t := now()
+		v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: info.Locator, Driver: info.Driver,
+			Owned: true, AvailabilityZone: az, ProjectID: project(proj), CreatedAt: t, UpdatedAt: t}
+		if err = s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err == nil {
+			return v, tgt, nil
+		}
 	}
-	return v, tgt, nil
+	tgt.Close()
+	volume.Delete(path)
+	return nil, nil, err
 }
 
 // ListVolumes returns every volume.
@@ -190,9 +185,9 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, er
 	if err != nil {
 		return nil, err
 	}
-	if v.Owned && strings.HasPrefix(v.Path, "/") {
-		if err := os.Remove(v.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("volume %s forgotten, but removing its file %s failed: %v; remove it by hand", v.ID, v.Path, err)
+	if v.Owned && v.Path != "" {
+		if err := volume.Delete(v.Path); err != nil && !errors.Is(err, volume.ErrNotFound) {
+			return nil, fmt.Errorf("volume %s forgotten, but deleting %s failed: %v; remove it by hand", v.ID, v.Path, err)
 		}
 	}
 	vv := volumeView(v)
