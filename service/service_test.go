@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
 
@@ -243,7 +245,10 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(img) // the source vanishes: the next backup must fail cleanly
+	// The source cannot be read: the next backup must fail cleanly. (A
+	// source that is gone is refused before any backup is made: see
+	// TestSourceGone.)
+	s.openSource = func(*index.Volume) (volume.Source, error) { return nil, errors.New("the disk went away") }
 	_, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
 	if err == nil {
 		t.Fatal("backup of a missing source succeeded")

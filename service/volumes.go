@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
 	"path/filepath"
 
 	"github.com/google/uuid"
@@ -12,8 +13,11 @@ import (
 )
 
 // ManageRequest registers an existing volume: an image file or block
-// device by absolute path, or any locator a volume driver serves.
+// device by absolute path, or any locator a volume driver serves. With ID
+// (or a Name that only a source-less volume has) the source is attached
+// to that existing volume instead: see reattach.
 type ManageRequest struct {
+	ID               string `json:"id"`
 	Name             string `json:"name"`
 	AvailabilityZone string `json:"availability_zone"`
 	Source           string `json:"source"`
@@ -48,32 +52,48 @@ func project(p string) string {
 }
 
 // Manage registers SOURCE as a volume; its driver (file, block, ...) and
-// size are what the volume driver serving SOURCE reports.
+// size are what the volume driver serving SOURCE reports. A volume that
+// lost its source (rebuilt from backup records, or its file is gone)
+// gets SOURCE back instead, so its backup chain continues.
 func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, error) {
-	if req.Name == "" {
+	if req.Name == "" && req.ID == "" {
 		return nil, errors.New("manage: --name is required; name the volume")
-	}
-	az, err := s.zone(req.AvailabilityZone)
-	if err != nil {
-		return nil, err
 	}
 	info, err := volume.Stat(req.Source)
 	if err != nil {
 		return nil, err
 	}
-	path := info.Locator
+	az := ""
+	if req.ID == "" || req.AvailabilityZone != "" {
+		if az, err = s.zone(req.AvailabilityZone); err != nil {
+			return nil, err
+		}
+	}
 	t := now()
 	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: info.Size,
-		Path: path, Driver: info.Driver, AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
+		Path: info.Locator, Driver: info.Driver, AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
 	err = s.update(func(tx *index.Tx) error {
 		vols, err := tx.Volumes()
 		if err != nil {
 			return err
 		}
+		old, err := reattachTarget(tx, vols, req, info)
+		if err != nil {
+			return err
+		}
 		for _, o := range vols {
-			if o.Path == path {
-				return fmt.Errorf("source %s is already managed as volume %s (%s); use that volume", path, o.ID, o.Name)
+			if o.Path == info.Locator && (old == nil || o.ID != old.ID) {
+				return fmt.Errorf("source %s is already managed as volume %s (%s); use that volume", info.Locator, o.ID, o.Name)
 			}
+		}
+		if old != nil {
+			if req.AvailabilityZone != "" && az != old.AvailabilityZone {
+				return fmt.Errorf("volume %s (%s) is in availability zone %q, not %q; omit --availability-zone to attach the source to it",
+					old.ID, old.Name, old.AvailabilityZone, az)
+			}
+			old.Path, old.Driver, old.Size, old.Status, old.UpdatedAt = info.Locator, info.Driver, info.Size, index.StatusAvailable, t
+			old.Placeholder, old.Owned = false, false // volback did not create SOURCE: delete must not remove it
+			v = old
 		}
 		return tx.PutVolume(v)
 	})
