@@ -3,8 +3,12 @@ package service
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/google/uuid"
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
@@ -97,4 +101,53 @@ func (s *Service) checkSource(vol *index.Volume) error {
 	}
 	return fmt.Errorf("volume %s (%s): source %s no longer exists; manage it again (volback manage --name %s SOURCE attaches a source to this volume) or delete the volume",
 		vol.ID, vol.Name, vol.Path, vol.Name)
+}
+
+// ownedPath is where volback creates the image file of volume id when no
+// path is given; catalog-rebuild looks there to find it again.
+func (s *Service) ownedPath(id string) string {
+	return filepath.Join(s.cfg.Home, "volumes", id+".img")
+}
+
+// rebuiltVolume is the catalog entry for a volume that a rebuilt backup
+// record names and the catalog does not know: the image file volback made
+// for it under <home>/volumes/ when that is still there, else a
+// placeholder without a source (manage reattaches one).
+func (s *Service) rebuiltVolume(rec *chunkstore.Record) *index.Volume {
+	v := &index.Volume{ID: rec.VolumeID, Name: rec.VolumeName, Status: index.StatusAvailable,
+		Size: rec.VolumeSizeBytes, Driver: "file", AvailabilityZone: rec.AvailabilityZone,
+		ProjectID: rec.ProjectID, Placeholder: true, CreatedAt: rec.CreatedAt, UpdatedAt: now()}
+	if _, err := uuid.Parse(rec.VolumeID); err != nil || len(rec.VolumeID) != 36 {
+		return v // not a name volback would have made a file under
+	}
+	if info, err := volume.Stat(s.ownedPath(rec.VolumeID)); err == nil {
+		v.Path, v.Driver, v.Size, v.Owned, v.Placeholder = info.Locator, info.Driver, info.Size, true, false
+	}
+	return v
+}
+
+// strayImages lists, as rebuild problems, image files under <home>/volumes/
+// that no volume has: volumes volback created that no backup record names.
+func (s *Service) strayImages() []string {
+	dir := filepath.Join(s.cfg.Home, "volumes")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	known := map[string]bool{}
+	s.cat.View(func(tx *index.Tx) error {
+		vols, err := tx.Volumes()
+		for _, v := range vols {
+			known[v.Path] = true
+		}
+		return err
+	})
+	var out []string
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if !known[p] && strings.HasSuffix(e.Name(), ".img") {
+			out = append(out, fmt.Sprintf("image file %s belongs to no volume (no backup record names it): manage it (volback manage --name NAME %s) or remove it", p, p))
+		}
+	}
+	return out
 }

@@ -157,3 +157,49 @@ func TestSourceGone(t *testing.T) {
 		t.Fatalf("incremental after managing again: %+v, %v", inc, err)
 	}
 }
+
+// TestRebuildFindsOwnedImages: a volume volback created (its image under
+// <home>/volumes/) comes back from catalog-rebuild with its file, not as a
+// placeholder; an image no record names is reported.
+func TestRebuildFindsOwnedImages(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	c := makeChain(t, s)
+	r, err := s.Restore(ctx, RestoreRequest{Backup: c.ids[1], Name: "copy"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "copy"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owned, _ := s.ShowVolume(ctx, r.VolumeID)
+	empty, err := s.CreateVolume(ctx, CreateRequest{Name: "empty", Size: 1 << 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = loseCatalog(t, s)
+	rep, err := s.RebuildCatalog(ctx, RebuildRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.ShowVolume(ctx, r.VolumeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Path != owned.Path || v.Driver != "file" || v.Name != "copy" || v.SizeBytes != owned.SizeBytes {
+		t.Fatalf("rebuilt volume %+v, want the image %s back", v, owned.Path)
+	}
+	inc, err := s.CreateBackup(ctx, BackupRequest{Volume: "copy", Incremental: true}, nil)
+	if err != nil || *inc.ParentID != b.ID {
+		t.Fatalf("incremental of the found volume: %+v, %v", inc, err)
+	}
+	if got := strings.Join(rep.Problems, "\n"); !strings.Contains(got, empty.Path) || !strings.Contains(got, "belongs to no volume") {
+		t.Errorf("rebuild problems %q do not report the unclaimed image %s", got, empty.Path)
+	}
+	if _, err := s.DeleteVolume(ctx, "copy"); err == nil {
+		if _, err := os.Stat(owned.Path); !os.IsNotExist(err) {
+			t.Errorf("deleting the found volume left its image (volback created it): %v", err)
+		}
+	}
+}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"path/filepath"
-
 	"github.com/google/uuid"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
@@ -140,7 +138,7 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	}
 	id := uuid.NewString()
 	if path == "" {
-		path = filepath.Join(s.cfg.Home, "volumes", id+".img")
+		path = s.ownedPath(id)
 	}
 	tgt, err := volume.CreateTarget(path, size)
 	if err != nil {
