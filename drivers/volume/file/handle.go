@@ -71,14 +71,17 @@ func open(path string, write bool) (*handle, error) {
 // claim takes an OFD write lock over the whole image file, as QEMU checks
 // for before it opens an image, then refuses an image that a lock, a loop
 // device or swap holds.
+//
+// A filesystem that cannot lock (NFS without a lock manager) is written
+// unlocked: the lock protects against others, it is not needed to write.
 func (h *handle) claim() error {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
 	err := unix.FcntlFlock(h.f.Fd(), unix.F_OFD_SETLK, &lk)
-	if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("lock volume %q: %w", h.path, err)
-	}
-	if err != nil {
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 		return inUse(h.path, h.kind, h.f)
+	}
+	if err != nil && !noLocks(err) {
+		return fmt.Errorf("lock volume %q: %w", h.path, err)
 	}
 	u, err := fileUsage(h.path, h.f)
 	if err != nil {
@@ -132,7 +135,9 @@ func create(path string, size int64) (*handle, error) {
 	}
 	h := &handle{f: f, path: path, kind: KindFile, size: size, fresh: true}
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
-	err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	if err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); noLocks(err) {
+		err = nil
+	}
 	if err == nil {
 		err = f.Truncate(size)
 	}
@@ -199,4 +204,9 @@ func (h *handle) checkRange(off, length int64) error {
 		return fmt.Errorf("volume %q: range [%d, %d) is outside the volume of %d bytes", h.path, off, off+length, h.size)
 	}
 	return nil
+}
+
+// noLocks reports the errors of a filesystem that does not do fcntl locks.
+func noLocks(err error) bool {
+	return errors.Is(err, unix.ENOLCK) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
 }
