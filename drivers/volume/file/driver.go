@@ -1,6 +1,10 @@
 // Package file is the volume driver for absolute paths: image files
 // (driver name "file") and block devices (driver name "block"). Importing
 // it registers it for volume.PathScheme.
+//
+// Image files snapshot as reflink clones (XFS, btrfs) or sparse copies;
+// block devices do not snapshot here (LVM snapshots are not implemented:
+// the test machines' kernel has no device mapper to prove them on).
 package file
 
 import (
@@ -35,11 +39,11 @@ func clean(locator string) (string, error) {
 	return filepath.Clean(locator), nil
 }
 
-// Kind reports whether path is a regular file (KindFile) or a block device
+// kindOf reports whether path is a regular file (KindFile) or a block device
 // (KindBlock), following symlinks (/dev/disk/by-id/...). Anything else is
 // refused with an error naming the path and what it is; a missing path
 // wraps volume.ErrNotFound.
-func Kind(path string) (string, error) {
+func kindOf(path string) (string, error) {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", volume.Errorf(volume.ErrNotFound, "volume %q does not exist: check the path (use create to make a new image file)", path)
@@ -123,7 +127,7 @@ func (Driver) Delete(locator string) error {
 	if err != nil {
 		return err
 	}
-	kind, err := Kind(path)
+	kind, err := kindOf(path)
 	if err != nil {
 		return err
 	}
@@ -145,7 +149,7 @@ func (Driver) InUse(locator string) (volume.Usage, error) {
 	if err != nil {
 		return volume.Usage{}, err
 	}
-	kind, err := Kind(path)
+	kind, err := kindOf(path)
 	if err != nil {
 		return volume.Usage{}, err
 	}

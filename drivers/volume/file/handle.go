@@ -29,7 +29,7 @@ var (
 // open opens path for reading, or for writing when write is set, refusing
 // (for writing) a volume in use. See Driver.OpenTarget.
 func open(path string, write bool) (*handle, error) {
-	kind, err := Kind(path)
+	kind, err := kindOf(path)
 	if err != nil {
 		return nil, err
 	}

@@ -76,25 +76,29 @@ func lockHolders(dev, ino uint64) []int {
 	token := " " + inodeToken(dev, ino) + " "
 	var out []int
 	for _, pid := range pids() {
-		dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-			if err != nil || !strings.Contains(string(b), token) {
-				continue
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				if strings.HasPrefix(line, "lock:") && strings.Contains(line, token) {
-					out = append(out, pid)
-					break
-				}
-			}
-			if len(out) > 0 && out[len(out)-1] == pid {
-				break
-			}
+		if holdsLock(pid, token) {
+			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// holdsLock reports whether an fdinfo of pid lists a lock on token's inode.
+func holdsLock(pid int, token string) bool {
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "lock:") && strings.Contains(line, token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // openers lists the processes with the block device rdev open.

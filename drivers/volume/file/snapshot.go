@@ -43,7 +43,7 @@ func snapshot(ctx context.Context, path, name string) (volume.Snapshot, error) {
 	if err := checkName(path, name); err != nil {
 		return volume.Snapshot{}, err
 	}
-	kind, err := Kind(path)
+	kind, err := kindOf(path)
 	if err != nil {
 		return volume.Snapshot{}, err
 	}
