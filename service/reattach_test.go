@@ -1,12 +1,14 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
 
@@ -201,5 +203,38 @@ func TestRebuildFindsOwnedImages(t *testing.T) {
 		if _, err := os.Stat(owned.Path); !os.IsNotExist(err) {
 			t.Errorf("deleting the found volume left its image (volback created it): %v", err)
 		}
+	}
+}
+
+// oddSource reports a size that is not whole sectors, as an image file
+// backed up before sizes were checked did.
+type oddSource struct {
+	volume.Source
+	size int64
+}
+
+func (o oddSource) Size() int64 { return o.size }
+
+// TestRestoreOddSizedBackup: such a backup still restores to a new volume,
+// rounded up to whole sectors with a zero tail.
+func TestRestoreOddSizedBackup(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	img := filepath.Join(t.TempDir(), "vol.img")
+	data := writeImage(t, img, 1<<20, 4)
+	const odd = 1<<20 - 100
+	s.Manage(ctx, ManageRequest{Name: "vol", Source: img})
+	s.openSource = func(v *index.Volume) (volume.Source, error) {
+		src, err := volume.OpenSource(v.Path)
+		return oddSource{src, odd}, err
+	}
+	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
+	if err != nil || b.SizeBytes != odd {
+		t.Fatalf("backup of an odd-sized source: %+v, %v", b, err)
+	}
+	got := restoreBytes(t, s, b.ID)
+	want := append(bytes.Clone(data[:odd]), make([]byte, 100)...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("restored %d bytes; want the backup's %d bytes and %d zeros", len(got), odd, 100)
 	}
 }
