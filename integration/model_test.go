@@ -74,8 +74,8 @@ func TestModelThroughBinary(t *testing.T) {
 				f, _ := os.OpenFile(h.img, os.O_WRONLY, 0)
 				f.WriteAt(data[off:min(int64(len(data)), off+512*kib)], off)
 				f.Close()
-			case 2:
-				os.Truncate(h.img, size+int64(r.IntN(3))*64*kib-64*kib+1)
+			case 2: // grow or shrink, in whole sectors
+				os.Truncate(h.img, size+int64(r.IntN(3))*64*kib-64*kib+512)
 			}
 		case n < 55:
 			incr := r.IntN(2) == 0 && len(of(h)) > 0

@@ -135,7 +135,7 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 		r := rand.New(rand.NewPCG(seed, uint64(h)))
 		for v := range modelVolumes {
 			mh.paths[v] = filepath.Join(home, fmt.Sprintf("vol%d.img", v))
-			mh.data[v] = randBytes(r, int(64<<10+r.IntN(128<<10)))
+			mh.data[v] = randBytes(r, sectors(64<<10+r.IntN(128<<10)))
 			if err := os.WriteFile(mh.paths[v], mh.data[v], 0o600); err != nil {
 				return w, err
 			}
@@ -165,6 +165,9 @@ func (w *world) manage(h, v int) error {
 	mh.vols[v] = vv.ID
 	return nil
 }
+
+// sectors rounds n up to whole 512-byte sectors.
+func sectors(n int) int { return (n + 511) &^ 511 }
 
 func randBytes(r *rand.Rand, n int) []byte {
 	b := make([]byte, n)
@@ -212,13 +215,13 @@ func (w *world) step(op modelOp) error {
 			if from < len(src) && to < len(d) {
 				copy(d[to:], src[from:min(len(src), from+r.IntN(4)*modelChunk+modelChunk)])
 			}
-		case 4: // grow
+		case 4: // grow (volumes are whole 512-byte sectors)
 			if len(d) < modelMaxSize {
-				d = append(d, randBytes(r, 1+r.IntN(2*modelChunk))...)
+				d = append(d, randBytes(r, sectors(1+r.IntN(2*modelChunk)))...)
 			}
 		case 5: // shrink
 			if len(d) > 2*modelChunk {
-				d = d[:len(d)/2+r.IntN(len(d)/2)]
+				d = d[:sectors(len(d)/2+r.IntN(len(d)/2))]
 			}
 		}
 		mh.data[op.vol] = d

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	_ "github.com/volback/volback/drivers/repo/posix" // file:// repositories
+	_ "github.com/volback/volback/drivers/repo/rados" // rados:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/drivers/volume"
+	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
 	"github.com/volback/volback/index"
 )
 

@@ -12,18 +12,24 @@ import (
 	"golang.org/x/term"
 )
 
-// connect loads the config of the home and returns a caller: the owner of
-// the catalog, or this process as the owner.
+// connect loads the config of the home and returns a caller: a client of
+// the catalog's owner, or this process as the owner. Either way it follows
+// hand-overs when the owner exits.
 func connect(c *cli.Context) (service.Caller, error) {
-	home := c.String("home")
-	if home == "" {
-		home = service.DefaultHome()
-	}
-	cfg, err := service.LoadConfig(home)
+	cfg, err := homeConfig(c)
 	if err != nil {
 		return nil, err
 	}
 	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
+}
+
+// homeConfig loads the config of the chosen home.
+func homeConfig(c *cli.Context) (service.Config, error) {
+	home := c.String("home")
+	if home == "" {
+		home = service.DefaultHome()
+	}
+	return service.LoadConfig(home)
 }
 
 // call runs verb and prints its result in the chosen format.

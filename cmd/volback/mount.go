@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/volback/volback/fs"
@@ -32,6 +33,9 @@ func mountCommand() *cli.Command {
 				return err
 			}
 			defer caller.Close()
+			if s, ok := caller.(*service.Session); ok {
+				s.ReportHandovers(log.New(os.Stderr, "volback mount: ", log.LstdFlags))
+			}
 			src := service.NewMountSource(caller, cache)
 			defer src.Close()
 			srv, err := fs.Mount(c.Args().First(), src, fs.Options{AllowOther: c.Bool("allow-other"),
@@ -80,14 +84,15 @@ func lazyWarning(err error) error {
 func serveCommand() *cli.Command {
 	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket (foreground)",
 		Action: func(c *cli.Context) error {
-			caller, err := connect(c)
+			cfg, err := homeConfig(c)
 			if err != nil {
 				return err
 			}
-			defer caller.Close()
-			if _, ok := caller.(*service.Remote); ok {
-				return fmt.Errorf("another volback process already serves this home; stop it first")
+			s, err := service.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
+			if err != nil {
+				return err
 			}
+			defer s.Close()
 			fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
 			<-c.Context.Done()
 			return nil
