@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/volback/volback/drivers/repo"
+	"github.com/volback/volback/drivers/repo/mem"
 	"github.com/volback/volback/drivers/repo/posix"
 )
 
@@ -395,5 +397,35 @@ func TestListPacksCanonicalNames(t *testing.T) {
 	}
 	if len(packs) != 1 || packs[0] != id.String() || len(strays) != 2 {
 		t.Fatalf("packs %v strays %v", packs, strays)
+	}
+}
+
+// TestLockOnMemDriver: the native path against the mem:// driver (a lease
+// lock like RADOS's cls lock), with two clients of one repository.
+func TestLockOnMemDriver(t *testing.T) {
+	ctx := context.Background()
+	name := fmt.Sprintf("locktest%d", rand.Int64())
+	t.Cleanup(func() { mem.Remove(name) })
+	open := func() *Store {
+		u, _ := url.Parse("mem://" + name)
+		be, err := mem.OpenURL(u, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenOrInit(ctx, be, DefaultChunkSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := open(), open()
+	sa := take(t, a, false, "backup-create on a", 0)
+	take(t, b, false, "backup-create on b", 0)
+	if _, err := b.Lock(ctx, LockRequest{Exclusive: true, Purpose: "repo-gc on b"}); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "backup-create on") {
+		t.Fatalf("exclusive over two shared native holders: %v", err)
+	}
+	sa.Release()
+	if n := len(lockObjects(t, a)); n != 0 {
+		t.Errorf("native locking wrote %d lock objects", n)
 	}
 }

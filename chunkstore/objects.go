@@ -196,3 +196,24 @@ func (s *Store) DeletePack(ctx context.Context, lk *Lock, id ID) error {
 	}
 	return nil
 }
+
+// CleanUp lets a driver that can leave storage behind after interrupted
+// writes (repo.Cleaner: rados) settle those older than olderThan. Only the
+// holder of the exclusive lock may: then no other writer is mid-Put.
+func (s *Store) CleanUp(ctx context.Context, lk *Lock, olderThan time.Duration) (int, error) {
+	c, ok := s.be.(repo.Cleaner)
+	if !ok {
+		return 0, nil
+	}
+	if lk == nil || lk.s != s || !lk.exclusive {
+		return 0, fmt.Errorf("cleaning up %s: the exclusive repository lock is required (a bug: report it)", s.be.Location())
+	}
+	if err := lk.Check(); err != nil {
+		return 0, err
+	}
+	n, err := c.CleanUp(ctx, olderThan)
+	if err != nil {
+		return n, fmt.Errorf("settling interrupted writes in %s: %w", s.be.Location(), err)
+	}
+	return n, nil
+}

@@ -48,6 +48,7 @@ type GCReport struct {
 	OrphansDeleted int      `json:"orphan_packs_deleted"`
 	OrphansYoung   int      `json:"orphan_packs_kept_young"` // unreferenced but younger than the grace period
 	ChunksDropped  int      `json:"chunks_dropped"`
+	WritesSettled  int      `json:"interrupted_writes_settled"` // drivers that can leave half-written objects (rados)
 	BytesFreed     int64    `json:"bytes_freed"`
 	Skipped        string   `json:"skipped,omitempty"`
 	Problems       []string `json:"problems,omitempty"`
@@ -84,6 +85,9 @@ func (s *Service) GC(ctx context.Context, req GCRequest) ([]GCReport, error) {
 		var rep GCReport
 		if err == nil {
 			rep, err = s.collect(ctx, r, lk, opt)
+		}
+		if err == nil {
+			rep.WritesSettled, err = r.store.CleanUp(ctx, lk, opt.grace)
 		}
 		lk.Release()
 		if err != nil {

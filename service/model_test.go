@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/volback/volback/drivers/repo/mem"
 	"github.com/volback/volback/index"
 )
 
@@ -104,6 +105,7 @@ type modelHome struct {
 type world struct {
 	t       testing.TB
 	dir     string
+	memName string // the mem:// repository, if the seed uses one
 	homes   [2]*modelHome
 	backups map[string]*modelBackup
 }
@@ -114,7 +116,14 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 		return nil, err
 	}
 	w := &world{t: t, dir: dir, backups: map[string]*modelBackup{}}
+	// Half the seeds run on a directory (lock objects), half on an
+	// in-memory repository shared by both homes (the native lease lock,
+	// as RADOS has).
 	repoURL := "file://" + filepath.Join(dir, "repo")
+	if seed%2 == 1 {
+		w.memName = filepath.Base(dir)
+		repoURL = "mem://" + w.memName
+	}
 	for h := range w.homes {
 		home := filepath.Join(dir, fmt.Sprint("home", h))
 		os.MkdirAll(home, 0o700)
@@ -152,6 +161,9 @@ func (w *world) close() {
 		if h != nil && h.s != nil {
 			h.s.Close()
 		}
+	}
+	if w.memName != "" {
+		mem.Remove(w.memName)
 	}
 	os.RemoveAll(w.dir)
 }
