@@ -105,9 +105,21 @@ type modelHome struct {
 type world struct {
 	t       testing.TB
 	dir     string
-	memName string // the mem:// repository, if the seed uses one
+	cleanup func() // of the repository
 	homes   [2]*modelHome
 	backups map[string]*modelBackup
+}
+
+// modelRepository picks the repository a seed runs on: half the seeds a
+// directory (lock objects), half an in-memory repository shared by both
+// homes (the native lease lock, as RADOS has). The Ceph build replaces it
+// in its own test.
+var modelRepository = func(seed uint64, dir string) (url string, cleanup func()) {
+	if seed%2 == 1 {
+		name := filepath.Base(dir)
+		return "mem://" + name, func() { mem.Remove(name) }
+	}
+	return "file://" + filepath.Join(dir, "repo"), func() {}
 }
 
 func newWorld(t testing.TB, seed uint64) (*world, error) {
@@ -116,14 +128,8 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 		return nil, err
 	}
 	w := &world{t: t, dir: dir, backups: map[string]*modelBackup{}}
-	// Half the seeds run on a directory (lock objects), half on an
-	// in-memory repository shared by both homes (the native lease lock,
-	// as RADOS has).
-	repoURL := "file://" + filepath.Join(dir, "repo")
-	if seed%2 == 1 {
-		w.memName = filepath.Base(dir)
-		repoURL = "mem://" + w.memName
-	}
+	repoURL, cleanup := modelRepository(seed, dir)
+	w.cleanup = cleanup
 	for h := range w.homes {
 		home := filepath.Join(dir, fmt.Sprint("home", h))
 		os.MkdirAll(home, 0o700)
@@ -162,8 +168,8 @@ func (w *world) close() {
 			h.s.Close()
 		}
 	}
-	if w.memName != "" {
-		mem.Remove(w.memName)
+	if w.cleanup != nil {
+		w.cleanup()
 	}
 	os.RemoveAll(w.dir)
 }
@@ -476,12 +482,14 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func TestModel(t *testing.T) {
+func TestModel(t *testing.T) { modelSeeds(t, 60*time.Second) }
+
+// modelSeeds runs seeds for budget (or VOLBACK_MODEL_BUDGET).
+func modelSeeds(t *testing.T, budget time.Duration) {
 	if testing.Short() {
 		t.Skip("model-based test skipped in -short mode")
 	}
 	steps := envInt("VOLBACK_MODEL_STEPS", 40)
-	budget := 60 * time.Second
 	if v, err := time.ParseDuration(os.Getenv("VOLBACK_MODEL_BUDGET")); err == nil {
 		budget = v
 	}
