@@ -194,8 +194,7 @@ func TestTwoZonesOneRepository(t *testing.T) {
 	b1 := backupCreate(t, home, "v")
 	writeRandom(t, img, 0, 96*mib, 302)
 	want := sha256File(t, img)
-	owner := start(t, home, "serve") // both commands below are its clients
-	waitSocket(t, home)
+	owner := startServe(t, home) // both commands below are its clients
 	backup := start(t, home, "-q", "backup-create", "--name", "during-gc", "v")
 	time.Sleep(300 * time.Millisecond)
 	mustRun(t, home, "backup-delete", b1.ID)
@@ -215,20 +214,6 @@ func TestTwoZonesOneRepository(t *testing.T) {
 	repoCheck(t, home)
 	owner.Process.Signal(syscall.SIGTERM)
 	owner.Wait()
-}
-
-func waitSocket(t *testing.T, home string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(home, "volback.sock")); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("serve did not open its socket")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestDiskFullKeepsBackups: a repository file system that fills up during
