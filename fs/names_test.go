@@ -62,6 +62,12 @@ func TestMountinfoUnescape(t *testing.T) {
 			t.Errorf("mountinfoHas(%q) = %v, %v; want %v", path, got, err, want)
 		}
 	}
+	for path, want := range map[string]mountEntry{"/mnt/with space": {"ext4", "/dev/x"}, "/tmp/m": {"fuse.volback", "volback"}} {
+		m, _, _ := findMount(strings.NewReader(info), path)
+		if m != want {
+			t.Errorf("findMount(%q) = %+v, want %+v", path, m, want)
+		}
+	}
 	if got := unescapeMountinfo(`a\134b\0`); got != `a\b\0` {
 		t.Errorf("unescape = %q", got)
 	}

@@ -47,7 +47,7 @@ func mountCommand() *cli.Command {
 					// Busy (open files, loop devices): detach lazily so the
 					// tree is gone now; serving ends when the last user closes.
 					fmt.Fprintf(os.Stderr, "volback: %v\n", err)
-					lazyWarning(fs.Unmount(srv.Mountpoint()))
+					lazyWarning(fs.Unmount(srv.Mountpoint(), true))
 				}
 			}()
 			srv.Wait()
@@ -61,7 +61,7 @@ func umountCommand() *cli.Command {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
 			}
-			return lazyWarning(fs.Unmount(c.Args().First()))
+			return lazyWarning(fs.Unmount(c.Args().First(), false))
 		}}
 }
 
