@@ -322,7 +322,7 @@ func TestCancelledBackup(t *testing.T) {
 		t.Skip("backup finished before the first progress report; nothing to cancel")
 	}
 	bs, _ := s.ListBackups(context.Background(), "")
-	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled" {
+	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled by the user" {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}
 	mustCheck(t, s)
