@@ -3,7 +3,14 @@ export PATH := $(PATH):/usr/local/go/bin
 GO       ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build deps demo test unit integration lint fuzz bench clean
+# make install: PREFIX and DESTDIR as usual (DESTDIR=/tmp/pkg PREFIX=/usr).
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: all build deps demo test unit integration lint fuzz bench clean gen install
 
 all: build
 
@@ -11,14 +18,31 @@ deps:
 	scripts/deps.sh
 
 build:
-	$(GO) build -o volback ./cmd/volback
+	$(GO) build -ldflags "$(LDFLAGS)" -o volback ./cmd/volback
+
+# The man page and completions, written by the binary from its command
+# definitions, then checked: the shells parse them, groff renders the page.
+gen: build
+	mkdir -p build
+	./volback man > build/volback.1
+	./volback completion bash > build/volback.bash
+	./volback completion zsh > build/_volback
+	bash -n build/volback.bash
+	if command -v zsh >/dev/null; then zsh -n build/_volback; fi
+	if command -v groff >/dev/null; then test -z "$$(groff -man -Tutf8 -ww -z build/volback.1 2>&1)"; fi
+
+install: gen
+	install -D -m 0755 volback $(DESTDIR)$(PREFIX)/bin/volback
+	install -D -m 0644 build/volback.1 $(DESTDIR)$(PREFIX)/share/man/man1/volback.1
+	install -D -m 0644 build/volback.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/volback
+	install -D -m 0644 build/_volback $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_volback
 
 # The main job on the embedded default: a local repository and catalog under
 # the volback home (/var/lib/volback for root).
 demo: deps build
 	VOLBACK=./volback scripts/demo.sh
 
-test: deps lint unit integration fuzz
+test: deps lint gen unit integration fuzz
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
@@ -39,4 +63,4 @@ bench: deps build
 	$(GO) run ./bench -volback ./volback -out docs/BENCHMARKS.md
 
 clean:
-	rm -f volback
+	rm -rf volback build
