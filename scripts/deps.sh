@@ -8,6 +8,7 @@ packages=(
   e2fsprogs       # mkfs.ext4 for the demo and tests
   util-linux      # losetup, mount
   zstd
+  zsh             # to check the zsh completion script (make gen, integration tests)
   restic borgbackup python3-llfuse fio   # peers and tools for `make bench` (llfuse: borg mount)
   make ca-certificates
 )
