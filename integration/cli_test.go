@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -689,5 +690,27 @@ func TestCLICancelMessage(t *testing.T) {
 				t.Errorf("fail_reason %q, want \"cancelled by the user\"", list[0].FailReason)
 			}
 		})
+	}
+}
+
+// TestCLIMemoryLimitLevel19: at compression_level 19 the zstd encoders
+// alone hold about 35 MiB per CPU; under a fixed 64 MiB soft memory limit
+// the GC ran back to back (hundreds of cycles for one backup). The limit is
+// now sized from the configuration: a handful of cycles.
+func TestCLIMemoryLimitLevel19(t *testing.T) {
+	home := newHome(t)
+	os.WriteFile(filepath.Join(home, "volback.toml"), []byte("compression_level = 19\n"), 0o644)
+	img := filepath.Join(t.TempDir(), "text.img")
+	os.WriteFile(img, []byte(base64.StdEncoding.EncodeToString(randomBytes(99, 48*mib))), 0o644)
+	manage(t, home, "v", img)
+	stdout, stderr, code := runIn(t, "/", []string{"GODEBUG=gctrace=1"}, "--home", home, "-q", "-f", "json", "backup-create", "v")
+	var b Backup
+	if code != 0 || json.Unmarshal([]byte(stdout), &b) != nil || b.Status != "available" {
+		t.Fatalf("backup-create at level 19: exit %d, stdout %s", code, stdout)
+	}
+	gcs := regexp.MustCompile(`(?m)^gc \d+ `).FindAllString(stderr, -1)
+	t.Logf("%d GC cycles for a 64 MiB backup at level 19 (stored %d bytes)", len(gcs), b.StoredBytes)
+	if len(gcs) > 25 {
+		t.Errorf("%d GC cycles for one 64 MiB backup at compression_level 19: the soft memory limit is below the encoders' heap", len(gcs))
 	}
 }

@@ -11,8 +11,12 @@ import (
 	"github.com/volback/volback/service"
 )
 
-// connect loads the config of the home and returns a caller: the owner of
-// the catalog, or this process as the owner.
+// extraMemory is added to the configuration's memory limit (mount's cache).
+var extraMemory int64
+
+// connect loads the config of the home, sizes the soft memory limit from it
+// and returns a caller: the owner of the catalog, or this process as the
+// owner.
 func connect(c *cli.Context) (service.Caller, error) {
 	home := c.String("home")
 	if home == "" {
@@ -23,6 +27,7 @@ func connect(c *cli.Context) (service.Caller, error) {
 		return nil, err
 	}
 	cfg.PasswordFile = c.String("password-file")
+	setMemoryLimit(cfg.MemoryLimit() + extraMemory)
 	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
 }
 

@@ -12,12 +12,11 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/service"
 )
 
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(softMemoryLimit)
-	}
+	setMemoryLimit(service.BaseMemoryLimit) // until the configuration is read (connect)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := app()
@@ -43,9 +42,13 @@ func main() {
 	os.Exit(1)
 }
 
-// softMemoryLimit keeps the heap (and so peak RSS) bounded whatever the
-// volume size; GOMEMLIMIT overrides it. `mount` raises it by its cache size.
-const softMemoryLimit = 64 << 20
+// setMemoryLimit sets the soft memory limit, which keeps the heap (and so
+// peak RSS) bounded whatever the volume size, unless GOMEMLIMIT is set.
+func setMemoryLimit(n int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(n)
+	}
+}
 
 // globalFlags are accepted before or after the verb.
 func globalFlags() []cli.Flag {

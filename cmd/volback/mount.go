@@ -6,7 +6,6 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -33,9 +32,7 @@ func mountCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if os.Getenv("GOMEMLIMIT") == "" {
-				debug.SetMemoryLimit(softMemoryLimit + cache)
-			}
+			extraMemory = cache
 			caller, err := connect(c)
 			if err != nil {
 				return err
