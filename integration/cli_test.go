@@ -107,6 +107,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"help", "backup-craete"}, "", []string{"did you mean backup-create?"}, false},
 		{[]string{"completion", "fish"}, "completion", []string{"fish"}, false},
 		{[]string{"umount", "--lazzy", "/x"}, "umount", []string{"did you mean --lazy?"}, false},
+		{[]string{"backup-create", "--incremental=maybe", "v"}, "backup-create", []string{"maybe", "--incremental"}, false},
+		{[]string{"-q=maybe", "list"}, "", []string{"maybe", "--quiet"}, false},
 	} {
 		forms := [][]string{append([]string{"-f", "json"}, c.args...)}
 		if !c.prefixOnly {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
 	"syscall"
 
@@ -84,15 +85,23 @@ func app() *cli.App {
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors and picks the status
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return usageError{err, ""}
+			return usageError{flagSpelling(err), ""}
 		},
 	}
 	for _, cmd := range a.Commands {
 		name := cmd.Name
 		cmd.HideHelp = true
 		cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err, name}
+			return usageError{flagSpelling(err), name}
 		}
 	}
 	return a
 }
+
+// flagSpelling writes the long flags in the errors of Go's flag package
+// ("invalid boolean value "x" for -quiet") as volback spells them (--quiet).
+func flagSpelling(err error) error {
+	return errors.New(longFlag.ReplaceAllString(err.Error(), "$1--$2"))
+}
+
+var longFlag = regexp.MustCompile(`(^|\s)-([a-z][a-z-]+)`)
