@@ -145,6 +145,18 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
+// LockHolder is the pid the process holding (or that last held) the lock
+// of the catalog in dir wrote into it, or 0 if none can be read. Advisory:
+// it tells waiting processes whether the holder changed.
+func LockHolder(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, lockFile))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
 func (c *Catalog) unlock() {
 	if c.lock != nil {
 		c.lock.Close() // closing the last fd drops the flock

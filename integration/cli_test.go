@@ -466,7 +466,7 @@ func TestCLIRelativePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { owner.Process.Signal(syscall.SIGTERM); owner.Wait() })
-	eventually(t, "serve's socket", func() bool { return exists(filepath.Join(home, "volback.sock")) })
+	eventually(t, "serve's socket", func() bool { return exists(socketPath(home)) })
 	randomFile(t, filepath.Join(clientDir, "disk.img"), 2*mib, 90)
 	randomFile(t, filepath.Join(ownerDir, "disk.img"), 2*mib, 91) // the wrong disk, where the owner runs
 
@@ -663,7 +663,7 @@ func TestCLICancelMessage(t *testing.T) {
 			manage(t, home, "vol", img)
 			if viaOwner {
 				start(t, home, "serve")
-				eventually(t, "serve's socket", func() bool { return exists(filepath.Join(home, "volback.sock")) })
+				eventually(t, "serve's socket", func() bool { return exists(socketPath(home)) })
 			}
 			os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
 			cmd := exec.Command(bin, "--home", home, "-q", "backup-create", "--name", "c", "vol")

@@ -146,7 +146,7 @@ func TestOneOwner(t *testing.T) {
 	owner := start(t, home, "serve")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(home, "volback.sock")); err == nil {
+		if _, err := os.Stat(socketPath(home)); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -179,7 +179,7 @@ func TestOneOwner(t *testing.T) {
 	if err := owner.Wait(); err != nil {
 		t.Errorf("serve did not exit cleanly on SIGTERM: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(home, "volback.sock")); err == nil {
+	if _, err := os.Stat(socketPath(home)); err == nil {
 		t.Error("serve left its socket behind")
 	}
 }

@@ -29,7 +29,7 @@ func newDRChain(t *testing.T) drChain {
 	t.Helper()
 	c := drChain{home: newHome(t)}
 	img := filepath.Join(t.TempDir(), "vol.img")
-	randomFile(t, img, 6*mib+12345, 70)
+	randomFile(t, img, 6*mib+12288, 70) // not a whole number of chunks
 	manage(t, c.home, "vol", img)
 	for i := range 3 {
 		args := []string{"backup-create", "--name", fmt.Sprintf("b%d", i)}

@@ -35,6 +35,9 @@ var bin string
 // test drives the same binary a user would run. VOLBACK_BIN names an
 // already built binary to test instead.
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(fakeOwnerEnv); sock != "" {
+		os.Exit(runFakeOwner(sock))
+	}
 	if b := os.Getenv("VOLBACK_BIN"); b != "" {
 		bin = b
 		os.Exit(m.Run())

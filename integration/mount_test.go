@@ -504,7 +504,7 @@ func TestMountAsClient(t *testing.T) {
 	manage(t, home, "vol", img)
 	b := backupCreate(t, home, "vol")
 	start(t, home, "serve")
-	eventually(t, "serve's socket", func() bool { return exists(filepath.Join(home, "volback.sock")) })
+	eventually(t, "serve's socket", func() bool { return exists(socketPath(home)) })
 	m := startMount(t, home)
 	sh(t, "cmp", img, idFile(m.dir, b.ID))
 	b2 := backupCreate(t, home, "vol") // through the owner, while the client mount runs

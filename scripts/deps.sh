@@ -7,6 +7,8 @@ packages=(
   fuse3           # fusermount3 for `volback mount`
   e2fsprogs       # mkfs.ext4 for the demo and tests
   util-linux      # losetup, mount
+  xfsprogs        # mkfs.xfs: the volume tests' reflink filesystem (snapshots by FICLONE)
+  qemu-utils      # qemu-nbd: a real QEMU image lock for the in-use tests
   zstd
   zsh             # to check the zsh completion script (make gen, integration tests)
   restic borgbackup python3-llfuse fio   # peers and tools for `make bench` (llfuse: borg mount)

@@ -33,6 +33,9 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, req.Volume); return err }); err != nil {
 		return nil, err
 	}
+	if err := s.checkSource(vol); err != nil {
+		return nil, err
+	}
 	r, err := s.repoFor(ctx, vol.AvailabilityZone)
 	if err != nil {
 		return nil, err

@@ -27,7 +27,7 @@ func makeChain(t *testing.T, s *Service) chain {
 	t.Helper()
 	ctx := context.Background()
 	img := filepath.Join(t.TempDir(), "vol.img")
-	data := writeImage(t, img, 3<<20+4321, 9) // a short last chunk
+	data := writeImage(t, img, 3<<20+4096, 9) // a short last chunk
 	if _, err := s.Manage(ctx, ManageRequest{Name: "vol", Source: img}); err != nil {
 		t.Fatal(err)
 	}

@@ -121,8 +121,8 @@ func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 // locations it was opened with; if its packs are deleted meanwhile, reads
 // fail (never return wrong bytes: every chunk is verified).
 func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, error) {
-	if l, ok := ms.c.(interface{ service() *Service }); ok {
-		return ms.openLocal(ctx, l.service(), id)
+	if s := localService(ms.c); s != nil {
+		return ms.openLocal(ctx, s, id)
 	}
 	var loc ImageLocation
 	if err := ms.c.Call(ctx, "backup-locate", Ref{Ref: id}, &loc, nil); err != nil {

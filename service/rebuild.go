@@ -167,11 +167,7 @@ func (s *Service) commitImport(r *repository, rec *chunkstore.Record, m *chunkst
 		}
 		if placeholder {
 			if _, err := tx.Volume(b.VolumeID); errors.Is(err, index.ErrNotFound) {
-				t := now()
-				v := &index.Volume{ID: rec.VolumeID, Name: rec.VolumeName, Status: index.StatusAvailable,
-					Size: rec.VolumeSizeBytes, Driver: "file", AvailabilityZone: rec.AvailabilityZone,
-					ProjectID: rec.ProjectID, Placeholder: true, CreatedAt: rec.CreatedAt, UpdatedAt: t}
-				if err := tx.PutVolume(v); err != nil {
+				if err := tx.PutVolume(s.rebuiltVolume(rec)); err != nil {
 					return err
 				}
 			} else if err != nil {
@@ -247,7 +243,9 @@ func (s *Service) dropImportRefs(ctx context.Context, r *repository, b *index.Ba
 
 // RebuildCatalog fills an empty catalog from the repositories: every
 // consistent backup record is imported (parents first) with placeholder
-// volumes for volumes the catalog does not know, and its chunk references
+// volumes for volumes the catalog does not know (or, for volumes volback
+// created, their image files found again under <home>/volumes/; images
+// there that no record names are listed as problems), and its chunk references
 // are counted from its manifest and the pack trailers. Inconsistent backups
 // (no manifest, digest or size mismatch, chunks in no pack) are skipped and
 // listed; unreadable packs are listed.
@@ -275,6 +273,7 @@ func (s *Service) RebuildCatalog(ctx context.Context, req RebuildRequest) (*Rebu
 			return rep, err
 		}
 	}
+	rep.Problems = append(rep.Problems, s.strayImages()...)
 	return rep, nil
 }
 

@@ -3,90 +3,59 @@ package service
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/volback/volback/index"
+	"golang.org/x/sys/unix"
 )
-
-// SocketPath is where the owner of the catalog in home answers the API.
-// Unix socket paths are limited to 108 bytes, so a long home gets a socket
-// in the temp directory named after the home's hash.
-func SocketPath(home string) string {
-	p := filepath.Join(home, "volback.sock")
-	if len(p) < 100 {
-		return p
-	}
-	h := sha256.Sum256([]byte(home))
-	return filepath.Join(os.TempDir(), "volback-"+hex.EncodeToString(h[:8])+".sock")
-}
-
-// Connect returns a Caller for the catalog in cfg.Home: a client of the
-// process that owns it if one answers on the socket, else this process
-// becomes the owner and serves the socket until Close.
-func Connect(ctx context.Context, cfg Config, logger *log.Logger) (Caller, error) {
-	sock := SocketPath(cfg.Home)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := dial(sock); err == nil {
-			return c, nil
-		}
-		s, err := Open(ctx, cfg, logger)
-		if err == nil {
-			return serveOwner(s, sock)
-		}
-		if !errors.Is(err, index.ErrLocked) || time.Now().After(deadline) {
-			if errors.Is(err, index.ErrLocked) {
-				return nil, fmt.Errorf("%w; it does not answer on %s: if no volback process is running, remove the stale lock", err, sock)
-			}
-			return nil, err
-		}
-		time.Sleep(100 * time.Millisecond) // the owner is starting or just leaving
-	}
-}
 
 // owner is a Local caller that also serves other volback processes.
 type owner struct {
 	Local
+	dir  *socketDir // the Session's; not closed here
 	srv  *http.Server
-	ln   net.Listener
-	sock string
 	done chan struct{}
 }
 
-func serveOwner(s *Service, sock string) (Caller, error) {
-	os.Remove(sock) // we hold the catalog lock, so a socket file here is stale
-	ln, err := net.Listen("unix", sock)
+// serveOwner serves s on dir's socket; on failure it closes s.
+func serveOwner(s *Service, dir *socketDir) (*owner, error) {
+	ln, err := dir.listen()
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("serving the API on %s: %v", sock, err)
+		return nil, err
 	}
-	os.Chmod(sock, 0o600)
-	o := &owner{Local: Local{s}, ln: ln, sock: sock, done: make(chan struct{})}
-	o.srv = &http.Server{Handler: http.HandlerFunc(o.serveHTTP)}
+	o := &owner{Local: Local{s}, dir: dir, done: make(chan struct{})}
+	o.srv = &http.Server{Handler: http.HandlerFunc(o.serveHTTP), ConnContext: withPeer}
 	go func() { o.srv.Serve(ln); close(o.done) }()
 	return o, nil
 }
 
-// Close stops accepting calls, lets calls in progress finish, then closes
-// the catalog.
+// Close stops accepting calls, lets calls in progress finish, removes the
+// socket and then closes the catalog (in that order: while we hold the
+// catalog lock nobody else can have made a new socket).
 func (o *owner) Close() error {
 	o.srv.Shutdown(context.Background())
 	<-o.done
-	os.Remove(o.sock)
+	o.dir.removeSocket()
 	return o.Local.Close()
+}
+
+type peerKey struct{}
+
+// withPeer records the client's credentials with its connection.
+func withPeer(ctx context.Context, c net.Conn) context.Context {
+	cred, err := peerCred(c)
+	if err != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, cred)
 }
 
 // line is one NDJSON line of a response: progress reports, then a result or
@@ -97,7 +66,24 @@ type line struct {
 	Error    string          `json:"error,omitempty"`
 }
 
+// serveHTTP answers one call. The 200 status line is sent before the verb
+// runs: a client that has not received it knows the call never started
+// here and can safely make it again elsewhere.
 func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	cred, _ := r.Context().Value(peerKey{}).(*unix.Ucred)
+	if cred == nil || !trustedUID(cred.Uid) {
+		uid := "unknown"
+		if cred != nil {
+			uid = fmt.Sprint(cred.Uid)
+		}
+		as := "root"
+		if os.Geteuid() != 0 {
+			as = fmt.Sprintf("uid %d or root", os.Geteuid())
+		}
+		http.Error(w, fmt.Sprintf("the volback process that owns the catalog in %s (pid %d) runs as uid %d and refuses calls from uid %s: run volback as %s, or use a home of your own (--home)",
+			o.S.cfg.Home, os.Getpid(), os.Geteuid(), uid, as), http.StatusForbidden)
+		return
+	}
 	verb := strings.TrimPrefix(r.URL.Path, "/v1/")
 	h, ok := handlers[verb]
 	if !ok || r.Method != http.MethodPost {
@@ -109,9 +95,13 @@ func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush() // accepted: from here on the verb may run
+	}
 	var mu sync.Mutex
 	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
 	send := func(l line) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -136,20 +126,67 @@ func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // Remote calls the owner of the catalog over its socket.
 type Remote struct {
 	client *http.Client
+	sock   string // for messages
+	pid    int32  // the owner's, from SO_PEERCRED
 }
 
-func dial(sock string) (*Remote, error) {
-	c, err := net.DialTimeout("unix", sock, time.Second)
+// dialOwner connects to the owner answering in dir, or returns an error
+// wrapping errNoOwner when none does.
+func dialOwner(ctx context.Context, dir *socketDir) (*Remote, error) {
+	c, cred, err := dir.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.Close()
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}
-	return &Remote{client: &http.Client{Transport: tr}}, nil
+	r := &Remote{sock: dir.sockPath(), pid: cred.Pid}
+	tr := &http.Transport{
+		// Each connection must reach the same owner: a Remote stands for
+		// one owner, so a new one is noticed as a hand-over.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, cred, err := dir.dial(ctx)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			if cred.Pid != r.pid {
+				c.Close()
+				return nil, &dialError{fmt.Errorf("%w (pid %d now)", errOwnerChanged, cred.Pid)}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost: 8, // a mount's parallel lookups
+	}
+	r.client = &http.Client{Transport: tr}
+	return r, nil
 }
+
+// errOwnerChanged: another process owns the catalog now.
+var errOwnerChanged = errors.New("another volback process owns the catalog now")
+
+// dialError marks a failure to connect, as opposed to a connection that
+// broke.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// lostOwnerError says the connection to the owner failed during a call.
+// accepted says whether the owner had accepted the call (sent its status
+// line), that is whether the verb may have run there.
+type lostOwnerError struct {
+	verb     string
+	pid      int32
+	accepted bool
+	err      error
+}
+
+func (e *lostOwnerError) Error() string {
+	if e.accepted {
+		return fmt.Sprintf("the volback process that owned the catalog (pid %d) went away during %s: %v", e.pid, e.verb, e.err)
+	}
+	return fmt.Sprintf("calling the volback process that owns the catalog (pid %d) for %s: %v", e.pid, e.verb, e.err)
+}
+
+func (e *lostOwnerError) Unwrap() error { return e.err }
 
 // Call sends verb to the owner; cancelling ctx cancels the call there.
 func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p ProgressFunc) error {
@@ -163,12 +200,23 @@ func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p Progres
 	}
 	res, err := r.client.Do(hreq)
 	if err != nil {
-		return fmt.Errorf("calling the volback process that owns the catalog: %w", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var de *dialError
+		if errors.As(err, &de) && !errors.Is(de.err, errNoOwner) && !errors.Is(de.err, errOwnerChanged) {
+			return de.err // the socket or its owner is not to be trusted, or unreachable
+		}
+		return &lostOwnerError{verb: verb, pid: r.pid, err: err}
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
+	switch res.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return fmt.Errorf("the volback process that owns the catalog (pid %d) does not know the verb %s: it is another version of volback; restart it", r.pid, verb)
+	default:
 		msg, _ := io.ReadAll(res.Body)
-		return fmt.Errorf("%s: %s", verb, strings.TrimSpace(string(msg)))
+		return errors.New(strings.TrimSpace(string(msg)))
 	}
 	dec := json.NewDecoder(res.Body)
 	for {
@@ -177,7 +225,7 @@ func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p Progres
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("the volback process that owns the catalog went away during %s: %v", verb, err)
+			return &lostOwnerError{verb: verb, pid: r.pid, accepted: true, err: err}
 		}
 		switch {
 		case l.Progress != nil:

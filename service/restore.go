@@ -65,7 +65,10 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		if az == "" {
 			az = b.AvailabilityZone
 		}
-		if vol, tgt, err = s.newVolume(name, req.Path, az, req.Project, max(req.Size, b.SizeBytes), index.StatusRestoringBackup); err != nil {
+		// Whole sectors: a backup made before volumes had to be (an odd-sized
+		// file) restores into a volume rounded up, its tail zeros.
+		size := volume.RoundUp(max(req.Size, b.SizeBytes))
+		if vol, tgt, err = s.newVolume(name, req.Path, az, req.Project, size, index.StatusRestoringBackup); err != nil {
 			return nil, err
 		}
 	}
@@ -114,7 +117,7 @@ func (s *Service) claimTarget(ref string, b *index.Backup) (*index.Volume, volum
 	}
 	tgt, err := volume.OpenTarget(vol.Path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("restore into volume %s (%s): %w", vol.ID, vol.Name, err)
 	}
 	if tgt.Size() < b.SizeBytes {
 		tgt.Close()

@@ -18,6 +18,7 @@ import (
 	"github.com/volback/volback/drivers/repo"
 	_ "github.com/volback/volback/drivers/repo/posix" // file:// repositories
 	"github.com/volback/volback/drivers/volume"
+	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
 	"github.com/volback/volback/index"
 )
 

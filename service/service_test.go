@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
 
@@ -248,7 +250,7 @@ func TestGrownAndShrunkVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	grown := append(bytes.Clone(data), bytes.Repeat([]byte("grow"), 1<<20)...)
-	grown = append(grown, 1, 2, 3) // not a whole chunk
+	grown = append(grown, bytes.Repeat([]byte{1, 2, 3, 4}, 128)...) // not a whole chunk
 	os.WriteFile(img, grown, 0o600)
 	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
 	if err != nil {
@@ -260,7 +262,7 @@ func TestGrownAndShrunkVolume(t *testing.T) {
 	if got := restoreBytes(t, s, b.ID); !bytes.Equal(got, grown) {
 		t.Fatal("restore of grown volume differs")
 	}
-	shrunk := data[:1<<20+5]
+	shrunk := data[:1<<20+512]
 	os.WriteFile(img, shrunk, 0o600)
 	b, err = s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
 	if err != nil {
@@ -287,7 +289,10 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(img) // the source vanishes: the next backup must fail cleanly
+	// The source cannot be read: the next backup must fail cleanly. (A
+	// source that is gone is refused before any backup is made: see
+	// TestSourceGone.)
+	s.openSource = func(*index.Volume) (volume.Source, error) { return nil, errors.New("the disk went away") }
 	_, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
 	if err == nil {
 		t.Fatal("backup of a missing source succeeded")

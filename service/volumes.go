@@ -4,17 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
 
-// ManageRequest registers an existing image file or block device.
+// ManageRequest registers an existing volume: an image file or block
+// device by absolute path, or any locator a volume driver serves. With ID
+// (or a Name that only a source-less volume has) the source is attached
+// to that existing volume instead: see reattach.
 type ManageRequest struct {
+	ID               string `json:"id"`
 	Name             string `json:"name"`
 	AvailabilityZone string `json:"availability_zone"`
 	Source           string `json:"source"`
@@ -48,37 +49,49 @@ func project(p string) string {
 	return p
 }
 
-// Manage registers SOURCE as a volume; its size is the source's size.
+// Manage registers SOURCE as a volume; its driver (file, block, ...) and
+// size are what the volume driver serving SOURCE reports. A volume that
+// lost its source (rebuilt from backup records, or its file is gone)
+// gets SOURCE back instead, so its backup chain continues.
 func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, error) {
-	if req.Name == "" {
+	if req.Name == "" && req.ID == "" {
 		return nil, errors.New("manage: --name is required; name the volume")
 	}
-	az, err := s.zone(req.AvailabilityZone)
+	info, err := volume.Stat(req.Source)
 	if err != nil {
 		return nil, err
 	}
-	path, err := filepath.Abs(req.Source)
-	if err != nil {
-		return nil, fmt.Errorf("source %q: %v", req.Source, err)
+	az := ""
+	if req.ID == "" || req.AvailabilityZone != "" {
+		if az, err = s.zone(req.AvailabilityZone); err != nil {
+			return nil, err
+		}
 	}
-	src, err := volume.OpenSource(path)
-	if err != nil {
-		return nil, err
-	}
-	size := src.Size()
-	src.Close()
 	t := now()
-	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: size,
-		Path: path, Driver: "file", AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
+	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: info.Size,
+		Path: info.Locator, Driver: info.Driver, AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
 	err = s.update(func(tx *index.Tx) error {
 		vols, err := tx.Volumes()
 		if err != nil {
 			return err
 		}
+		old, err := reattachTarget(tx, vols, req, info)
+		if err != nil {
+			return err
+		}
 		for _, o := range vols {
-			if o.Path == path {
-				return fmt.Errorf("source %s is already managed as volume %s (%s); use that volume", path, o.ID, o.Name)
+			if o.Path == info.Locator && (old == nil || o.ID != old.ID) {
+				return fmt.Errorf("source %s is already managed as volume %s (%s); use that volume", info.Locator, o.ID, o.Name)
 			}
+		}
+		if old != nil {
+			if req.AvailabilityZone != "" && az != old.AvailabilityZone {
+				return fmt.Errorf("volume %s (%s) is in availability zone %q, not %q; omit --availability-zone to attach the source to it",
+					old.ID, old.Name, old.AvailabilityZone, az)
+			}
+			old.Path, old.Driver, old.Size, old.Status, old.UpdatedAt = info.Locator, info.Driver, info.Size, index.StatusAvailable, t
+			old.Placeholder, old.Owned = false, false // volback did not create SOURCE: delete must not remove it
+			v = old
 		}
 		return tx.PutVolume(v)
 	})
@@ -125,24 +138,24 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	}
 	id := uuid.NewString()
 	if path == "" {
-		path = filepath.Join(s.cfg.Home, "volumes", id+".img")
-	}
-	if path, err = filepath.Abs(path); err != nil {
-		return nil, nil, err
+		path = s.ownedPath(id)
 	}
 	tgt, err := volume.CreateTarget(path, size)
 	if err != nil {
 		return nil, nil, err
 	}
-	t := now()
-	v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: path, Driver: "file",
-		Owned: true, AvailabilityZone: az, ProjectID: project(proj), CreatedAt: t, UpdatedAt: t}
-	if err := s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err != nil {
-		tgt.Close()
-		os.Remove(path)
-		return nil, nil, err
+	info, err := volume.Stat(path)
+	if err == nil {
+		t := now()
+		v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: info.Locator, Driver: info.Driver,
+			Owned: true, AvailabilityZone: az, ProjectID: project(proj), CreatedAt: t, UpdatedAt: t}
+		if err = s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err == nil {
+			return v, tgt, nil
+		}
 	}
-	return v, tgt, nil
+	tgt.Close()
+	volume.Delete(path)
+	return nil, nil, err
 }
 
 // ListVolumes returns every volume.
@@ -190,9 +203,9 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, er
 	if err != nil {
 		return nil, err
 	}
-	if v.Owned && strings.HasPrefix(v.Path, "/") {
-		if err := os.Remove(v.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("volume %s forgotten, but removing its file %s failed: %v; remove it by hand", v.ID, v.Path, err)
+	if v.Owned && v.Path != "" {
+		if err := volume.Delete(v.Path); err != nil && !errors.Is(err, volume.ErrNotFound) {
+			return nil, fmt.Errorf("volume %s forgotten, but deleting %s failed: %v; remove it by hand", v.ID, v.Path, err)
 		}
 	}
 	vv := volumeView(v)

@@ -15,20 +15,31 @@ import (
 var extraMemory int64
 
 // connect loads the config of the home, sizes the soft memory limit from it
-// and returns a caller: the owner of the catalog, or this process as the
-// owner.
+// and returns a caller: a client of the catalog's owner, or this process as
+// the owner. Either way it follows hand-overs when the owner exits.
 func connect(c *cli.Context) (service.Caller, error) {
+	cfg, err := homeConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
+}
+
+// homeConfig loads the config of the chosen home, with the global flags
+// it carries, and sizes this process's soft memory limit from it (the
+// process may become the catalog's owner and do the work).
+func homeConfig(c *cli.Context) (service.Config, error) {
 	home := c.String("home")
 	if home == "" {
 		home = service.DefaultHome()
 	}
 	cfg, err := service.LoadConfig(home)
 	if err != nil {
-		return nil, err
+		return cfg, err
 	}
 	cfg.PasswordFile = c.String("password-file")
 	setMemoryLimit(cfg.MemoryLimit() + extraMemory)
-	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
+	return cfg, nil
 }
 
 // call runs verb and prints its result in the chosen format.

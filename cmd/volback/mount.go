@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/volback/volback/fs"
@@ -38,6 +39,9 @@ func mountCommand() *cli.Command {
 				return err
 			}
 			defer caller.Close()
+			if s, ok := caller.(*service.Session); ok {
+				s.ReportHandovers(log.New(os.Stderr, "volback mount: ", log.LstdFlags))
+			}
 			src := service.NewMountSource(caller, cache)
 			defer src.Close()
 			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"),
@@ -100,14 +104,15 @@ func serveCommand() *cli.Command {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			caller, err := connect(c)
+			cfg, err := homeConfig(c)
 			if err != nil {
 				return err
 			}
-			defer caller.Close()
-			if _, ok := caller.(*service.Remote); ok {
-				return fmt.Errorf("another volback process already serves this home; stop it first")
+			s, err := service.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
+			if err != nil {
+				return err
 			}
+			defer s.Close()
 			fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
 			<-c.Context.Done()
 			return nil

@@ -1,0 +1,155 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// PathScheme is the scheme the driver of absolute paths registers under:
+// a locator starting with "/" has no URL scheme.
+const PathScheme = ""
+
+var (
+	mu      sync.Mutex
+	drivers = map[string]Driver{}
+)
+
+// Register makes a driver serve the locators of a scheme ("rbd" for
+// rbd://pool/image, PathScheme for absolute paths). Drivers call it from
+// init; the rbd driver exists only in builds with the ceph tag.
+func Register(scheme string, d Driver) {
+	mu.Lock()
+	defer mu.Unlock()
+	drivers[scheme] = d
+}
+
+// Lookup returns the driver serving locator: an absolute path, or a URL
+// such as rbd://pool/image. Relative paths are refused: the client sends
+// absolute paths, and the service's working directory means nothing.
+func Lookup(locator string) (Driver, error) {
+	scheme, ok := PathScheme, strings.HasPrefix(locator, "/")
+	if !ok {
+		if i := strings.Index(locator, "://"); i > 0 {
+			scheme, ok = locator[:i], true
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("volume %q is neither an absolute path nor a URL such as rbd://pool/image: give the absolute path of the image file or block device", locator)
+	}
+	mu.Lock()
+	d, found := drivers[scheme]
+	mu.Unlock()
+	if !found {
+		return nil, fmt.Errorf("volume %q: no volume driver for scheme %q in this build (it knows: %s)", locator, scheme, strings.Join(Schemes(), ", "))
+	}
+	return d, nil
+}
+
+// Schemes describes the registered locator forms, for error messages.
+func Schemes() []string {
+	mu.Lock()
+	defer mu.Unlock()
+	var s []string
+	for k := range drivers {
+		if k == PathScheme {
+			s = append(s, "/absolute/path")
+		} else {
+			s = append(s, k+"://")
+		}
+	}
+	sort.Strings(s)
+	return s
+}
+
+// The functions below dispatch to the driver of the locator's scheme.
+
+// Stat describes the volume at locator.
+func Stat(locator string) (Info, error) {
+	d, err := Lookup(locator)
+	if err != nil {
+		return Info{}, err
+	}
+	return d.Stat(locator)
+}
+
+// OpenSource opens a volume or snapshot for reading.
+func OpenSource(locator string) (Source, error) {
+	d, err := Lookup(locator)
+	if err != nil {
+		return nil, err
+	}
+	return d.OpenSource(locator)
+}
+
+// OpenTarget opens an existing volume for writing; it refuses one in use.
+func OpenTarget(locator string) (Target, error) {
+	d, err := Lookup(locator)
+	if err != nil {
+		return nil, err
+	}
+	return d.OpenTarget(locator)
+}
+
+// CreateTarget creates a new volume of size bytes and opens it for writing.
+func CreateTarget(locator string, size int64) (Target, error) {
+	d, err := Lookup(locator)
+	if err != nil {
+		return nil, err
+	}
+	return d.CreateTarget(locator, size)
+}
+
+// Delete removes a volume volback created.
+func Delete(locator string) error {
+	d, err := Lookup(locator)
+	if err != nil {
+		return err
+	}
+	return d.Delete(locator)
+}
+
+// InUse reports whether something else holds the volume.
+func InUse(locator string) (Usage, error) {
+	d, err := Lookup(locator)
+	if err != nil {
+		return Usage{}, err
+	}
+	return d.InUse(locator)
+}
+
+// TakeSnapshot takes a snapshot named name of the volume at locator.
+func TakeSnapshot(ctx context.Context, locator, name string) (Snapshot, error) {
+	d, err := Lookup(locator)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return d.Snapshot(ctx, locator, name)
+}
+
+// DeleteSnapshot removes the snapshot name of the volume at locator.
+func DeleteSnapshot(locator, name string) error {
+	d, err := Lookup(locator)
+	if err != nil {
+		return err
+	}
+	return d.DeleteSnapshot(locator, name)
+}
+
+// CheckSize refuses a size that is negative or not whole sectors, adding
+// fix to the refusal; drivers call it so every one words it the same way.
+func CheckSize(locator string, size int64, fix string) error {
+	if size < 0 {
+		return fmt.Errorf("volume %q: negative size %d", locator, size)
+	}
+	if size%SectorSize != 0 {
+		return fmt.Errorf("volume %q is %d bytes, not a whole number of %d-byte sectors: a block volume's size is a multiple of %d; %s",
+			locator, size, SectorSize, SectorSize, fix)
+	}
+	return nil
+}
+
+// RoundUp is size rounded up to whole sectors.
+func RoundUp(size int64) int64 { return (size + SectorSize - 1) / SectorSize * SectorSize }
