@@ -25,6 +25,9 @@ type Config struct {
 	ChunkSize        int             `toml:"-"`
 	DefaultZone      string          `toml:"default_availability_zone"`
 	Zones            map[string]Zone `toml:"zones"`
+	// PasswordFile is the CLI's --password-file, reserved for encrypted
+	// repositories: the CLI checks it is readable; nothing uses it yet.
+	PasswordFile string `toml:"-"`
 }
 
 // Zone maps an availability zone to the repository that serves it.
