@@ -661,7 +661,7 @@ func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, 
 func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup, cause error) error {
 	reason := cause.Error()
 	if cancelled(cause) {
-		reason = "cancelled"
+		reason = "cancelled by the user" // the CLI's words for it too
 	}
 	ctx = context.WithoutCancel(ctx)
 	rolled := true

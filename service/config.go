@@ -39,6 +39,9 @@ type Config struct {
 	// Test hooks, not in the file: pack size and lock lease.
 	packSize    int
 	lockOptions chunkstore.LockOptions
+	// PasswordFile is the CLI's --password-file, reserved for encrypted
+	// repositories: the CLI checks it is readable; nothing uses it yet.
+	PasswordFile string `toml:"-"`
 }
 
 // Defaults of the garbage collector (docs/CLI.md).
