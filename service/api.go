@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 )
 
@@ -19,6 +20,9 @@ type Ref struct {
 	Ref  string   `json:"ref"`
 	Refs []string `json:"refs,omitempty"`
 	Zone string   `json:"zone,omitempty"`
+	// AllProjects: an admin's listing shows every project's resources
+	// (Cinder's --all-projects); ignored for members.
+	AllProjects bool `json:"all_projects,omitempty"`
 }
 
 type handler func(s *Service, ctx context.Context, req json.RawMessage, p ProgressFunc) (any, error)
@@ -45,8 +49,8 @@ var handlers = map[string]handler{
 	"create": decode(func(s *Service, ctx context.Context, r CreateRequest, p ProgressFunc) (*VolumeView, error) {
 		return s.CreateVolume(ctx, r, p)
 	}),
-	"list": decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]VolumeView, error) {
-		return s.ListVolumes(ctx)
+	"list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]VolumeView, error) {
+		return s.ListVolumes(ctx, r.AllProjects)
 	}),
 	"show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*VolumeView, error) {
 		return s.ShowVolume(ctx, r.Ref)
@@ -58,7 +62,7 @@ var handlers = map[string]handler{
 		return s.CreateBackup(ctx, r, p)
 	}),
 	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.ListBackups(ctx, r.Ref)
+		return s.ListBackups(ctx, r.Ref, r.AllProjects)
 	}),
 	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
 		return s.ShowBackup(ctx, r.Ref)
@@ -102,6 +106,13 @@ func (l Local) Call(ctx context.Context, verb string, req, resp any, p ProgressF
 	}
 	raw, err := json.Marshal(req)
 	if err != nil {
+		return err
+	}
+	ctx, err = l.S.authenticate(ctx, os.Geteuid())
+	if err != nil {
+		return err
+	}
+	if err := authorize(ctx, verb); err != nil {
 		return err
 	}
 	out, err := h(l.S, ctx, raw, p)

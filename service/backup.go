@@ -30,7 +30,7 @@ type BackupRequest struct {
 // references.
 func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress ProgressFunc) (*BackupView, error) {
 	var vol *index.Volume
-	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, req.Volume); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, caller(ctx), req.Volume); return err }); err != nil {
 		return nil, err
 	}
 	if err := s.checkSource(vol); err != nil {
@@ -56,7 +56,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		b = &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description,
 			Status: index.StatusCreating, VolumeID: v.ID, VolumeName: v.Name, SizeBytes: v.Size,
 			AvailabilityZone: v.AvailabilityZone, Container: r.url, RepositoryID: r.store.Config().ID,
-			ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t, DataTimestamp: t}
+			ProjectID: v.ProjectID, CreatedAt: t, UpdatedAt: t, DataTimestamp: t}
 		if req.Incremental {
 			all, err := tx.Backups()
 			if err != nil {

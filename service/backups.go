@@ -13,13 +13,15 @@ import (
 
 var repoNotFound = repo.ErrNotFound
 
-// ListBackups returns backups, newest first, optionally of one volume.
-func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupView, error) {
+// ListBackups returns the caller's project's backups (every project's
+// for an admin asking for all), newest first, optionally of one volume.
+func (s *Service) ListBackups(ctx context.Context, volumeRef string, allProjects bool) ([]BackupView, error) {
 	out := []BackupView{}
+	who := caller(ctx)
 	err := s.cat.View(func(tx *index.Tx) error {
 		volID := ""
 		if volumeRef != "" {
-			v, err := findVolume(tx, volumeRef)
+			v, err := findVolume(tx, caller(ctx), volumeRef)
 			if err != nil {
 				// the volume may be gone while its backups remain: accept a raw id
 				volID = volumeRef
@@ -33,7 +35,7 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 		}
 		ps := parents(all)
 		for _, b := range all {
-			if volID == "" || b.VolumeID == volID {
+			if (volID == "" || b.VolumeID == volID) && who.lists(b.ProjectID, allProjects || volumeRef != "") {
 				out = append(out, backupView(b, ps))
 			}
 		}
@@ -47,7 +49,7 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 func (s *Service) ShowBackup(ctx context.Context, ref string) (*BackupView, error) {
 	var bv BackupView
 	err := s.cat.View(func(tx *index.Tx) error {
-		b, err := findBackup(tx, ref)
+		b, err := findBackup(tx, caller(ctx), ref)
 		if err != nil {
 			return err
 		}
@@ -117,7 +119,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *r
 	var view BackupView
 	err := s.update(func(tx *index.Tx) error {
 		var err error
-		if b, err = findBackup(tx, ref); err != nil {
+		if b, err = findBackup(tx, caller(ctx), ref); err != nil {
 			return err
 		}
 		if b.Status != index.StatusAvailable && b.Status != index.StatusError {

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/volback/volback/index"
@@ -22,7 +21,7 @@ func (b bakRef) ident() (string, string) { return b.ID, b.Name }
 func resolve[T named](items []T, ref, kind, listVerb string) (T, error) {
 	var zero T
 	if ref == "" {
-		return zero, fmt.Errorf("no %s named; give a %s name or id (see 'volback %s')", kind, kind, listVerb)
+		return zero, errorf(ErrUsage, "no %s named; give a %s name or id (see 'volback %s')", kind, kind, listVerb)
 	}
 	var byName, byPrefix []T
 	for _, it := range items {
@@ -48,33 +47,40 @@ func resolve[T named](items []T, ref, kind, listVerb string) (T, error) {
 			for i, c := range cands {
 				ids[i], _ = c.ident()
 			}
-			return zero, fmt.Errorf("%s %q is ambiguous: it matches %s; name it by id", kind, ref, strings.Join(ids, ", "))
+			return zero, errorf(ErrUsage, "%s %q is ambiguous: it matches %s; name it by id", kind, ref, strings.Join(ids, ", "))
 		}
 	}
-	return zero, fmt.Errorf("%s %q not found; run 'volback %s' to see them", kind, ref, listVerb)
+	return zero, errorf(ErrNotFound, "%s %q not found; run 'volback %s' to see them", kind, ref, listVerb)
 }
 
-func findVolume(tx *index.Tx, ref string) (*index.Volume, error) {
+// findVolume resolves ref among the volumes who may see: another
+// project's volume is not found, as in Cinder.
+func findVolume(tx *index.Tx, who Identity, ref string) (*index.Volume, error) {
 	vols, err := tx.Volumes()
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]volRef, len(vols))
-	for i, v := range vols {
-		refs[i] = volRef{v}
+	var refs []volRef
+	for _, v := range vols {
+		if who.sees(v.ProjectID) {
+			refs = append(refs, volRef{v})
+		}
 	}
 	r, err := resolve(refs, ref, "volume", "list")
 	return r.Volume, err
 }
 
-func findBackup(tx *index.Tx, ref string) (*index.Backup, error) {
+// findBackup resolves ref among the backups who may see.
+func findBackup(tx *index.Tx, who Identity, ref string) (*index.Backup, error) {
 	baks, err := tx.Backups()
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]bakRef, len(baks))
-	for i, b := range baks {
-		refs[i] = bakRef{b}
+	var refs []bakRef
+	for _, b := range baks {
+		if who.sees(b.ProjectID) {
+			refs = append(refs, bakRef{b})
+		}
 	}
 	r, err := resolve(refs, ref, "backup", "backup-list")
 	return r.Backup, err

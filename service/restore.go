@@ -28,7 +28,7 @@ type RestoreRequest struct {
 // backup is `available` again, as in Cinder.
 func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress ProgressFunc) (*RestoreView, error) {
 	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, req.Backup); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), req.Backup); return err }); err != nil {
 		return nil, err
 	}
 	if b.Status != index.StatusAvailable {
@@ -50,7 +50,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	var vol *index.Volume
 	var tgt volume.Target
 	if req.Volume != "" {
-		if vol, tgt, err = s.claimTarget(req.Volume, b); err != nil {
+		if vol, tgt, err = s.claimTarget(ctx, req.Volume, b); err != nil {
 			return nil, err
 		}
 	} else {
@@ -68,7 +68,11 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		// Whole sectors: a backup made before volumes had to be (an odd-sized
 		// file) restores into a volume rounded up, its tail zeros.
 		size := volume.RoundUp(max(req.Size, b.SizeBytes))
-		if vol, tgt, err = s.newVolume(name, req.Path, az, req.Project, size, index.StatusRestoringBackup); err != nil {
+		proj, err := actingProject(ctx, req.Project)
+		if err != nil {
+			return nil, err
+		}
+		if vol, tgt, err = s.newVolume(name, req.Path, az, proj, size, index.StatusRestoringBackup); err != nil {
 			return nil, err
 		}
 	}
@@ -93,10 +97,10 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 
 // claimTarget checks an existing volume can take the backup and marks it
 // restoring-backup.
-func (s *Service) claimTarget(ref string, b *index.Backup) (*index.Volume, volume.Target, error) {
+func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup) (*index.Volume, volume.Target, error) {
 	var vol *index.Volume
 	err := s.update(func(tx *index.Tx) error {
-		v, err := findVolume(tx, ref)
+		v, err := findVolume(tx, caller(ctx), ref)
 		if err != nil {
 			return err
 		}

@@ -139,7 +139,7 @@ func TestIncrementalChain(t *testing.T) {
 		!strings.Contains(err.Error(), "no available backup") {
 		t.Fatalf("incremental without a full backup: got %v", err)
 	}
-	if bs, _ := s.ListBackups(ctx, ""); len(bs) != 0 {
+	if bs, _ := s.ListBackups(ctx, "", false); len(bs) != 0 {
 		t.Fatalf("refused incremental left %d backups", len(bs))
 	}
 
@@ -253,7 +253,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 	if err == nil {
 		t.Fatal("backup of a missing source succeeded")
 	}
-	bs, _ := s.ListBackups(ctx, "")
+	bs, _ := s.ListBackups(ctx, "", false)
 	if len(bs) != 2 || bs[0].Status != index.StatusError || bs[0].FailReason == nil {
 		t.Fatalf("failed backup: got %+v", bs[0])
 	}
@@ -282,7 +282,7 @@ func TestCancelledBackup(t *testing.T) {
 	if err == nil {
 		t.Skip("backup finished before the first progress report; nothing to cancel")
 	}
-	bs, _ := s.ListBackups(context.Background(), "")
+	bs, _ := s.ListBackups(context.Background(), "", false)
 	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled" {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}

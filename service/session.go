@@ -102,7 +102,7 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 			return err
 		}
 		if s.dir == nil {
-			d, err := openSocketDir(s.cfg.Home, false)
+			d, err := openSocketDir(s.cfg.Home, false, s.cfg.Shared())
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
@@ -123,7 +123,7 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 		svc, err := Open(ctx, s.cfg, s.log)
 		if err == nil {
 			if s.dir == nil {
-				if s.dir, err = openSocketDir(s.cfg.Home, true); err != nil {
+				if s.dir, err = openSocketDir(s.cfg.Home, true, s.cfg.Shared()); err != nil {
 					svc.Close()
 					return err
 				}

@@ -40,7 +40,7 @@ func call(c *cli.Context, verb string, req, resp any) error {
 	}
 	defer caller.Close()
 	bar := newBar(c)
-	err = caller.Call(c.Context, verb, req, resp, bar.update)
+	err = caller.Call(service.WithProject(c.Context, c.String("project")), verb, req, resp, bar.update)
 	bar.finish()
 	if err != nil {
 		return err

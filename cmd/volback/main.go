@@ -47,7 +47,7 @@ func app() *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "home", EnvVars: []string{"VOLBACK_HOME"}, Usage: "state directory (catalog, config, default repository)"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "output format: table or json"},
-			&cli.StringFlag{Name: "project", EnvVars: []string{"VOLBACK_PROJECT"}, Value: "admin", Usage: "project acting"},
+			&cli.StringFlag{Name: "project", EnvVars: []string{"VOLBACK_PROJECT"}, Usage: "act for this project (admins only; default: your own)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 		},
 		Before: func(c *cli.Context) error {

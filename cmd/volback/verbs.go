@@ -30,6 +30,8 @@ func volumeSize(s string) (int64, error) {
 	return service.ParseSize(s)
 }
 
+var allProjectsFlag = &cli.BoolFlag{Name: "all-projects", Usage: "every project's (admins only)"}
+
 var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zone (repository) of the volume"}
 
 func commands() []*cli.Command {
@@ -59,11 +61,11 @@ func commands() []*cli.Command {
 					AvailabilityZone: c.String("availability-zone"), Path: c.String("path"), Size: size,
 					Project: c.String("project")}, &service.VolumeView{})
 			}},
-		{Name: "list", Usage: "list volumes", Action: func(c *cli.Context) error {
+		{Name: "list", Usage: "list volumes", Flags: []cli.Flag{allProjectsFlag}, Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return call(c, "list", service.Ref{}, &[]service.VolumeView{})
+			return call(c, "list", service.Ref{AllProjects: c.Bool("all-projects")}, &[]service.VolumeView{})
 		}},
 		refVerb("show", "show a volume", "VOLUME", &service.VolumeView{}),
 		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", &service.VolumeView{}),
@@ -79,12 +81,12 @@ func commands() []*cli.Command {
 					&service.BackupView{})
 			}},
 		{Name: "backup-list", Usage: "list backups, newest first",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only backups of this volume"}},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only backups of this volume"}, allProjectsFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
-				return call(c, "backup-list", service.Ref{Ref: c.String("volume-id")}, &[]service.BackupView{})
+				return call(c, "backup-list", service.Ref{Ref: c.String("volume-id"), AllProjects: c.Bool("all-projects")}, &[]service.BackupView{})
 			}},
 		refVerb("backup-show", "show a backup", "BACKUP", &service.BackupView{}),
 		{Name: "backup-delete", Usage: "delete backups", ArgsUsage: "BACKUP...",
