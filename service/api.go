@@ -79,6 +79,15 @@ var handlers = map[string]handler{
 	"repo-check": decode(func(s *Service, ctx context.Context, r CheckRequest, _ ProgressFunc) ([]CheckReport, error) {
 		return s.Check(ctx, r)
 	}),
+	"quota-show": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) (*QuotaView, error) {
+		return s.ShowQuota(ctx, r)
+	}),
+	"quota-usage": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) ([]QuotaUsage, error) {
+		return s.QuotaUsage(ctx, r)
+	}),
+	"quota-update": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) (*QuotaView, error) {
+		return s.UpdateQuota(ctx, r)
+	}),
 	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
 		return s.LocateImage(ctx, r.Ref)
 	}),

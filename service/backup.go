@@ -68,6 +68,9 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 			}
 			b.ParentID, b.IsIncremental = parent.ID, true
 		}
+		if err := reserveBackup(tx, b.ProjectID, b.SizeBytes); err != nil {
+			return err
+		}
 		v.PrevStatus, v.Status, v.UpdatedAt = v.Status, index.StatusBackingUp, t
 		vol = v
 		if err := tx.PutVolume(v); err != nil {
@@ -78,9 +81,15 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
+	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone, "incremental", b.IsIncremental)
 	if err := s.runBackup(ctx, r, vol, b, progress); err != nil {
-		return nil, s.failBackup(ctx, r, b, err)
+		err = s.failBackup(ctx, r, b, err)
+		s.event(ctx, "backup error", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start), "reason", err.Error())
+		return nil, err
 	}
+	s.event(ctx, "backup available", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start),
+		"size_bytes", b.SizeBytes, "stored_bytes", b.StoredBytes)
 	return s.ShowBackup(ctx, b.ID)
 }
 

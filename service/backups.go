@@ -146,6 +146,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *r
 		return nil, nil, err
 	}
 	view.Status = "deleted"
+	s.event(ctx, "backup deleted", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID)
 	return &view, r, nil
 }
 

@@ -25,6 +25,8 @@ type Config struct {
 	ChunkSize        int             `toml:"-"`
 	DefaultZone      string          `toml:"default_availability_zone"`
 	Zones            map[string]Zone `toml:"zones"`
+	// LogStderr: the log goes to stderr too (serve).
+	LogStderr bool `toml:"-"`
 	// Foreign: the config could not be read because the home belongs to
 	// another user; this process can only be a client of its owner.
 	Foreign bool `toml:"-"`

@@ -81,17 +81,21 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
 		return nil, err
 	}
+	start := time.Now()
+	s.event(ctx, "restore started", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID)
 	err = s.writeImage(ctx, r, b, m, tgt, progress)
 	if cerr := tgt.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("closing volume %s: %w", vol.Path, cerr)
 	}
 	if err != nil {
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
+		s.event(ctx, "restore error", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start), "reason", err.Error())
 		return nil, fmt.Errorf("restore of backup %s to volume %s failed: %w", b.ID, vol.ID, err)
 	}
 	if err := s.endRestore(vol.ID, b.ID, index.StatusAvailable); err != nil {
 		return nil, err
 	}
+	s.event(ctx, "restore done", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start))
 	return &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name}, nil
 }
 

@@ -227,6 +227,7 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, er
 			return nil, fmt.Errorf("volume %s forgotten, but deleting %s failed: %v; remove it by hand", v.ID, v.Path, err)
 		}
 	}
+	s.event(ctx, "volume deleted", "volume", v.ID, "project", v.ProjectID)
 	vv := volumeView(v)
 	vv.Status = "deleted"
 	return &vv, nil

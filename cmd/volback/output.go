@@ -15,6 +15,7 @@ var listColumns = map[string][]string{
 	"backup": {"id", "volume_id", "status", "name", "size", "object_count", "is_incremental", "created_at"},
 	"gc":     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
 	"check":  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
+	"quota":  {"type", "in_use", "reserved", "limit"},
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
@@ -59,6 +60,8 @@ func listTable(w io.Writer, rows []map[string]any) error {
 		switch {
 		case rows[0]["path"] != nil:
 			cols = listColumns["volume"]
+		case rows[0]["in_use"] != nil:
+			cols = listColumns["quota"]
 		case rows[0]["references_ok"] != nil:
 			cols = listColumns["check"]
 		case rows[0]["repository"] != nil:

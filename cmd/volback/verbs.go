@@ -35,7 +35,7 @@ var allProjectsFlag = &cli.BoolFlag{Name: "all-projects", Usage: "every project'
 var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zone (repository) of the volume"}
 
 func commands() []*cli.Command {
-	return []*cli.Command{
+	return append([]*cli.Command{
 		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume name"}, azFlag},
 			Action: func(c *cli.Context) error {
@@ -116,7 +116,7 @@ func commands() []*cli.Command {
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),
-	}
+	}, lifecycleCommands()...)
 }
 
 // refVerb is a verb taking one volume or backup.

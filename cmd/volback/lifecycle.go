@@ -1,0 +1,42 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/service"
+)
+
+// Verbs of Cinder's lifecycle (issue 9): quotas, snapshots, services,
+// reset-state.
+func lifecycleCommands() []*cli.Command {
+	return []*cli.Command{
+		quotaVerb("quota-show", "show a project's backup quotas (default: your project)", &service.QuotaView{}),
+		quotaVerb("quota-usage", "show a project's backup quota usage: in_use, reserved, limit", &[]service.QuotaUsage{}),
+		{Name: "quota-update", Usage: "set a project's backup quotas (admins only; -1 = unlimited)", ArgsUsage: "PROJECT",
+			Flags: []cli.Flag{&cli.Int64Flag{Name: "backups", Usage: "number of backups"},
+				&cli.Int64Flag{Name: "backup-gigabytes", Usage: "GiB of backups (volume sizes)"}},
+			Action: func(c *cli.Context) error {
+				if err := args(c, 1, 1, "PROJECT"); err != nil {
+					return err
+				}
+				req := service.QuotaRequest{Project: c.Args().First()}
+				if c.IsSet("backups") {
+					v := c.Int64("backups")
+					req.Backups = &v
+				}
+				if c.IsSet("backup-gigabytes") {
+					v := c.Int64("backup-gigabytes")
+					req.BackupGigabytes = &v
+				}
+				return call(c, "quota-update", req, &service.QuotaView{})
+			}},
+	}
+}
+
+func quotaVerb(name, usage string, resp any) *cli.Command {
+	return &cli.Command{Name: name, Usage: usage, ArgsUsage: "[PROJECT]", Action: func(c *cli.Context) error {
+		if err := args(c, 0, 1, "[PROJECT]"); err != nil {
+			return err
+		}
+		return call(c, name, service.QuotaRequest{Project: c.Args().First()}, resp)
+	}}
+}
