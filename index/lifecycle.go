@@ -17,7 +17,6 @@ const (
 	prefixService  = "svc/"    // svc/<binary>/<zone> -> Service as JSON
 )
 
-
 // Snapshot is a point-in-time copy of a volume made by its driver.
 type Snapshot struct {
 	ID          string    `json:"id"`

@@ -112,4 +112,3 @@ func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 		t.Errorf("%d created, %d refused, %d backups listed; want 2, 2, 2", ok, refused, len(bs))
 	}
 }
-
