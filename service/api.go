@@ -88,6 +88,18 @@ var handlers = map[string]handler{
 	"quota-update": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) (*QuotaView, error) {
 		return s.UpdateQuota(ctx, r)
 	}),
+	"snapshot-create": decode(func(s *Service, ctx context.Context, r SnapshotRequest, _ ProgressFunc) (*SnapshotView, error) {
+		return s.CreateSnapshot(ctx, r)
+	}),
+	"snapshot-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]SnapshotView, error) {
+		return s.ListSnapshots(ctx, r.Ref, r.AllProjects)
+	}),
+	"snapshot-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*SnapshotView, error) {
+		return s.ShowSnapshot(ctx, r.Ref)
+	}),
+	"snapshot-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*SnapshotView, error) {
+		return s.DeleteSnapshot(ctx, r.Ref)
+	}),
 	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
 		return s.LocateImage(ctx, r.Ref)
 	}),

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 
 	"github.com/volback/volback/index"
@@ -49,7 +50,7 @@ func projectUsage(tx *index.Tx, project string) (usage, error) {
 	}
 	var u usage
 	for _, b := range all {
-		if b.ProjectID != project {
+		if cmp.Or(b.ProjectID, DefaultProject) != project {
 			continue
 		}
 		if b.Status == index.StatusCreating {
@@ -75,9 +76,17 @@ func limits(tx *index.Tx, project string) (index.Quota, error) {
 // quotas, in the transaction that then writes the backup's `creating`
 // record (the reservation), so concurrent creates cannot overshoot.
 func reserveBackup(tx *index.Tx, project string, size int64) error {
+	project = cmp.Or(project, DefaultProject) // records older than projects
 	if err := tx.GuardQuota(project); err != nil {
 		return err
 	}
+	return checkBackupQuota(tx, project, size)
+}
+
+// checkBackupQuota is reserveBackup's check alone (a read-only
+// transaction can run it early, before any work).
+func checkBackupQuota(tx *index.Tx, project string, size int64) error {
+	project = cmp.Or(project, DefaultProject)
 	q, err := limits(tx, project)
 	if err != nil {
 		return err

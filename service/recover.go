@@ -49,6 +49,9 @@ func (s *Service) recover(ctx context.Context) error {
 			s.setBackupStatus(b.ID, index.StatusAvailable)
 		}
 	}
+	if err := s.recoverSnapshots(); err != nil {
+		return err
+	}
 	return s.update(func(tx *index.Tx) error {
 		for _, v := range vols {
 			switch v.Status {

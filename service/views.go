@@ -46,6 +46,8 @@ type BackupView struct {
 	FailReason          *string    `json:"fail_reason"`
 	ProjectID           string     `json:"project_id"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
+	Consistency         *string    `json:"consistency"`
+	ConsistencyDetail   *string    `json:"consistency_detail"`
 }
 
 // RestoreView is what backup-restore prints (Cinder's restore response).
@@ -92,5 +94,6 @@ func backupView(b *index.Backup, parents map[string]bool) BackupView {
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
 		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
-		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID}
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID,
+		Consistency: nullable(b.Consistency), ConsistencyDetail: nullable(b.ConsistencyDetail)}
 }

@@ -215,7 +215,20 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, er
 			return err
 		}
 		if v.Status != index.StatusAvailable && v.Status != index.StatusError && v.Status != index.StatusErrorRestoring {
-			return fmt.Errorf("volume %s is %s; wait for the running job to finish (or cancel it) before deleting", v.ID, v.Status)
+			return errorf(ErrInvalidState, "volume %s is %s; wait for the running job to finish (or cancel it) before deleting", v.ID, v.Status)
+		}
+		snaps, err := tx.Snapshots()
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, sn := range snaps {
+			if sn.VolumeID == v.ID {
+				n++
+			}
+		}
+		if n > 0 {
+			return errorf(ErrInvalidState, "Invalid volume: Volume %s still has %d dependent snapshots; delete them first (volback snapshot-list --volume-id %s)", v.ID, n, v.ID)
 		}
 		return tx.DeleteVolume(v.ID)
 	})

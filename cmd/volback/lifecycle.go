@@ -9,6 +9,26 @@ import (
 // reset-state.
 func lifecycleCommands() []*cli.Command {
 	return []*cli.Command{
+		{Name: "snapshot-create", Usage: "snapshot a volume (reflink clone or sparse copy of an image file)", ArgsUsage: "VOLUME",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "snapshot name"}, &cli.StringFlag{Name: "description", Usage: "free text"},
+				&cli.BoolFlag{Name: "force", Usage: "snapshot a volume in use"}},
+			Action: func(c *cli.Context) error {
+				if err := args(c, 1, 1, "VOLUME"); err != nil {
+					return err
+				}
+				return call(c, "snapshot-create", service.SnapshotRequest{Volume: c.Args().First(), Name: c.String("name"),
+					Description: c.String("description"), Force: c.Bool("force")}, &service.SnapshotView{})
+			}},
+		{Name: "snapshot-list", Usage: "list snapshots, newest first",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only snapshots of this volume"}, allProjectsFlag},
+			Action: func(c *cli.Context) error {
+				if err := args(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
+				return call(c, "snapshot-list", service.Ref{Ref: c.String("volume-id"), AllProjects: c.Bool("all-projects")}, &[]service.SnapshotView{})
+			}},
+		refVerb("snapshot-show", "show a snapshot", "SNAPSHOT", &service.SnapshotView{}),
+		refVerb("snapshot-delete", "delete a snapshot", "SNAPSHOT", &service.SnapshotView{}),
 		quotaVerb("quota-show", "show a project's backup quotas (default: your project)", &service.QuotaView{}),
 		quotaVerb("quota-usage", "show a project's backup quota usage: in_use, reserved, limit", &[]service.QuotaUsage{}),
 		{Name: "quota-update", Usage: "set a project's backup quotas (admins only; -1 = unlimited)", ArgsUsage: "PROJECT",

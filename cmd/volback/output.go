@@ -11,11 +11,12 @@ import (
 
 // listColumns are the columns of list tables, as Cinder's client shows them.
 var listColumns = map[string][]string{
-	"volume": {"id", "name", "status", "size", "availability_zone", "path"},
-	"backup": {"id", "volume_id", "status", "name", "size", "object_count", "is_incremental", "created_at"},
-	"gc":     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
-	"check":  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
-	"quota":  {"type", "in_use", "reserved", "limit"},
+	"volume":   {"id", "name", "status", "size", "availability_zone", "path"},
+	"backup":   {"id", "volume_id", "status", "name", "size", "object_count", "is_incremental", "created_at"},
+	"gc":       {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
+	"check":    {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
+	"quota":    {"type", "in_use", "reserved", "limit"},
+	"snapshot": {"id", "volume_id", "status", "name", "size", "method"},
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
@@ -60,6 +61,8 @@ func listTable(w io.Writer, rows []map[string]any) error {
 		switch {
 		case rows[0]["path"] != nil:
 			cols = listColumns["volume"]
+		case rows[0]["method"] != nil:
+			cols = listColumns["snapshot"]
 		case rows[0]["in_use"] != nil:
 			cols = listColumns["quota"]
 		case rows[0]["references_ok"] != nil:

@@ -71,13 +71,19 @@ func commands() []*cli.Command {
 		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", &service.VolumeView{}),
 		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup name"}, &cli.StringFlag{Name: "description", Usage: "free text"},
-				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the latest backup"}},
+				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the latest backup"},
+				&cli.BoolFlag{Name: "force", Usage: "back up a volume in use through a snapshot taken now (crash-consistent)"},
+				&cli.BoolFlag{Name: "allow-inconsistent", Usage: "read a volume in use live, without a snapshot (recorded as not consistent)"},
+				&cli.StringFlag{Name: "snapshot-id", Usage: "back up this snapshot of the volume"},
+				&cli.StringFlag{Name: "availability-zone", Usage: "write to this zone's repository (default: the volume's zone)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "VOLUME"); err != nil {
 					return err
 				}
 				return call(c, "backup-create", service.BackupRequest{Volume: c.Args().First(), Name: c.String("name"),
-					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: c.String("project")},
+					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: c.String("project"),
+					Force: c.Bool("force"), AllowInconsistent: c.Bool("allow-inconsistent"), SnapshotID: c.String("snapshot-id"),
+					AvailabilityZone: c.String("availability-zone")},
 					&service.BackupView{})
 			}},
 		{Name: "backup-list", Usage: "list backups, newest first",
