@@ -100,6 +100,15 @@ var handlers = map[string]handler{
 	"snapshot-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*SnapshotView, error) {
 		return s.DeleteSnapshot(ctx, r.Ref)
 	}),
+	"service-list": decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]ServiceView, error) {
+		return s.ListServices(ctx)
+	}),
+	"service-disable": decode(func(s *Service, ctx context.Context, r ServiceRequest, _ ProgressFunc) (*ServiceView, error) {
+		return s.SetServiceEnabled(ctx, r, false)
+	}),
+	"service-enable": decode(func(s *Service, ctx context.Context, r ServiceRequest, _ ProgressFunc) (*ServiceView, error) {
+		return s.SetServiceEnabled(ctx, r, true)
+	}),
 	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
 		return s.LocateImage(ctx, r.Ref)
 	}),

@@ -72,6 +72,9 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err := s.cat.View(func(tx *index.Tx) error { return checkBackupQuota(tx, vol.ProjectID, vol.Size) }); err != nil {
 		return nil, err // before any work, a snapshot included
 	}
+	if err := s.zoneReachable(ctx, zone); err != nil {
+		return nil, s.unreachable(ctx, vol, req, zone, err)
+	}
 	r, err := s.repoFor(ctx, zone)
 	if err != nil {
 		return nil, s.unreachable(ctx, vol, req, zone, err)

@@ -95,7 +95,9 @@ func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupVie
 			continue
 		}
 		out = append(out, *bv)
-		touched[r] = true
+		if r != nil {
+			touched[r] = true
+		}
 	}
 	s.sweepAfterDelete(ctx, touched)
 	if len(errs) > 0 {
@@ -156,6 +158,9 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *r
 // repository for packs nobody uses (once, however many it deleted). It is
 // also how recovery resumes an interrupted delete.
 func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repository, error) {
+	if b.RepositoryID == "" && b.RefsApplied == 0 { // never reached a repository (unreachable)
+		return nil, s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) })
+	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
 		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)

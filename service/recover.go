@@ -44,7 +44,9 @@ func (s *Service) recover(ctx context.Context) error {
 				s.log.Printf("backup %s: finishing an interrupted delete: %v", b.ID, err)
 				continue
 			}
-			s.sweepAfterDelete(ctx, map[*repository]bool{r: true})
+			if r != nil {
+				s.sweepAfterDelete(ctx, map[*repository]bool{r: true})
+			}
 		case index.StatusRestoring:
 			s.setBackupStatus(b.ID, index.StatusAvailable)
 		}

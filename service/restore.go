@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -37,6 +38,9 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	if b.MissingParent {
 		return nil, fmt.Errorf("backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
 			b.ID, b.ParentID, b.ParentID)
+	}
+	if err := s.zoneAcceptsWork(cmp.Or(b.AvailabilityZone, s.cfg.DefaultZone)); err != nil {
+		return nil, err
 	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {

@@ -29,6 +29,15 @@ func lifecycleCommands() []*cli.Command {
 			}},
 		refVerb("snapshot-show", "show a snapshot", "SNAPSHOT", &service.SnapshotView{}),
 		refVerb("snapshot-delete", "delete a snapshot", "SNAPSHOT", &service.SnapshotView{}),
+		{Name: "service-list", Usage: "backup services per availability zone (with their repository), volume drivers and the catalog owner",
+			Action: func(c *cli.Context) error {
+				if err := args(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
+				return call(c, "service-list", service.Ref{}, &[]service.ServiceView{})
+			}},
+		serviceVerb("service-disable", "stop new backups and restores in an availability zone (admins only)", false),
+		serviceVerb("service-enable", "accept new work in an availability zone again (admins only)", true),
 		quotaVerb("quota-show", "show a project's backup quotas (default: your project)", &service.QuotaView{}),
 		quotaVerb("quota-usage", "show a project's backup quota usage: in_use, reserved, limit", &[]service.QuotaUsage{}),
 		{Name: "quota-update", Usage: "set a project's backup quotas (admins only; -1 = unlimited)", ArgsUsage: "PROJECT",
@@ -58,5 +67,18 @@ func quotaVerb(name, usage string, resp any) *cli.Command {
 			return err
 		}
 		return call(c, name, service.QuotaRequest{Project: c.Args().First()}, resp)
+	}}
+}
+
+func serviceVerb(name, usage string, enable bool) *cli.Command {
+	var flags []cli.Flag
+	if !enable {
+		flags = []cli.Flag{&cli.StringFlag{Name: "reason", Usage: "why (shown by service-list and in refusals)"}}
+	}
+	return &cli.Command{Name: name, Usage: usage, ArgsUsage: "ZONE", Flags: flags, Action: func(c *cli.Context) error {
+		if err := args(c, 1, 1, "ZONE"); err != nil {
+			return err
+		}
+		return call(c, name, service.ServiceRequest{Zone: c.Args().First(), Reason: c.String("reason")}, &service.ServiceView{})
 	}}
 }

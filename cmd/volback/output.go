@@ -16,6 +16,7 @@ var listColumns = map[string][]string{
 	"gc":       {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
 	"check":    {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
 	"quota":    {"type", "in_use", "reserved", "limit"},
+	"service":  {"binary", "host", "zone", "status", "state", "updated_at", "disabled_reason"},
 	"snapshot": {"id", "volume_id", "status", "name", "size", "method"},
 }
 
@@ -61,6 +62,8 @@ func listTable(w io.Writer, rows []map[string]any) error {
 		switch {
 		case rows[0]["path"] != nil:
 			cols = listColumns["volume"]
+		case rows[0]["binary"] != nil:
+			cols = listColumns["service"]
 		case rows[0]["method"] != nil:
 			cols = listColumns["snapshot"]
 		case rows[0]["in_use"] != nil:
