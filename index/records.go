@@ -58,6 +58,7 @@ type Volume struct {
 	ProjectID        string    `json:"project_id"`
 	PrevStatus       string    `json:"prev_status,omitempty"` // status to return to after a job
 	Placeholder      bool      `json:"placeholder,omitempty"` // rebuilt from a record; source unknown
+	Incomplete       string    `json:"incomplete,omitempty"`  // why the content is incomplete (a cancelled restore)
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 }

@@ -67,8 +67,11 @@ var handlers = map[string]handler{
 	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
 		return s.ShowBackup(ctx, r.Ref)
 	}),
-	"backup-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.DeleteBackups(ctx, r.Refs)
+	"backup-delete": decode(func(s *Service, ctx context.Context, r DeleteRequest, _ ProgressFunc) ([]BackupView, error) {
+		return s.DeleteBackups(ctx, r)
+	}),
+	"backup-reset-state": decode(func(s *Service, ctx context.Context, r ResetStateRequest, _ ProgressFunc) (*BackupView, error) {
+		return s.ResetBackupState(ctx, r)
 	}),
 	"backup-restore": decode(func(s *Service, ctx context.Context, r RestoreRequest, p ProgressFunc) (*RestoreView, error) {
 		return s.Restore(ctx, r, p)

@@ -140,6 +140,8 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		sv.Path = snap.Locator
 		src = &sv
 	}
+	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
+	defer untrack()
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)

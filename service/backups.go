@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
@@ -80,16 +81,30 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 	return m, nil
 }
 
+// DeleteRequest is backup-delete.
+type DeleteRequest struct {
+	Refs []string `json:"refs"`
+	// Force (admins only) also cancels a backup being created: the job
+	// stops, rolls back, and the backup is deleted.
+	Force bool `json:"force,omitempty"`
+}
+
 // DeleteBackups deletes each named backup in turn, following Cinder's
 // rules: only available or error backups, and never one that incremental
 // backups depend on. Like Cinder's client, a refusal of one does not stop
 // the others; the refusals are returned together.
-func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupView, error) {
+func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]BackupView, error) {
+	refs := req.Refs
+	if req.Force {
+		if err := requireAdmin(caller(ctx), "backup:force_delete"); err != nil {
+			return nil, err
+		}
+	}
 	out := []BackupView{}
 	var errs []error
 	touched := map[*repository]bool{}
 	for _, ref := range refs {
-		bv, r, err := s.deleteBackup(ctx, ref)
+		bv, r, err := s.deleteBackup(ctx, ref, req.Force)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -116,7 +131,12 @@ func (s *Service) sweepAfterDelete(ctx context.Context, repos map[*repository]bo
 	}
 }
 
-func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *repository, error) {
+func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*BackupView, *repository, error) {
+	if force {
+		if err := s.cancelCreating(ctx, ref); err != nil {
+			return nil, nil, err
+		}
+	}
 	var b *index.Backup
 	var view BackupView
 	err := s.update(func(tx *index.Tx) error {
@@ -187,4 +207,24 @@ func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repositor
 		return nil, err
 	}
 	return r, nil
+}
+
+// cancelCreating stops the job creating backup ref, if it is being
+// created, and waits until its rollback has released every reference and
+// given the volume its status back; the backup is then `error` and a
+// plain delete removes it.
+func (s *Service) cancelCreating(ctx context.Context, ref string) error {
+	var b *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
+		return err
+	}
+	if b.Status != index.StatusCreating {
+		return nil
+	}
+	start := time.Now()
+	if err := s.cancelJob(backupJob(b.ID), errForceDeleted, cancelWait); err != nil {
+		return errorf(ErrInvalidState, "backup %s is creating and cannot be cancelled: %v; run backup-delete --force again, or restart the volback process that owns the catalog (it rolls the backup back when it starts)", b.ID, err)
+	}
+	s.event(ctx, "backup cancelled", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID, "duration", since(start))
+	return nil
 }

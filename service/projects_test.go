@@ -39,7 +39,7 @@ func TestProjectIsolation(t *testing.T) {
 		"show by name":   func() error { _, err := s.ShowVolume(p2, "a"); return err },
 		"backup-show":    func() error { _, err := s.ShowBackup(p2, b.ID); return err },
 		"backup-create":  func() error { _, err := s.CreateBackup(p2, BackupRequest{Volume: v.ID}, nil); return err },
-		"backup-delete":  func() error { _, err := s.DeleteBackups(p2, []string{b.ID}); return err },
+		"backup-delete":  func() error { _, err := s.DeleteBackups(p2, DeleteRequest{Refs: []string{b.ID}}); return err },
 		"backup-restore": func() error { _, err := s.Restore(p2, RestoreRequest{Backup: b.ID}, nil); return err },
 		"delete":         func() error { _, err := s.DeleteVolume(p2, v.ID); return err },
 		"backup-export":  func() error { _, err := s.ExportBackup(p2, b.ID); return err },

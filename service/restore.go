@@ -3,6 +3,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -85,11 +86,20 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
 		return nil, err
 	}
+	ctx, untrack := s.track(ctx, restoreJob(b.ID)) // backup-reset-state cancels it
+	defer untrack()
 	start := time.Now()
 	s.event(ctx, "restore started", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID)
 	err = s.writeImage(ctx, r, b, m, tgt, progress)
 	if cerr := tgt.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("closing volume %s: %w", vol.Path, cerr)
+	}
+	if err != nil && errors.Is(context.Cause(ctx), errResetState) {
+		if err := s.endCancelledRestore(vol.ID, b.ID, time.Now()); err != nil {
+			return nil, err
+		}
+		s.event(ctx, "restore cancelled", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start))
+		return nil, fmt.Errorf("restore of backup %s to volume %s was cancelled by backup-reset-state; the volume is available with incomplete content", b.ID, vol.ID)
 	}
 	if err != nil {
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
@@ -167,6 +177,9 @@ func (s *Service) endRestore(volID, backupID, volStatus string) error {
 	return s.update(func(tx *index.Tx) error {
 		if v, err := tx.Volume(volID); err == nil {
 			v.Status, v.UpdatedAt = volStatus, now()
+			if volStatus == index.StatusAvailable {
+				v.Incomplete = "" // a whole backup is in it now
+			}
 			if err := tx.PutVolume(v); err != nil {
 				return err
 			}
@@ -279,8 +292,14 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 	return nil
 }
 
+// restoreDelay slows each chunk written, so tests can act mid-restore.
+var restoreDelay time.Duration
+
 func (s *Service) writeChunk(ctx context.Context, r *repository, loc catalogLocator, m *chunkstore.Manifest,
 	tgt volume.Target, idx, off, length int64, buf *[]byte) error {
+	if restoreDelay > 0 {
+		time.Sleep(restoreDelay)
+	}
 	id, ok := m.Chunk(int(idx))
 	if !ok {
 		return tgt.Zero(off, length)

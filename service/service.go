@@ -40,6 +40,8 @@ type Service struct {
 
 	mu     sync.Mutex
 	stores map[string]*repository // by zone
+
+	jobs jobs // running backups and restores, for cancel (jobs.go)
 }
 
 // repository is an opened repository with the lock that keeps pack removal

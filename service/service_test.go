@@ -175,13 +175,13 @@ func TestIncrementalChain(t *testing.T) {
 		t.Error("full backup does not report has_dependent_backups")
 	}
 	for _, id := range ids[:3] {
-		_, err := s.DeleteBackups(ctx, []string{id})
+		_, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{id}})
 		if err == nil || !strings.Contains(err.Error(), "Incremental backups exist for this backup") {
 			t.Fatalf("delete of %s with dependents: got %v", id, err)
 		}
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
-		if _, err := s.DeleteBackups(ctx, []string{ids[i]}); err != nil {
+		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{ids[i]}}); err != nil {
 			t.Fatalf("delete %d: %v", i, err)
 		}
 		mustCheck(t, s)
@@ -261,7 +261,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 		t.Errorf("volume status after a failed backup: %s", v.Status)
 	}
 	mustCheck(t, s)
-	if _, err := s.DeleteBackups(ctx, []string{bs[0].ID}); err != nil {
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{bs[0].ID}}); err != nil {
 		t.Fatalf("deleting the failed backup: %v", err)
 	}
 }

@@ -20,6 +20,9 @@ type VolumeView struct {
 	ProjectID        string    `json:"project_id"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+	// IncompleteContent says why the volume's content is incomplete (a
+	// restore into it was cancelled); null when it is not.
+	IncompleteContent *string `json:"incomplete_content"`
 }
 
 // BackupView is a backup as printed, with Cinder's field names.
@@ -70,7 +73,7 @@ func nullable(s string) *string {
 func volumeView(v *index.Volume) VolumeView {
 	return VolumeView{ID: v.ID, Name: v.Name, Status: v.Status, Size: GiB(v.Size), SizeBytes: v.Size,
 		Source: v.Path, Path: v.Path, Driver: v.Driver, AvailabilityZone: v.AvailabilityZone,
-		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, IncompleteContent: nullable(v.Incomplete)}
 }
 
 // parents is the set of backups that have a dependent (non-error) child.

@@ -65,7 +65,7 @@ func TestServiceListAndUnreachableRepository(t *testing.T) {
 	if _, err := os.Stat(repoDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a repository was made in place of the unreachable one: %v", err)
 	}
-	if _, err := s2.DeleteBackups(ctx, []string{bs[0].ID}); err != nil {
+	if _, err := s2.DeleteBackups(ctx, DeleteRequest{Refs: []string{bs[0].ID}}); err != nil {
 		t.Errorf("deleting the error backup that never reached a repository: %v", err)
 	}
 }

@@ -29,6 +29,14 @@ func lifecycleCommands() []*cli.Command {
 			}},
 		refVerb("snapshot-show", "show a snapshot", "SNAPSHOT", &service.SnapshotView{}),
 		refVerb("snapshot-delete", "delete a snapshot", "SNAPSHOT", &service.SnapshotView{}),
+		{Name: "backup-reset-state", Usage: "set a backup's status (admins only); stops a restore of it", ArgsUsage: "BACKUP",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "state", Value: "available", Usage: "available or error"}},
+			Action: func(c *cli.Context) error {
+				if err := args(c, 1, 1, "BACKUP"); err != nil {
+					return err
+				}
+				return call(c, "backup-reset-state", service.ResetStateRequest{Ref: c.Args().First(), State: c.String("state")}, &service.BackupView{})
+			}},
 		{Name: "service-list", Usage: "backup services per availability zone (with their repository), volume drivers and the catalog owner",
 			Action: func(c *cli.Context) error {
 				if err := args(c, 0, 0, "no arguments"); err != nil {

@@ -96,11 +96,12 @@ func commands() []*cli.Command {
 			}},
 		refVerb("backup-show", "show a backup", "BACKUP", &service.BackupView{}),
 		{Name: "backup-delete", Usage: "delete backups", ArgsUsage: "BACKUP...",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also cancel a backup being created (admins only)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, -1, "BACKUP..."); err != nil {
 					return err
 				}
-				return call(c, "backup-delete", service.Ref{Refs: c.Args().Slice()}, &[]service.BackupView{})
+				return call(c, "backup-delete", service.DeleteRequest{Refs: c.Args().Slice(), Force: c.Bool("force")}, &[]service.BackupView{})
 			}},
 		{Name: "backup-restore", Usage: "restore a backup to a new volume or over an existing one", ArgsUsage: "BACKUP",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "volume", Usage: "overwrite this volume"},
