@@ -29,7 +29,7 @@ type VolumeView struct {
 type BackupView struct {
 	ID                  string     `json:"id"`
 	Name                string     `json:"name"`
-	Description         string     `json:"description"`
+	Description         *string    `json:"description"`
 	Status              string     `json:"status"`
 	VolumeID            string     `json:"volume_id"`
 	VolumeName          string     `json:"volume_name"`
@@ -91,7 +91,7 @@ func parents(all []*index.Backup) map[string]bool {
 // dependent backups.
 func backupView(b *index.Backup, parents map[string]bool) BackupView {
 	dep := parents[b.ID]
-	return BackupView{ID: b.ID, Name: b.Name, Description: b.Description, Status: b.Status,
+	return BackupView{ID: b.ID, Name: b.Name, Description: nullable(b.Description), Status: b.Status,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, Size: GiB(b.SizeBytes), SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,

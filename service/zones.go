@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,6 +116,11 @@ func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
 	}
 	t := now()
 	for _, scheme := range volume.Schemes() {
+		if scheme == "/absolute/path" {
+			scheme = "file" // the driver of image files and block devices
+		} else {
+			scheme = strings.TrimSuffix(scheme, "://")
+		}
 		out = append(out, ServiceView{Binary: volumeBinary, Host: host + "@" + scheme, Zone: s.cfg.DefaultZone,
 			Status: "enabled", State: "up", UpdatedAt: &t})
 	}

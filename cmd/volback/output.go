@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -20,9 +21,17 @@ var listColumns = map[string][]string{
 	"snapshot": {"id", "volume_id", "status", "name", "size", "method"},
 }
 
+// createdFields are the properties Cinder's client prints after a create
+// or an import; -f json prints the whole record.
+var createdFields = map[string][]string{
+	"backup-create": {"id", "name", "volume_id"},
+	"backup-import": {"id", "name"},
+}
+
 // print writes v as JSON, or as a Property/Value table (one record) or a
-// column table (a list).
-func print(w io.Writer, format string, v any) error {
+// column table (a list). only, when set, limits a record's table to
+// those properties.
+func print(w io.Writer, format string, v any, only ...string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -45,7 +54,9 @@ func print(w io.Writer, format string, v any) error {
 	}
 	keys := make([]string, 0, len(rec))
 	for k := range rec {
-		keys = append(keys, k)
+		if len(only) == 0 || slices.Contains(only, k) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	cells := [][]string{{"Property", "Value"}}
