@@ -7,6 +7,8 @@ import "context"
 // arguments (backup-delete --force, quota-update of another project)
 // check in their method.
 var adminOnly = map[string]string{
+	// manage reads any path as root: members get volumes with create
+	"manage":             "volume_extension:volume_manage",
 	"backup-import":      "backup:backup-import",
 	"backup-reset-state": "backup:backup-reset_status",
 	"catalog-rebuild":    "backup:catalog-rebuild",
@@ -24,4 +26,13 @@ func authorize(ctx context.Context, verb string) error {
 		return requireAdmin(caller(ctx), action)
 	}
 	return nil
+}
+
+// requirePathAdmin refuses a member naming where volback writes a new
+// image file: the owner writes it with its own rights.
+func requirePathAdmin(ctx context.Context, path string) error {
+	if path == "" {
+		return nil
+	}
+	return requireAdmin(caller(ctx), "volume:create_with_path")
 }

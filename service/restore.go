@@ -29,6 +29,9 @@ type RestoreRequest struct {
 // at least as large. On failure the volume ends `error_restoring` and the
 // backup is `available` again, as in Cinder.
 func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress ProgressFunc) (*RestoreView, error) {
+	if err := requirePathAdmin(ctx, req.Path); err != nil {
+		return nil, err
+	}
 	var b *index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), req.Backup); return err }); err != nil {
 		return nil, err

@@ -118,6 +118,9 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress 
 	if req.Name == "" {
 		return nil, errors.New("create: --name is required; name the volume")
 	}
+	if err := requirePathAdmin(ctx, req.Path); err != nil {
+		return nil, err
+	}
 	if req.BackupID != "" {
 		rv, err := s.Restore(ctx, RestoreRequest{Backup: req.BackupID, Name: req.Name, Size: req.Size,
 			Path: req.Path, AvailabilityZone: req.AvailabilityZone, Project: req.Project}, progress)

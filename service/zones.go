@@ -84,6 +84,10 @@ func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
 	for _, zone := range s.cfg.ZoneNames() {
 		url := s.cfg.Zones[zone].Repository
 		perr := probe(ctx, url)
+		fresh := perr != nil && !s.zoneUsed(url) // created by its first backup
+		if fresh {
+			perr = nil
+		}
 		var st index.Service
 		err := s.update(func(tx *index.Tx) (err error) {
 			if st, _, err = tx.ServiceState(backupBinary, zone); err != nil {
@@ -111,6 +115,9 @@ func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
 		}
 		if perr != nil {
 			row.State, row.Reason = "down", nullable(perr.Error())
+		}
+		if fresh {
+			row.Reason = nullable("no repository yet: the zone's first backup creates it")
 		}
 		out = append(out, row)
 	}
@@ -178,15 +185,7 @@ func (s *Service) zoneAcceptsWork(zone string) error {
 // would make a new, empty repository in its place.
 func (s *Service) zoneReachable(ctx context.Context, zone string) error {
 	url := s.cfg.Zones[zone].Repository
-	used := false
-	s.cat.View(func(tx *index.Tx) error {
-		all, err := tx.Backups()
-		for _, b := range all {
-			used = used || (b.Container == url && b.RepositoryID != "")
-		}
-		return err
-	})
-	if !used {
+	if !s.zoneUsed(url) {
 		return nil
 	}
 	if err := probe(ctx, url); err != nil {
@@ -215,4 +214,18 @@ func (s *Service) unreachable(ctx context.Context, vol *index.Volume, req Backup
 	}
 	s.event(ctx, "backup error", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", zone, "reason", b.FailReason)
 	return fmt.Errorf("backup %s of volume %s failed: %w", b.ID, vol.Name, cause)
+}
+
+// zoneUsed reports whether a backup was ever written to the repository at
+// url (the catalog knows a backup there).
+func (s *Service) zoneUsed(url string) bool {
+	used := false
+	s.cat.View(func(tx *index.Tx) error {
+		all, err := tx.Backups()
+		for _, b := range all {
+			used = used || (b.Container == url && b.RepositoryID != "")
+		}
+		return err
+	})
+	return used
 }
