@@ -12,6 +12,10 @@ packages=(
   zstd
   restic borgbackup python3-llfuse fio   # peers and tools for `make bench` (llfuse: borg mount)
   make ca-certificates
+  # A throwaway single-node Ceph cluster (integration/ceph/start.sh) for the
+  # rados:// repository tests, and the headers go-ceph's cgo builds against.
+  ceph-mon ceph-osd ceph-common librados-dev librbd-dev
+  gcc libc6-dev   # cgo
 )
 
 missing=()
@@ -29,7 +33,7 @@ if ((${#missing[@]})); then
   done
   echo "deps: installing ${missing[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Go is part of the machine image (/usr/local/go); Debian's golang is too old.

@@ -19,6 +19,7 @@ import (
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
 	_ "github.com/volback/volback/drivers/repo/posix" // file:// repositories
+	_ "github.com/volback/volback/drivers/repo/rados" // rados:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/drivers/volume"
 	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
 	"github.com/volback/volback/index"

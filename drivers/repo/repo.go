@@ -30,9 +30,10 @@ type Info struct {
 // Properties states a driver's limits, as restic's backend Properties do.
 // chunkstore honours them and repotest checks them.
 type Properties struct {
-	// MaxObjectSize is the largest object Put accepts (RADOS:
-	// osd_max_object_size, 128 MiB by default); 0 means no limit.
-	// chunkstore splits anything that can grow past it (manifests).
+	// MaxObjectSize is the largest object Put accepts; 0 means no limit.
+	// chunkstore splits anything that can grow past it (manifests). The
+	// rados driver states none: it splits objects into parts below the
+	// cluster's osd_max_object_size itself.
 	MaxObjectSize int64
 	// IndexedList is set when List reads an index the driver keeps
 	// per top-level directory instead of walking storage (RADOS has no

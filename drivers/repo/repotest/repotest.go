@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) repo.Backend) {
 		{"CanceledContext", testCanceled},
 		{"ConcurrentPutGet", testConcurrentPutGet},
 		{"ConcurrentReadAt", testConcurrentReadAt},
+		{"MaxObjectSize", testMaxObjectSize},
+		{"ModTime", testModTime},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
