@@ -124,6 +124,9 @@ func TestInUseBackup(t *testing.T) {
 	want := writeImage(t, img, 2<<20, 3)
 	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
 	writeLock(t, img)
+	if v, _ := s.ShowVolume(ctx, "a"); v.Status != index.StatusInUse {
+		t.Errorf("a write-locked image shows %s, want in-use", v.Status)
+	}
 
 	before := catalogState(t, s)
 	_, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil)

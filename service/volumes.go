@@ -185,7 +185,7 @@ func (s *Service) ListVolumes(ctx context.Context, all bool) ([]VolumeView, erro
 		vols, err := tx.Volumes()
 		for _, v := range vols {
 			if who.lists(v.ProjectID, all) {
-				out = append(out, volumeView(v))
+				out = append(out, liveView(v))
 			}
 		}
 		return err
@@ -199,7 +199,7 @@ func (s *Service) ShowVolume(ctx context.Context, ref string) (*VolumeView, erro
 	err := s.cat.View(func(tx *index.Tx) error {
 		v, err := findVolume(tx, caller(ctx), ref)
 		if err == nil {
-			vv = volumeView(v)
+			vv = liveView(v)
 		}
 		return err
 	})
@@ -247,4 +247,19 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, er
 	vv := volumeView(v)
 	vv.Status = "deleted"
 	return &vv, nil
+}
+
+// liveView is v as printed with its driver's view of now: an available
+// volume that something holds (a mount, a loop device, QEMU's lock) shows
+// in-use, and an in-use one that nothing holds any more, available.
+func liveView(v *index.Volume) VolumeView {
+	vv := volumeView(v)
+	if v.Status == index.StatusAvailable || v.Status == index.StatusInUse {
+		if usageOf(v).InUse {
+			vv.Status = index.StatusInUse
+		} else {
+			vv.Status = index.StatusAvailable
+		}
+	}
+	return vv
 }
