@@ -87,6 +87,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		}
 	}
 	var b *index.Backup
+	s.quotaMu.Lock()
 	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
 		if err != nil {
@@ -128,6 +129,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		}
 		return tx.PutBackup(b)
 	})
+	s.quotaMu.Unlock()
 	if err != nil {
 		if tmp != nil {
 			volume.DeleteSnapshot(vol.Path, tmp.DriverName)

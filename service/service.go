@@ -43,6 +43,10 @@ type Service struct {
 	stores map[string]*repository // by zone
 
 	jobs jobs // running backups and restores, for cancel (jobs.go)
+	// quotaMu serializes this owner's quota claims, so a burst of creates
+	// in one project queues instead of exhausting Update's conflict
+	// retries on the project's guard key (which stays for correctness).
+	quotaMu sync.Mutex
 }
 
 // repository is an opened repository with the lock that keeps pack removal

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -107,5 +108,50 @@ func TestServiceDisable(t *testing.T) {
 	}
 	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); err != nil {
 		t.Errorf("backup after service-enable: %v", err)
+	}
+}
+
+// TestBackupToAnotherZone: backup-create --availability-zone writes to
+// that zone's repository, and create --availability-zone --backup-id
+// restores it into a volume of a third zone's choosing.
+func TestBackupToAnotherZone(t *testing.T) {
+	home := t.TempDir()
+	conf := "[zones.far]\nrepository = \"file://" + filepath.Join(home, "far") + "\"\n"
+	if err := os.WriteFile(filepath.Join(home, ConfigName), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "a.img")
+	want := writeImage(t, img, 2<<20, 1)
+	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
+	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "a", AvailabilityZone: "far"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.AvailabilityZone != "far" || !strings.Contains(b.Container, filepath.Join(home, "far")) {
+		t.Errorf("backup to zone far: zone %s, container %s", b.AvailabilityZone, b.Container)
+	}
+	if _, err := os.Stat(filepath.Join(home, "repository")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the volume's own zone got a repository: %v", err)
+	}
+	v, err := s.CreateVolume(ctx, CreateRequest{Name: "copy", BackupID: b.ID, AvailabilityZone: "nova"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(v.Path)
+	if v.AvailabilityZone != "nova" || !bytes.Equal(got, want) {
+		t.Errorf("restore into zone nova: zone %s, bytes equal %v", v.AvailabilityZone, bytes.Equal(got, want))
+	}
+	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a", AvailabilityZone: "nowhere"}, nil); !errors.Is(err, ErrUsage) {
+		t.Errorf("backup to an unknown zone: %v", err)
 	}
 }
