@@ -135,6 +135,10 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 			s.cur = o
 			return nil
 		}
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("no volback process serves the catalog in %s, and uid %d may not open it itself (%w): ask its admin to run 'volback serve' for this home",
+				s.cfg.Home, os.Geteuid(), err)
+		}
 		if !errors.Is(err, index.ErrLocked) {
 			return err
 		}

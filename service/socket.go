@@ -64,7 +64,7 @@ func openSocketDir(home string, create, shared bool) (*socketDir, error) {
 	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR):
 		return nil, fmt.Errorf("socket directory %s is not a directory (a symlink or a file): remove it; volback creates it again", path)
 	case errors.Is(err, unix.EACCES):
-		return nil, fmt.Errorf("socket directory %s: permission denied: the volback home %s belongs to another user; run volback as that user, or use a home of your own (--home)", path, home)
+		return nil, fmt.Errorf("socket directory %s: permission denied: the volback home %s belongs to another user; run volback as that user, or use a home of your own (--home), or have its admin add you to [users] in its volback.toml and run 'volback serve' there", path, home)
 	case err != nil:
 		return nil, fmt.Errorf("socket directory %s: %w", path, err)
 	}

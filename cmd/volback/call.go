@@ -45,7 +45,7 @@ func call(c *cli.Context, verb string, req, resp any) error {
 	if err != nil {
 		return err
 	}
-	return print(os.Stdout, c.String("format"), resp, createdFields[verb]...)
+	return print(os.Stdout, c.String("format"), resp, verbFields[verb]...)
 }
 
 // bar draws progress on a terminal only.

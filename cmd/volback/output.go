@@ -21,11 +21,19 @@ var listColumns = map[string][]string{
 	"snapshot": {"id", "volume_id", "status", "name", "size", "method"},
 }
 
-// createdFields are the properties Cinder's client prints after a create
-// or an import; -f json prints the whole record.
-var createdFields = map[string][]string{
+// verbFields are, for a table, the properties Cinder's client prints
+// after a create or an import, or the columns of a list (also when it is
+// empty); -f json prints whole records.
+var verbFields = map[string][]string{
 	"backup-create": {"id", "name", "volume_id"},
 	"backup-import": {"id", "name"},
+	"list":          listColumns["volume"],
+	"backup-list":   listColumns["backup"],
+	"snapshot-list": listColumns["snapshot"],
+	"service-list":  listColumns["service"],
+	"quota-usage":   listColumns["quota"],
+	"repo-gc":       listColumns["gc"],
+	"repo-check":    listColumns["check"],
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
@@ -46,7 +54,7 @@ func print(w io.Writer, format string, v any, only ...string) error {
 		if err := json.Unmarshal(raw, &rows); err != nil {
 			return err
 		}
-		return listTable(w, rows)
+		return listTable(w, rows, only)
 	}
 	var rec map[string]any
 	if err := json.Unmarshal(raw, &rec); err != nil {
@@ -67,23 +75,9 @@ func print(w io.Writer, format string, v any, only ...string) error {
 	return nil
 }
 
-func listTable(w io.Writer, rows []map[string]any) error {
-	cols := listColumns["backup"]
-	if len(rows) > 0 {
-		switch {
-		case rows[0]["path"] != nil:
-			cols = listColumns["volume"]
-		case rows[0]["binary"] != nil:
-			cols = listColumns["service"]
-		case rows[0]["method"] != nil:
-			cols = listColumns["snapshot"]
-		case rows[0]["in_use"] != nil:
-			cols = listColumns["quota"]
-		case rows[0]["references_ok"] != nil:
-			cols = listColumns["check"]
-		case rows[0]["repository"] != nil:
-			cols = listColumns["gc"]
-		}
+func listTable(w io.Writer, rows []map[string]any, cols []string) error {
+	if len(cols) == 0 { // every list verb names its columns (verbFields)
+		cols = listColumns["backup"]
 	}
 	head := make([]string, len(cols))
 	for i, c := range cols {
