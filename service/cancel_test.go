@@ -38,16 +38,17 @@ func TestCancelBackup(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "a.img")
 	writeImage(t, img, 64<<20, 9)
 	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
-	var src *slowSource
+	var opened atomic.Pointer[slowSource]
 	s.openSource = func(v *index.Volume) (volume.Source, error) {
 		f, err := volume.OpenSource(v.Path)
-		src = &slowSource{Source: f}
+		src := &slowSource{Source: f}
+		opened.Store(src)
 		return src, err
 	}
 	done := make(chan error, 1)
 	go func() { _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); done <- err }()
 	var id string
-	for id == "" || src == nil || src.read.Load() < 8<<20 {
+	for id == "" || opened.Load() == nil || opened.Load().read.Load() < 8<<20 {
 		time.Sleep(10 * time.Millisecond)
 		bs, _ := s.ListBackups(ctx, "", false)
 		if len(bs) == 1 {
@@ -72,7 +73,7 @@ func TestCancelBackup(t *testing.T) {
 	if took > 2*time.Second {
 		t.Errorf("cancel took %v, want within 2 s", took)
 	}
-	if read := src.read.Load(); read >= 64<<20 {
+	if read := opened.Load().read.Load(); read >= 64<<20 {
 		t.Errorf("the backup read the whole volume (%d bytes) before stopping", read)
 	}
 	if bs, _ := s.ListBackups(ctx, "", true); len(bs) != 0 {
