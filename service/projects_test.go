@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -116,6 +117,32 @@ func TestErrorKindsCrossTheWire(t *testing.T) {
 		back := KindError(KindOf(err), err.Error())
 		if !errors.Is(back, k) || back.Error() != err.Error() {
 			t.Errorf("%v: came back as %v (%q)", k, back, KindOf(err))
+		}
+	}
+}
+
+// TestSharedSocketDir: a home shared through [users] may let others enter
+// its socket directory, never write it; an unshared one stays private.
+func TestSharedSocketDir(t *testing.T) {
+	home := t.TempDir()
+	run := filepath.Join(home, socketDirName)
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		mode   os.FileMode
+		shared bool
+		ok     bool
+	}{{0o700, false, true}, {0o755, false, false}, {0o755, true, true}, {0o775, true, false}, {0o757, true, false}} {
+		if err := os.Chmod(run, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		d, err := openSocketDir(home, false, c.shared)
+		if (err == nil) != c.ok {
+			t.Errorf("mode %#o shared %v: %v, want ok=%v", c.mode, c.shared, err, c.ok)
+		}
+		if d != nil {
+			d.Close()
 		}
 	}
 }
