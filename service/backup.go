@@ -555,7 +555,7 @@ func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, 
 func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup, cause error) error {
 	reason := cause.Error()
 	if cancelled(cause) {
-		reason = "cancelled"
+		reason = "cancelled by the user" // the CLI's words for it too
 	}
 	ctx = context.WithoutCancel(ctx)
 	if err := s.rollbackBackup(ctx, r, b); err != nil {

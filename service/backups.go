@@ -91,8 +91,10 @@ type DeleteRequest struct {
 
 // DeleteBackups deletes each named backup in turn, following Cinder's
 // rules: only available or error backups, and never one that incremental
-// backups depend on. Like Cinder's client, a refusal of one does not stop
-// the others; the refusals are returned together.
+// backups depend on. When a backup and its incrementals are both named,
+// the incrementals go first, whatever the order given, so a chain can be
+// deleted in one call. Like Cinder's client, a refusal of one does not
+// stop the others; the refusals are returned together.
 func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]BackupView, error) {
 	refs := req.Refs
 	if req.Force {
@@ -103,7 +105,7 @@ func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]Backu
 	out := []BackupView{}
 	var errs []error
 	touched := map[*repository]bool{}
-	for _, ref := range refs {
+	for _, ref := range s.childrenFirst(ctx, refs) {
 		bv, r, err := s.deleteBackup(ctx, ref, req.Force)
 		if err != nil {
 			errs = append(errs, err)
@@ -119,6 +121,69 @@ func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]Backu
 		return out, fmt.Errorf("deleted %d of %d backups; %w", len(out), len(refs), errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// childrenFirst reorders refs so that no backup comes before one of its
+// descendants that is also named; otherwise the given order is kept. Refs
+// that name no backup stay where they are, for deleteBackup to refuse.
+func (s *Service) childrenFirst(ctx context.Context, refs []string) []string {
+	ids := make([]string, len(refs)) // "" where ref does not resolve
+	parent := map[string]string{}
+	who := caller(ctx)
+	err := s.cat.View(func(tx *index.Tx) error {
+		all, err := tx.Backups()
+		if err != nil {
+			return err
+		}
+		var items []bakRef
+		for _, b := range all {
+			parent[b.ID] = b.ParentID
+			if who.sees(b.ProjectID) {
+				items = append(items, bakRef{b})
+			}
+		}
+		for i, ref := range refs {
+			if b, err := resolve(items, ref, "backup", "backup-list"); err == nil {
+				ids[i] = b.ID
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return refs
+	}
+	// ancestorOf reports whether a is a strict ancestor of d.
+	ancestorOf := func(a, d string) bool {
+		for p, n := parent[d], 0; p != "" && n < len(parent); p, n = parent[p], n+1 {
+			if p == a {
+				return true
+			}
+		}
+		return false
+	}
+	out := make([]string, 0, len(refs))
+	done := make([]bool, len(refs))
+	for len(out) < len(refs) {
+		next := -1
+		for i := range refs {
+			if done[i] {
+				continue
+			}
+			if next < 0 {
+				next = i // if every one waits (a damaged chain), keep the given order
+			}
+			waits := false
+			for j := range refs {
+				waits = waits || (!done[j] && ids[i] != "" && ids[j] != "" && ancestorOf(ids[i], ids[j]))
+			}
+			if !waits {
+				next = i
+				break
+			}
+		}
+		out, done[next] = append(out, refs[next]), true
+	}
+	return out
 }
 
 // sweepAfterDelete removes, once per repository, the packs that deletes

@@ -25,6 +25,9 @@ type Config struct {
 	ChunkSize        int             `toml:"-"`
 	DefaultZone      string          `toml:"default_availability_zone"`
 	Zones            map[string]Zone `toml:"zones"`
+	// PasswordFile is the CLI's --password-file, reserved for encrypted
+	// repositories: the CLI checks it is readable; nothing uses it yet.
+	PasswordFile string `toml:"-"`
 	// LogStderr: the log goes to stderr too (serve).
 	LogStderr bool `toml:"-"`
 	// Foreign: the config could not be read because the home belongs to

@@ -111,7 +111,7 @@ func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 	out := make([]fs.Entry, 0, len(list))
 	for _, b := range list {
 		if b.Status == index.StatusAvailable || b.Status == index.StatusRestoring {
-			out = append(out, fs.Entry{ID: b.ID, Name: b.Name, VolumeName: b.VolumeName, CreatedAt: b.CreatedAt, Size: b.SizeBytes})
+			out = append(out, fs.Entry{ID: b.ID, Name: b.Name, VolumeID: b.VolumeID, VolumeName: b.VolumeName, CreatedAt: b.CreatedAt, Size: b.SizeBytes})
 		}
 	}
 	return out, nil

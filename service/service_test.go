@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -196,6 +197,49 @@ func TestIncrementalChain(t *testing.T) {
 	}
 }
 
+// TestDeleteChainAtOnce: naming a chain's backups in any order deletes
+// them all, children first; a name that is not a backup is refused without
+// stopping the others.
+func TestDeleteChainAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	img := filepath.Join(t.TempDir(), "vol.img")
+	data := writeImage(t, img, 4<<20, 9)
+	if _, err := s.Manage(ctx, ManageRequest{Name: "vol", Source: img}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 3 {
+		b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Name: fmt.Sprint("b", i), Incremental: i > 0}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+		scribble(t, img, data, 2, uint64(i))
+	}
+	other, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Name: "other"}, nil) // a second full: not in the chain
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Parent first, by name and id, with a missing ref in the middle.
+	got, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{"b0", "no-such-backup", ids[2], "b1"}})
+	if err == nil || !strings.Contains(err.Error(), "no-such-backup") || strings.Contains(err.Error(), "Incremental backups exist") {
+		t.Fatalf("delete b0, missing, b2, b1: %v; want only the missing name refused", err)
+	}
+	var order []string
+	for _, b := range got {
+		order = append(order, b.ID)
+	}
+	if want := []string{ids[2], ids[1], ids[0]}; strings.Join(order, " ") != strings.Join(want, " ") {
+		t.Errorf("deleted %v, want children first %v", order, want)
+	}
+	left, _ := s.ListBackups(ctx, "", false)
+	if len(left) != 1 || left[0].ID != other.ID {
+		t.Errorf("after deleting the chain, backups %+v; want only %s", left, other.ID)
+	}
+	mustCheck(t, s)
+}
+
 func TestGrownAndShrunkVolume(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t)
@@ -283,7 +327,7 @@ func TestCancelledBackup(t *testing.T) {
 		t.Skip("backup finished before the first progress report; nothing to cancel")
 	}
 	bs, _ := s.ListBackups(context.Background(), "", false)
-	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled" {
+	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled by the user" {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}
 	mustCheck(t, s)

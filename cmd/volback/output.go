@@ -8,37 +8,33 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/volback/volback/service"
 )
 
-// listColumns are the columns of list tables, as Cinder's client shows them.
-var listColumns = map[string][]string{
-	"volume":   {"id", "name", "status", "size", "availability_zone", "path"},
-	"backup":   {"id", "volume_id", "status", "name", "size", "object_count", "is_incremental", "created_at"},
-	"gc":       {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
-	"check":    {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
-	"quota":    {"type", "in_use", "reserved", "limit"},
-	"service":  {"binary", "host", "zone", "status", "state", "updated_at", "disabled_reason"},
-	"snapshot": {"id", "volume_id", "status", "name", "size", "method"},
+// listColumns are the columns of list tables, as Cinder's client shows
+// them (plus the volume's name beside its id), by the type listed: an
+// empty list still prints its header.
+var listColumns = map[reflect.Type][]string{
+	reflect.TypeFor[service.VolumeView]():   {"id", "name", "status", "size", "availability_zone", "path"},
+	reflect.TypeFor[service.BackupView]():   {"id", "volume_id", "volume_name", "status", "name", "size", "object_count", "is_incremental", "created_at", "availability_zone", "container"},
+	reflect.TypeFor[service.GCReport]():     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
+	reflect.TypeFor[service.CheckReport]():  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
+	reflect.TypeFor[service.QuotaUsage]():   {"type", "in_use", "reserved", "limit"},
+	reflect.TypeFor[service.ServiceView]():  {"binary", "host", "zone", "status", "state", "updated_at", "disabled_reason"},
+	reflect.TypeFor[service.SnapshotView](): {"id", "volume_id", "status", "name", "size", "method"},
 }
 
-// verbFields are, for a table, the properties Cinder's client prints
-// after a create or an import, or the columns of a list (also when it is
-// empty); -f json prints whole records.
-var verbFields = map[string][]string{
+// createdFields are the properties Cinder's client prints after a create
+// or an import; -f json prints the whole record.
+var createdFields = map[string][]string{
 	"backup-create": {"id", "name", "volume_id"},
 	"backup-import": {"id", "name"},
-	"list":          listColumns["volume"],
-	"backup-list":   listColumns["backup"],
-	"snapshot-list": listColumns["snapshot"],
-	"service-list":  listColumns["service"],
-	"quota-usage":   listColumns["quota"],
-	"repo-gc":       listColumns["gc"],
-	"repo-check":    listColumns["check"],
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
-// column table (a list). only, when set, limits a record's table to
-// those properties.
+// column table (a list). only, when set, limits a record's table to those
+// properties.
 func print(w io.Writer, format string, v any, only ...string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
@@ -49,12 +45,12 @@ func print(w io.Writer, format string, v any, only ...string) error {
 	if err != nil {
 		return err
 	}
-	if reflect.Indirect(reflect.ValueOf(v)).Kind() == reflect.Slice {
+	if rv := reflect.Indirect(reflect.ValueOf(v)); rv.Kind() == reflect.Slice {
 		var rows []map[string]any
 		if err := json.Unmarshal(raw, &rows); err != nil {
 			return err
 		}
-		return listTable(w, rows, only)
+		return listTable(w, listColumns[rv.Type().Elem()], rows)
 	}
 	var rec map[string]any
 	if err := json.Unmarshal(raw, &rec); err != nil {
@@ -75,9 +71,14 @@ func print(w io.Writer, format string, v any, only ...string) error {
 	return nil
 }
 
-func listTable(w io.Writer, rows []map[string]any, cols []string) error {
-	if len(cols) == 0 { // every list verb names its columns (verbFields)
-		cols = listColumns["backup"]
+// listTable prints rows under cols; with no columns defined for the type,
+// every key of the first row, sorted.
+func listTable(w io.Writer, cols []string, rows []map[string]any) error {
+	if cols == nil && len(rows) > 0 {
+		for k := range rows[0] {
+			cols = append(cols, k)
+		}
+		sort.Strings(cols)
 	}
 	head := make([]string, len(cols))
 	for i, c := range cols {
