@@ -140,7 +140,7 @@ func TestIncrementalChain(t *testing.T) {
 		!strings.Contains(err.Error(), "no available backup") {
 		t.Fatalf("incremental without a full backup: got %v", err)
 	}
-	if bs, _ := s.ListBackups(ctx, ""); len(bs) != 0 {
+	if bs, _ := s.ListBackups(ctx, "", false); len(bs) != 0 {
 		t.Fatalf("refused incremental left %d backups", len(bs))
 	}
 
@@ -176,13 +176,13 @@ func TestIncrementalChain(t *testing.T) {
 		t.Error("full backup does not report has_dependent_backups")
 	}
 	for _, id := range ids[:3] {
-		_, err := s.DeleteBackups(ctx, []string{id})
+		_, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{id}})
 		if err == nil || !strings.Contains(err.Error(), "Incremental backups exist for this backup") {
 			t.Fatalf("delete of %s with dependents: got %v", id, err)
 		}
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
-		if _, err := s.DeleteBackups(ctx, []string{ids[i]}); err != nil {
+		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{ids[i]}}); err != nil {
 			t.Fatalf("delete %d: %v", i, err)
 		}
 		mustCheck(t, s)
@@ -222,7 +222,7 @@ func TestDeleteChainAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Parent first, by name and id, with a missing ref in the middle.
-	got, err := s.DeleteBackups(ctx, []string{"b0", "no-such-backup", ids[2], "b1"})
+	got, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{"b0", "no-such-backup", ids[2], "b1"}})
 	if err == nil || !strings.Contains(err.Error(), "no-such-backup") || strings.Contains(err.Error(), "Incremental backups exist") {
 		t.Fatalf("delete b0, missing, b2, b1: %v; want only the missing name refused", err)
 	}
@@ -233,7 +233,7 @@ func TestDeleteChainAtOnce(t *testing.T) {
 	if want := []string{ids[2], ids[1], ids[0]}; strings.Join(order, " ") != strings.Join(want, " ") {
 		t.Errorf("deleted %v, want children first %v", order, want)
 	}
-	left, _ := s.ListBackups(ctx, "")
+	left, _ := s.ListBackups(ctx, "", false)
 	if len(left) != 1 || left[0].ID != other.ID {
 		t.Errorf("after deleting the chain, backups %+v; want only %s", left, other.ID)
 	}
@@ -297,7 +297,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 	if err == nil {
 		t.Fatal("backup of a missing source succeeded")
 	}
-	bs, _ := s.ListBackups(ctx, "")
+	bs, _ := s.ListBackups(ctx, "", false)
 	if len(bs) != 2 || bs[0].Status != index.StatusError || bs[0].FailReason == nil {
 		t.Fatalf("failed backup: got %+v", bs[0])
 	}
@@ -305,7 +305,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 		t.Errorf("volume status after a failed backup: %s", v.Status)
 	}
 	mustCheck(t, s)
-	if _, err := s.DeleteBackups(ctx, []string{bs[0].ID}); err != nil {
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{bs[0].ID}}); err != nil {
 		t.Fatalf("deleting the failed backup: %v", err)
 	}
 }
@@ -326,7 +326,7 @@ func TestCancelledBackup(t *testing.T) {
 	if err == nil {
 		t.Skip("backup finished before the first progress report; nothing to cancel")
 	}
-	bs, _ := s.ListBackups(context.Background(), "")
+	bs, _ := s.ListBackups(context.Background(), "", false)
 	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled by the user" {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}
