@@ -13,8 +13,9 @@
 //	bpk/<backup id>/<32 raw pack id> -> empty: a pack the backup uploads
 //
 // Ids never contain '/', so a prefix scan of "chk/<repo id>/" sees exactly
-// one repository's chunks. Reserved for later versions: "quota/...",
-// "snap/...", "svc/..."; a new prefix that old code ignores does not need
+// one repository's chunks. Lifecycle records (lifecycle.go): "snap/<id>",
+// "quota/<project>", "qguard/<project>", "svc/<binary>/<zone>". A new
+// prefix that old code ignores does not need
 // a schema bump, a changed value encoding does.
 //
 // One process owns the catalog at a time (Badger's rule); Open returns an

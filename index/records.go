@@ -59,39 +59,43 @@ type Volume struct {
 	ProjectID        string    `json:"project_id"`
 	PrevStatus       string    `json:"prev_status,omitempty"` // status to return to after a job
 	Placeholder      bool      `json:"placeholder,omitempty"` // rebuilt from a record; source unknown
+	Incomplete       string    `json:"incomplete,omitempty"`  // why the content is incomplete (a cancelled restore)
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 }
 
 // Backup is a backup's catalog record.
 type Backup struct {
-	ID               string    `json:"id"`
-	Name             string    `json:"name"`
-	Description      string    `json:"description"`
-	Status           string    `json:"status"`
-	FailReason       string    `json:"fail_reason"`
-	VolumeID         string    `json:"volume_id"`
-	VolumeName       string    `json:"volume_name"`
-	ParentID         string    `json:"parent_id"`
-	SnapshotID       string    `json:"snapshot_id"`
-	IsIncremental    bool      `json:"is_incremental"`
-	SizeBytes        int64     `json:"size_bytes"` // volume bytes covered
-	ObjectCount      int       `json:"object_count"`
-	StoredBytes      int64     `json:"stored_bytes"` // new bytes this backup added to the repository
-	AvailabilityZone string    `json:"availability_zone"`
-	Container        string    `json:"container"`     // repository URL
-	RepositoryID     string    `json:"repository_id"` // repository config id
-	ProjectID        string    `json:"project_id"`
-	ManifestDigest   string    `json:"manifest_digest"`
-	RefsApplied      int       `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
-	MissingParent    bool      `json:"missing_parent,omitempty"` // incremental imported before its parent
-	Imported         bool      `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
-	Damaged          bool      `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
-	DamageReason     string    `json:"damage_reason,omitempty"`
-	Consistency      string    `json:"consistency,omitempty"` // how the data was read: see service's consistency values
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
-	DataTimestamp    time.Time `json:"data_timestamp"`
+	ID               string `json:"id"`
+	Name             string `json:"name"`
+	Description      string `json:"description"`
+	Status           string `json:"status"`
+	FailReason       string `json:"fail_reason"`
+	VolumeID         string `json:"volume_id"`
+	VolumeName       string `json:"volume_name"`
+	ParentID         string `json:"parent_id"`
+	SnapshotID       string `json:"snapshot_id"`
+	IsIncremental    bool   `json:"is_incremental"`
+	SizeBytes        int64  `json:"size_bytes"` // volume bytes covered
+	ObjectCount      int    `json:"object_count"`
+	StoredBytes      int64  `json:"stored_bytes"` // new bytes this backup added to the repository
+	AvailabilityZone string `json:"availability_zone"`
+	Container        string `json:"container"`     // repository URL
+	RepositoryID     string `json:"repository_id"` // repository config id
+	ProjectID        string `json:"project_id"`
+	ManifestDigest   string `json:"manifest_digest"`
+	RefsApplied      int    `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
+	MissingParent    bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
+	Imported         bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
+	Damaged          bool   `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
+	DamageReason     string `json:"damage_reason,omitempty"`
+	// Consistency says how the data was read (crash-consistent through a
+	// snapshot, or a live read); ConsistencyDetail says how, in words.
+	Consistency       string    `json:"consistency,omitempty"`
+	ConsistencyDetail string    `json:"consistency_detail,omitempty"`
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
+	DataTimestamp     time.Time `json:"data_timestamp"`
 }
 
 // Chunk is one chunk-index entry: where the chunk lives and how many

@@ -203,7 +203,7 @@ func TestCLIHelp(t *testing.T) {
 		t.Errorf("--help differs from help")
 	}
 	verb, _, code := run(t, home, "help", "backup-create")
-	if code != 0 || !strings.HasPrefix(verb, "usage: volback backup-create [--name NAME] [--description TEXT] [--incremental] VOLUME\n") ||
+	if code != 0 || !strings.HasPrefix(verb, "usage: volback backup-create [--name NAME] [--description TEXT] [--incremental] [--force] [--allow-inconsistent] [--snapshot-id SNAPSHOT] [--availability-zone AZ] VOLUME\n") ||
 		!strings.Contains(verb, "--incremental") || !strings.Contains(verb, "Global options") {
 		t.Fatalf("help backup-create: exit %d:\n%s", code, verb)
 	}
@@ -217,7 +217,9 @@ func TestCLIHelp(t *testing.T) {
 // knownVerbs must each be in help, the man page and the completions.
 var knownVerbs = []string{"manage", "create", "list", "show", "delete", "backup-create", "backup-list", "backup-show",
 	"backup-delete", "backup-restore", "backup-export", "backup-import", "repo-gc", "repo-check", "catalog-rebuild",
-	"mount", "umount", "serve", "help", "version", "completion"}
+	"mount", "umount", "serve", "help", "version", "completion",
+	"backup-reset-state", "snapshot-create", "snapshot-list", "snapshot-show", "snapshot-delete",
+	"quota-show", "quota-usage", "quota-update", "service-list", "service-disable", "service-enable"}
 
 // TestCLIVersion: --version and version print the version, commit, Go
 // version and the format versions; -f json gives the same as JSON.
@@ -278,7 +280,7 @@ func TestCLIManAndCompletion(t *testing.T) {
 		"volback -f j":                          "json",
 		"volback backup-list --format ":         "table json",
 		"volback backup-create --inc":           "--incremental",
-		"volback --home /x backup-create db --": "--name --description --incremental --home --format",
+		"volback --home /x backup-create db --": "--name --description --incremental --force --allow-inconsistent --snapshot-id --availability-zone --home --format",
 		"volback umount --la":                   "--lazy",
 		"volback help backup-res":               "backup-restore",
 		"volback completion ":                   "bash zsh",

@@ -84,8 +84,10 @@ func TestRepackKeepsLiveData(t *testing.T) {
 
 // TestMissingRepositoryDirectory: with the repository directory gone (an
 // NFS export not mounted), backup-create is refused naming the zone, URL,
-// repository id and the likely cause, nothing is created in its place, and
-// a restore says the same instead of "not configured in any zone".
+// repository id and the likely cause (and, as Cinder does, recorded as an
+// `error` backup saying so), nothing is created in its place, and a
+// restore says the same instead of "not configured in any zone", changing
+// nothing.
 func TestMissingRepositoryDirectory(t *testing.T) {
 	home, _, _, b := seeded(t)
 	repo := repoDir(home)
@@ -93,19 +95,26 @@ func TestMissingRepositoryDirectory(t *testing.T) {
 	if err := os.Rename(repo, repo+".unmounted"); err != nil {
 		t.Fatal(err)
 	}
-	before := state(t, home)
 	for _, args := range [][]string{{"backup-create", "v"}, {"backup-restore", "--name", "r", b.ID}} {
+		before := state(t, home)
 		_, stderr, code := run(t, home, args...)
-		assertRefused(t, strings.Join(args, " "), stderr, code, "nova", id, "file://"+repo, "mounted")
+		assertRefused(t, strings.Join(args, " "), stderr, code, "nova", id, "file://"+repo, "mount")
 		if strings.Contains(stderr, "not configured in any zone") {
 			t.Errorf("%s: the real cause is hidden: %s", args[0], stderr)
 		}
 		if _, err := os.Stat(repo); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s re-created the repository directory", args[0])
 		}
-	}
-	if after := state(t, home); after != before {
-		t.Errorf("refusals changed the catalog:\nbefore %s\nafter  %s", before, after)
+		if args[0] == "backup-restore" {
+			if after := state(t, home); after != before {
+				t.Errorf("the refused restore changed the catalog:\nbefore %s\nafter  %s", before, after)
+			}
+			continue
+		}
+		failed := assertFailedBackups(t, home, b.ID, "mount")
+		if len(failed) != 1 {
+			t.Errorf("%d error backups recorded for the refused backup-create, want 1", len(failed))
+		}
 	}
 	if err := os.Rename(repo+".unmounted", repo); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,41 +25,88 @@ type BackupRequest struct {
 	Description string `json:"description"`
 	Incremental bool   `json:"incremental"`
 	Project     string `json:"project"`
+	// Force backs up a volume in use through a snapshot taken at the start
+	// (Cinder's --force); the backup is then crash-consistent.
+	Force bool `json:"force,omitempty"`
+	// AllowInconsistent reads a volume in use live, where no snapshot can
+	// be taken; the backup records that it is not consistent.
+	AllowInconsistent bool `json:"allow_inconsistent,omitempty"`
+	// SnapshotID backs up that snapshot of the volume instead of the volume.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// AvailabilityZone writes the backup to that zone's repository (default:
+	// the volume's zone).
+	AvailabilityZone string `json:"availability_zone,omitempty"`
 }
 
-// CreateBackup backs up a volume. The backup is `available` only once every
-// pack, its manifest, its record and its chunk references are durable; on
-// any failure it ends in `error` with fail_reason set and holds no chunk
-// references.
+// CreateBackup backs up a volume, or one of its snapshots. The backup is
+// `available` only once every pack, its manifest, its record and its chunk
+// references are durable; on any failure it ends in `error` with
+// fail_reason set and holds no chunk references. A volume in use is
+// refused unless Force (read through a snapshot taken now) or
+// AllowInconsistent (read live, recorded as such).
 func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress ProgressFunc) (*BackupView, error) {
 	var vol *index.Volume
-	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, req.Volume); return err }); err != nil {
+	var from *index.Snapshot
+	err := s.cat.View(func(tx *index.Tx) (err error) {
+		if vol, err = findVolume(tx, caller(ctx), req.Volume); err != nil || req.SnapshotID == "" {
+			return err
+		}
+		from, err = backupSnapshot(tx, caller(ctx), vol, req.SnapshotID)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	if err := s.checkSource(vol); err != nil {
 		return nil, err
 	}
-	r, err := s.repoFor(ctx, vol.AvailabilityZone)
+	zone, err := s.zone(cmp.Or(req.AvailabilityZone, vol.AvailabilityZone))
+	if err != nil {
+		return nil, errorf(ErrUsage, "%v", err)
+	}
+	if err := s.zoneAcceptsWork(zone); err != nil {
+		return nil, err
+	}
+	how, err := s.consistencyPlan(vol, req, from)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.cat.View(func(tx *index.Tx) error { return checkBackupQuota(tx, vol.ProjectID, vol.Size) }); err != nil {
+		return nil, err // before any work, a snapshot included
+	}
+	if err := s.zoneReachable(ctx, zone); err != nil {
+		return nil, s.unreachable(ctx, vol, req, zone, err)
+	}
+	r, err := s.repoFor(ctx, zone)
+	if err != nil {
+		return nil, s.unreachable(ctx, vol, req, zone, err)
+	}
+	id := uuid.NewString()
+	var tmp *index.Snapshot
+	if how.snapshot {
+		if tmp, err = s.takeBackupSnapshot(ctx, vol, id); err != nil {
+			return nil, err
+		}
+	}
 	var b *index.Backup
+	s.quotaMu.Lock()
 	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
 		if err != nil {
 			return err
 		}
 		if v.Status != index.StatusAvailable && v.Status != index.StatusInUse {
-			return fmt.Errorf("volume %s (%s) is %s; a backup needs it available or in-use", v.ID, v.Name, v.Status)
+			return errorf(ErrInvalidState, "volume %s (%s) is %s; a backup needs it available or in-use", v.ID, v.Name, v.Status)
 		}
 		if v.Placeholder {
-			return fmt.Errorf("volume %s was rebuilt from a backup record and has no known source; manage the source again", v.ID)
+			return errorf(ErrInvalidState, "volume %s was rebuilt from a backup record and has no known source; manage the source again", v.ID)
 		}
 		t := now()
-		b = &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description,
+		b = &index.Backup{ID: id, Name: req.Name, Description: req.Description,
 			Status: index.StatusCreating, VolumeID: v.ID, VolumeName: v.Name, SizeBytes: v.Size,
-			AvailabilityZone: v.AvailabilityZone, Container: r.url, RepositoryID: r.store.Config().ID,
-			ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t, DataTimestamp: t}
+			AvailabilityZone: zone, Container: r.url, RepositoryID: r.store.Config().ID,
+			ProjectID: v.ProjectID, CreatedAt: t, UpdatedAt: t, DataTimestamp: t,
+			Consistency: how.consistency, ConsistencyDetail: how.detail}
 		if req.Incremental {
 			all, err := tx.Backups()
 			if err != nil {
@@ -66,9 +114,15 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 			}
 			parent := latestBackup(all, v.ID, r.store.Config().ID)
 			if parent == nil {
-				return fmt.Errorf("volume %s (%s) has no available backup to base an incremental on; run backup-create without --incremental first", v.ID, v.Name)
+				return errorf(ErrInvalidState, "volume %s (%s) has no available backup to base an incremental on; run backup-create without --incremental first", v.ID, v.Name)
 			}
 			b.ParentID, b.IsIncremental = parent.ID, true
+		}
+		if err := reserveBackup(tx, b.ProjectID, b.SizeBytes); err != nil {
+			return err
+		}
+		if err := claimSnapshots(tx, b, from, tmp); err != nil {
+			return err
 		}
 		v.PrevStatus, v.Status, v.UpdatedAt = v.Status, index.StatusBackingUp, t
 		vol = v
@@ -77,14 +131,33 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		}
 		return tx.PutBackup(b)
 	})
+	s.quotaMu.Unlock()
 	if err != nil {
+		if tmp != nil {
+			volume.DeleteSnapshot(vol.Path, tmp.DriverName)
+		}
 		return nil, err
 	}
-	s.claim(b.ID)
-	defer s.unclaim(b.ID)
-	if err := s.runBackup(ctx, r, vol, b, progress); err != nil {
-		return nil, s.failBackup(ctx, r, b, err)
+	src := vol // what is read: the volume, or a snapshot of it
+	if snap := cmp.Or(tmp, from); snap != nil {
+		sv := *vol
+		sv.Path = snap.Locator
+		src = &sv
 	}
+	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
+	defer untrack()
+	start := time.Now()
+	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
+		"incremental", b.IsIncremental, "consistency", b.Consistency)
+	err = s.runBackup(ctx, r, src, b, progress)
+	s.settleSnapshots(ctx, b, from, tmp, how.keep && err == nil)
+	if err != nil {
+		err = s.failBackup(ctx, r, b, err)
+		s.event(ctx, "backup error", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start), "reason", err.Error())
+		return nil, err
+	}
+	s.event(ctx, "backup available", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start),
+		"size_bytes", b.SizeBytes, "stored_bytes", b.StoredBytes)
 	return s.ShowBackup(ctx, b.ID)
 }
 
@@ -131,8 +204,10 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err != nil {
 		return err
 	}
-	b.Consistency = consistency(before, statSource(vol.Path)) // the volume has been read
-	ids := m.Unique()                                         // in encoded order: recovery replays RefsApplied against it
+	if b.Consistency == "" { // a live read of a volume not in use: say what it saw
+		b.Consistency, b.ConsistencyDetail = liveConsistency(before, statSource(vol.Path))
+	}
+	ids := m.Unique() // in encoded order: recovery replays RefsApplied against it
 	if seededFrom {
 		stored.dedupPacks, err = s.packsOf(r, ids, stored.locations)
 		if err != nil {
@@ -311,7 +386,8 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 		SnapshotID: b.SnapshotID, IsIncremental: b.IsIncremental, SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
 		Container: b.Container, ProjectID: b.ProjectID, CreatedAt: b.CreatedAt, DataTimestamp: b.DataTimestamp,
-		RepositoryID: b.RepositoryID, ChunkSize: chunkSize, ManifestDigest: b.ManifestDigest, Consistency: b.Consistency}
+		RepositoryID: b.RepositoryID, ChunkSize: chunkSize, ManifestDigest: b.ManifestDigest, Consistency: b.Consistency,
+		ConsistencyDetail: b.ConsistencyDetail}
 }
 
 // plan returns the manifest to fill and the chunks to read. Normally that
@@ -325,9 +401,9 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
 			return nil, nil, false, err
 		}
-		if parent.SnapshotID != "" {
-			changed, err := ct.Changed(ctx, parent.SnapshotID)
-			if err != nil && !errors.Is(err, volume.ErrNotSupported) {
+		if base := s.driverSnapshot(parent.SnapshotID); base != "" {
+			changed, err := ct.Changed(ctx, base)
+			if err != nil && !errors.Is(err, volume.ErrNotSupported) && !errors.Is(err, volume.ErrNotFound) {
 				return nil, nil, false, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
 			}
 			if err == nil {
@@ -736,13 +812,17 @@ var rollbackRetry = 2 * time.Second
 // until it restarts.
 func (s *Service) retryRollback(r *repository, id string) {
 	s.bg.Add(1)
+	// A job like the backup was: backup-delete --force cancels it (and then
+	// deletes the backup itself), and nothing else may take it meanwhile.
+	ctx, untrack := s.track(s.bgCtx, backupJob(id))
 	go func() {
 		defer s.bg.Done()
+		defer untrack()
 		wait := rollbackRetry
 		for {
 			select {
-			case <-s.bgCtx.Done():
-				return // the next start's recovery takes over
+			case <-ctx.Done():
+				return // cancelled, or the next start's recovery takes over
 			case <-time.After(wait):
 			}
 			var b *index.Backup
@@ -750,7 +830,7 @@ func (s *Service) retryRollback(r *repository, id string) {
 			if err != nil || b.Status != index.StatusCreating {
 				return
 			}
-			if err := s.rollbackBackup(s.bgCtx, r, b); err != nil {
+			if err := s.rollbackBackup(ctx, r, b); err != nil {
 				s.log.Printf("backup %s: rolling back (retry): %v", id, err)
 				wait = min(2*wait, time.Minute)
 				continue
@@ -770,7 +850,7 @@ func (s *Service) retryRollback(r *repository, id string) {
 				s.log.Printf("backup %s: recording the finished rollback: %v", id, err)
 				continue
 			}
-			s.sweep(s.bgCtx, r)
+			s.sweep(ctx, r)
 			return
 		}
 	}()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
@@ -15,13 +16,15 @@ import (
 
 var repoNotFound = repo.ErrNotFound
 
-// ListBackups returns backups, newest first, optionally of one volume.
-func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupView, error) {
+// ListBackups returns the caller's project's backups (every project's
+// for an admin asking for all), newest first, optionally of one volume.
+func (s *Service) ListBackups(ctx context.Context, volumeRef string, allProjects bool) ([]BackupView, error) {
 	out := []BackupView{}
+	who := caller(ctx)
 	err := s.cat.View(func(tx *index.Tx) error {
 		volID := ""
 		if volumeRef != "" {
-			v, err := findVolume(tx, volumeRef)
+			v, err := findVolume(tx, caller(ctx), volumeRef)
 			if err != nil {
 				// the volume may be gone while its backups remain: accept a raw id
 				volID = volumeRef
@@ -35,7 +38,7 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 		}
 		ps := parents(all)
 		for _, b := range all {
-			if volID == "" || b.VolumeID == volID {
+			if (volID == "" || b.VolumeID == volID) && who.lists(b.ProjectID, allProjects || volumeRef != "") {
 				out = append(out, backupView(b, ps))
 			}
 		}
@@ -49,7 +52,7 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 func (s *Service) ShowBackup(ctx context.Context, ref string) (*BackupView, error) {
 	var bv BackupView
 	err := s.cat.View(func(tx *index.Tx) error {
-		b, err := findBackup(tx, ref)
+		b, err := findBackup(tx, caller(ctx), ref)
 		if err != nil {
 			return err
 		}
@@ -79,9 +82,11 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 // DeleteRequest is backup-delete.
 type DeleteRequest struct {
 	Refs []string `json:"refs"`
-	// Force also deletes a backup whose manifest is gone or damaged, one
-	// stuck in another status, or a record in a repository that the
-	// catalog does not know (by its full id).
+	// Force (admins only) also cancels a backup being created (the job
+	// stops and rolls back, then the backup is deleted), and deletes a
+	// backup whose manifest is gone or damaged, one stuck in another
+	// status, or a record in a repository that the catalog does not know
+	// (by its full id).
 	Force bool `json:"force,omitempty"`
 }
 
@@ -92,17 +97,25 @@ type DeleteRequest struct {
 // a chain can be deleted in one call. Like Cinder's client, a refusal of
 // one does not stop the others; the refusals are returned together.
 func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]BackupView, error) {
+	refs := req.Refs
+	if req.Force {
+		if err := requireAdmin(caller(ctx), "backup:force_delete"); err != nil {
+			return nil, err
+		}
+	}
 	out := []BackupView{}
 	var errs []error
 	touched := map[*repository]bool{}
-	for _, ref := range s.childrenFirst(req.Refs) {
+	for _, ref := range s.childrenFirst(ctx, refs) {
 		bv, r, err := s.deleteBackup(ctx, ref, req.Force)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		out = append(out, *bv)
-		touched[r] = true
+		if r != nil {
+			touched[r] = true
+		}
 	}
 	s.sweepAfterDelete(ctx, touched)
 	if len(errs) > 0 {
@@ -114,18 +127,21 @@ func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]Backu
 // childrenFirst reorders refs so that no backup comes before one of its
 // descendants that is also named; otherwise the given order is kept. Refs
 // that name no backup stay where they are, for deleteBackup to refuse.
-func (s *Service) childrenFirst(refs []string) []string {
+func (s *Service) childrenFirst(ctx context.Context, refs []string) []string {
 	ids := make([]string, len(refs)) // "" where ref does not resolve
 	parent := map[string]string{}
+	who := caller(ctx)
 	err := s.cat.View(func(tx *index.Tx) error {
 		all, err := tx.Backups()
 		if err != nil {
 			return err
 		}
-		items := make([]bakRef, len(all))
-		for i, b := range all {
-			items[i] = bakRef{b}
+		var items []bakRef
+		for _, b := range all {
 			parent[b.ID] = b.ParentID
+			if who.sees(b.ProjectID) {
+				items = append(items, bakRef{b})
+			}
 		}
 		for i, ref := range refs {
 			if b, err := resolve(items, ref, "backup", "backup-list"); err == nil {
@@ -180,21 +196,26 @@ func (s *Service) sweepAfterDelete(ctx context.Context, repos map[*repository]bo
 }
 
 func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*BackupView, *repository, error) {
+	if force {
+		if err := s.cancelCreating(ctx, ref); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, nil, err // (a ref that names no backup is handled below)
+		}
+	}
 	var b *index.Backup
 	var view BackupView
 	err := s.update(func(tx *index.Tx) error {
 		var err error
-		if b, err = findBackup(tx, ref); err != nil {
+		if b, err = findBackup(tx, caller(ctx), ref); err != nil {
 			return err
 		}
 		switch b.Status {
 		case index.StatusAvailable, index.StatusError, index.StatusErrorDeleting:
 		default:
 			if !force {
-				return fmt.Errorf("backup %s is %s; only available, error or error_deleting backups can be deleted (--force deletes one stuck in another status)", b.ID, b.Status)
+				return errorf(ErrInvalidState, "backup %s is %s; only available, error or error_deleting backups can be deleted (--force deletes one stuck in another status)", b.ID, b.Status)
 			}
 			if s.busy(b.ID) {
-				return fmt.Errorf("backup %s is %s and a job of this process is working on it; cancel that job first", b.ID, b.Status)
+				return errorf(ErrInvalidState, "backup %s is %s and a job of this process is working on it; cancel that job first", b.ID, b.Status)
 			}
 		}
 		all, err := tx.Backups()
@@ -216,8 +237,6 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 	if err != nil {
 		return nil, nil, err
 	}
-	s.claim(b.ID)
-	defer s.unclaim(b.ID)
 	r, derr := s.finishDelete(ctx, b, force)
 	if derr != nil {
 		s.setErrorDeleting(b.ID, derr)
@@ -228,6 +247,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 		return nil, nil, fmt.Errorf("deleting backup %s failed, it is now error_deleting: %w; %s", b.ID, derr, hint)
 	}
 	view.Status = "deleted"
+	s.event(ctx, "backup deleted", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID)
 	return &view, r, nil
 }
 
@@ -255,6 +275,9 @@ func (s *Service) setErrorDeleting(id string, cause error) {
 // interrupted delete. With force, a manifest that cannot be read is no
 // obstacle: the repository's reference counts are then recounted.
 func (s *Service) finishDelete(ctx context.Context, b *index.Backup, force bool) (*repository, error) {
+	if b.RepositoryID == "" && b.RefsApplied == 0 { // never reached a repository (unreachable)
+		return nil, s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) })
+	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
 		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
@@ -316,7 +339,7 @@ func (s *Service) deleteUnknown(ctx context.Context, ref string, force bool, not
 			continue
 		}
 		if !force {
-			return nil, nil, fmt.Errorf("backup %s is not in the catalog, but repository %s holds its record (a backup of another volback home, or one not imported yet): import it (backup-import, catalog-rebuild), or, if it is garbage, remove it for good with backup-delete --force %s", ref, r.url, ref)
+			return nil, nil, errorf(ErrNotFound, "backup %s is not in the catalog, but repository %s holds its record (a backup of another volback home, or one not imported yet): import it (backup-import, catalog-rebuild), or, if it is garbage, remove it for good with backup-delete --force %s", ref, r.url, ref)
 		}
 		lk, err := s.lock(ctx, r, false, "backup-delete --force "+ref, lockWait)
 		if err != nil {
@@ -330,4 +353,26 @@ func (s *Service) deleteUnknown(ctx context.Context, ref string, force bool, not
 		return &BackupView{ID: ref, Status: "deleted", Container: r.url}, r, nil
 	}
 	return nil, nil, notFound
+}
+
+// cancelCreating stops the job creating backup ref, if it is being
+// created, and waits until its rollback has released every reference and
+// given the volume its status back; the backup is then `error` and a
+// plain delete removes it.
+func (s *Service) cancelCreating(ctx context.Context, ref string) error {
+	var b *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
+		return err
+	}
+	if b.Status != index.StatusCreating {
+		return nil
+	}
+	start := time.Now()
+	if err := s.cancelJob(backupJob(b.ID), errForceDeleted, cancelWait); errors.Is(err, errJobGone) {
+		return nil // stuck (a rollback that failed and waits): the forced delete finishes it
+	} else if err != nil {
+		return errorf(ErrInvalidState, "backup %s is creating and cannot be cancelled: %v; run backup-delete --force again, or restart the volback process that owns the catalog (it rolls the backup back when it starts)", b.ID, err)
+	}
+	s.event(ctx, "backup cancelled", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID, "duration", since(start))
+	return nil
 }

@@ -117,7 +117,7 @@ func (s *Service) repoID(t *testing.T) string {
 
 func backupsOf(t *testing.T, s *Service) map[string]BackupView {
 	t.Helper()
-	bs, err := s.ListBackups(context.Background(), "")
+	bs, err := s.ListBackups(context.Background(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -385,7 +385,7 @@ func (w *world) verify() error {
 				return fmt.Errorf("home %d: repo-check: %s", h, strings.Join(rp.Problems, "; "))
 			}
 		}
-		bs, err := mh.s.ListBackups(ctx, "")
+		bs, err := mh.s.ListBackups(ctx, "", false)
 		if err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ type ChunkRef struct {
 // restored), its repository and its verified manifest.
 func (s *Service) readable(ctx context.Context, ref string) (*index.Backup, *repository, *chunkstore.Manifest, error) {
 	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
 		return nil, nil, nil, err
 	}
 	if b.Status != index.StatusAvailable && b.Status != index.StatusRestoring {
@@ -105,7 +105,7 @@ func NewMountSource(c Caller, cacheBytes int64) *MountSource {
 // Backups lists the available backups.
 func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 	var list []BackupView
-	if err := ms.c.Call(ctx, "backup-list", Ref{}, &list, nil); err != nil {
+	if err := ms.c.Call(ctx, "backup-list", Ref{AllProjects: true}, &list, nil); err != nil { // an admin mounts every project's backups
 		return nil, err
 	}
 	out := make([]fs.Entry, 0, len(list))

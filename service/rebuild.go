@@ -131,7 +131,8 @@ func backupFromRecord(rec *chunkstore.Record) *index.Backup {
 		IsIncremental: rec.IsIncremental, SizeBytes: rec.SizeBytes, ObjectCount: rec.ObjectCount,
 		StoredBytes: rec.StoredBytes, AvailabilityZone: rec.AvailabilityZone, Container: rec.Container,
 		RepositoryID: rec.RepositoryID, ProjectID: rec.ProjectID, ManifestDigest: rec.ManifestDigest,
-		Imported: true, CreatedAt: rec.CreatedAt, UpdatedAt: now(), DataTimestamp: rec.DataTimestamp, Consistency: rec.Consistency}
+		Imported: true, CreatedAt: rec.CreatedAt, UpdatedAt: now(), DataTimestamp: rec.DataTimestamp, Consistency: rec.Consistency,
+		ConsistencyDetail: rec.ConsistencyDetail}
 }
 
 // commitImport registers a verified record: a `creating` entry marked

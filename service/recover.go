@@ -46,7 +46,9 @@ func (s *Service) recover(ctx context.Context) error {
 				s.setErrorDeleting(b.ID, err)
 				continue
 			}
-			s.sweep(ctx, r)
+			if r != nil {
+				s.sweep(ctx, r)
+			}
 		case index.StatusRestoring:
 			s.setBackupStatus(b.ID, index.StatusAvailable)
 		case index.StatusAvailable:
@@ -55,6 +57,9 @@ func (s *Service) recover(ctx context.Context) error {
 				s.log.Printf("backup %s: %v", b.ID, err)
 			}
 		}
+	}
+	if err := s.recoverSnapshots(); err != nil {
+		return err
 	}
 	return s.update(func(tx *index.Tx) error {
 		for _, v := range vols {

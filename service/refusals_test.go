@@ -12,7 +12,7 @@ import (
 func setVolume(t *testing.T, s *Service, ref string, change func(*index.Volume)) {
 	t.Helper()
 	if err := s.update(func(tx *index.Tx) error {
-		v, err := findVolume(tx, ref)
+		v, err := findVolume(tx, caller(context.Background()), ref)
 		if err != nil {
 			return err
 		}

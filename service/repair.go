@@ -442,8 +442,7 @@ func (s *Service) recount(ctx context.Context, r *repository) (int, error) {
 	return len(fixes), nil
 }
 
-// claim marks a backup as worked on by a job of this process (until
-// unclaim), so that --force does not pull it away from under the job.
-func (s *Service) claim(id string)     { s.active.Store(id, true) }
-func (s *Service) unclaim(id string)   { s.active.Delete(id) }
-func (s *Service) busy(id string) bool { _, ok := s.active.Load(id); return ok }
+// busy reports whether a job of this process (a backup being created or
+// restored) works on backup id, so that --force does not pull it away from
+// under the job.
+func (s *Service) busy(id string) bool { return s.running(backupJob(id)) || s.running(restoreJob(id)) }

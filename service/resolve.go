@@ -29,7 +29,7 @@ const MinIDPrefix = 4
 func resolve[T named](items []T, ref, kind, listVerb string) (T, error) {
 	var zero T
 	if ref == "" {
-		return zero, fmt.Errorf("no %s named; give a %s name or id (see 'volback %s')", kind, kind, listVerb)
+		return zero, errorf(ErrUsage, "no %s named; give a %s name or id (see 'volback %s')", kind, kind, listVerb)
 	}
 	var byName, byPrefix []T
 	for _, it := range items {
@@ -48,16 +48,16 @@ func resolve[T named](items []T, ref, kind, listVerb string) (T, error) {
 	case len(byName) == 1:
 		return byName[0], nil
 	case len(byName) > 1:
-		return zero, fmt.Errorf("%s name %q is ambiguous: it names %s; name it by id", kind, ref, idList(byName))
+		return zero, errorf(ErrUsage, "%s name %q is ambiguous: it names %s; name it by id", kind, ref, idList(byName))
 	case len(byPrefix) > 0 && len(ref) < MinIDPrefix:
-		return zero, fmt.Errorf("%s %q not found: no %s has that name, and an id prefix needs at least %d characters (%d id(s) start with %q: %s)",
+		return zero, errorf(ErrNotFound, "%s %q not found: no %s has that name, and an id prefix needs at least %d characters (%d id(s) start with %q: %s)",
 			kind, ref, kind, MinIDPrefix, len(byPrefix), ref, idList(byPrefix))
 	case len(byPrefix) == 1:
 		return byPrefix[0], nil
 	case len(byPrefix) > 1:
-		return zero, fmt.Errorf("%s id prefix %q is ambiguous: it matches %s; give more of the id", kind, ref, idList(byPrefix))
+		return zero, errorf(ErrUsage, "%s id prefix %q is ambiguous: it matches %s; give more of the id", kind, ref, idList(byPrefix))
 	}
-	return zero, fmt.Errorf("%s %q not found; run 'volback %s' to see them", kind, ref, listVerb)
+	return zero, errorf(ErrNotFound, "%s %q not found; run 'volback %s' to see them", kind, ref, listVerb)
 }
 
 // idList lists candidates' ids (at most 10) for a refusal.
@@ -74,27 +74,34 @@ func idList[T named](items []T) string {
 	return strings.Join(ids, ", ")
 }
 
-func findVolume(tx *index.Tx, ref string) (*index.Volume, error) {
+// findVolume resolves ref among the volumes who may see: another
+// project's volume is not found, as in Cinder.
+func findVolume(tx *index.Tx, who Identity, ref string) (*index.Volume, error) {
 	vols, err := tx.Volumes()
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]volRef, len(vols))
-	for i, v := range vols {
-		refs[i] = volRef{v}
+	var refs []volRef
+	for _, v := range vols {
+		if who.sees(v.ProjectID) {
+			refs = append(refs, volRef{v})
+		}
 	}
 	r, err := resolve(refs, ref, "volume", "list")
 	return r.Volume, err
 }
 
-func findBackup(tx *index.Tx, ref string) (*index.Backup, error) {
+// findBackup resolves ref among the backups who may see.
+func findBackup(tx *index.Tx, who Identity, ref string) (*index.Backup, error) {
 	baks, err := tx.Backups()
 	if err != nil {
 		return nil, err
 	}
-	refs := make([]bakRef, len(baks))
-	for i, b := range baks {
-		refs[i] = bakRef{b}
+	var refs []bakRef
+	for _, b := range baks {
+		if who.sees(b.ProjectID) {
+			refs = append(refs, bakRef{b})
+		}
 	}
 	r, err := resolve(refs, ref, "backup", "backup-list")
 	return r.Backup, err

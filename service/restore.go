@@ -1,7 +1,9 @@
 package service
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -30,11 +32,17 @@ type RestoreRequest struct {
 // and claimed in one transaction. On failure the volume ends
 // `error_restoring` and the backup is `available` again, as in Cinder.
 func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress ProgressFunc) (*RestoreView, error) {
+	if err := requirePathAdmin(ctx, req.Path); err != nil {
+		return nil, err
+	}
 	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, req.Backup); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), req.Backup); return err }); err != nil {
 		return nil, err
 	}
 	if err := restorable(b); err != nil {
+		return nil, err
+	}
+	if err := s.zoneAcceptsWork(cmp.Or(b.AvailabilityZone, s.cfg.DefaultZone)); err != nil {
 		return nil, err
 	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
@@ -57,7 +65,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	var vol *index.Volume
 	var tgt volume.Target
 	if req.Volume != "" {
-		if vol, tgt, err = s.claimTarget(req.Volume, b, claim); err != nil {
+		if vol, tgt, err = s.claimTarget(ctx, req.Volume, b, claim); err != nil {
 			return nil, err
 		}
 	} else {
@@ -75,33 +83,48 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		// Whole sectors: a backup made before volumes had to be (an odd-sized
 		// file) restores into a volume rounded up, its tail zeros.
 		size := volume.RoundUp(max(req.Size, b.SizeBytes))
-		if vol, tgt, err = s.newVolume(name, req.Path, az, req.Project, size, index.StatusRestoringBackup, claim); err != nil {
+		proj, err := actingProject(ctx, req.Project)
+		if err != nil {
+			return nil, err
+		}
+		if vol, tgt, err = s.newVolume(name, req.Path, az, proj, size, index.StatusRestoringBackup, claim); err != nil {
 			return nil, err
 		}
 	}
-	s.claim(b.ID)
-	defer s.unclaim(b.ID)
+	ctx, untrack := s.track(ctx, restoreJob(b.ID)) // backup-reset-state cancels it
+	defer untrack()
+	start := time.Now()
+	s.event(ctx, "restore started", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID)
 	err = s.writeImage(ctx, r, b, m, tgt, progress)
 	if cerr := tgt.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("closing volume %s: %w", vol.Path, cerr)
 	}
+	if err != nil && errors.Is(context.Cause(ctx), errResetState) {
+		if err := s.endCancelledRestore(vol.ID, b.ID, time.Now()); err != nil {
+			return nil, err
+		}
+		s.event(ctx, "restore cancelled", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start))
+		return nil, fmt.Errorf("restore of backup %s to volume %s was cancelled by backup-reset-state; the volume is available with incomplete content", b.ID, vol.ID)
+	}
 	if err != nil {
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
+		s.event(ctx, "restore error", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start), "reason", err.Error())
 		return nil, fmt.Errorf("restore of backup %s to volume %s failed: %w", b.ID, vol.ID, err)
 	}
 	if err := s.endRestore(vol.ID, b.ID, index.StatusAvailable); err != nil {
 		return nil, err
 	}
+	s.event(ctx, "restore done", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start))
 	return &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name}, nil
 }
 
 // restorable says why b cannot be restored now.
 func restorable(b *index.Backup) error {
 	if b.Status != index.StatusAvailable {
-		return fmt.Errorf("backup %s is %s; only available backups can be restored", b.ID, b.Status)
+		return errorf(ErrInvalidState, "backup %s is %s; only available backups can be restored", b.ID, b.Status)
 	}
 	if b.MissingParent {
-		return fmt.Errorf("backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
+		return errorf(ErrInvalidState, "backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
 			b.ID, b.ParentID, b.ParentID)
 	}
 	return nil
@@ -124,22 +147,22 @@ func claimBackup(tx *index.Tx, id string) error {
 // claimTarget opens an existing volume to take the backup, then checks and
 // marks it restoring-backup (and runs claim) in one transaction, so two
 // restores (or a restore and a backup) can never both have it.
-func (s *Service) claimTarget(ref string, b *index.Backup, claim func(*index.Tx) error) (*index.Volume, volume.Target, error) {
+func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup, claim func(*index.Tx) error) (*index.Volume, volume.Target, error) {
 	var vol *index.Volume
 	check := func(v *index.Volume) error {
 		if v.Status != index.StatusAvailable && v.Status != index.StatusErrorRestoring && v.Status != index.StatusError {
-			return fmt.Errorf("volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
+			return errorf(ErrInvalidState, "volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
 		}
 		if v.Placeholder || v.Path == "" {
-			return fmt.Errorf("volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
+			return errorf(ErrInvalidState, "volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
 		}
 		if v.Size < b.SizeBytes {
-			return fmt.Errorf("volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
+			return errorf(ErrInvalidState, "volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
 		}
 		return nil
 	}
 	err := s.cat.View(func(tx *index.Tx) error {
-		v, err := findVolume(tx, ref)
+		v, err := findVolume(tx, caller(ctx), ref)
 		if err == nil {
 			err = check(v)
 		}
@@ -155,7 +178,7 @@ func (s *Service) claimTarget(ref string, b *index.Backup, claim func(*index.Tx)
 	}
 	if tgt.Size() < b.SizeBytes {
 		tgt.Close()
-		return nil, nil, fmt.Errorf("volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
+		return nil, nil, errorf(ErrInvalidState, "volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
 	}
 	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
@@ -195,6 +218,9 @@ func (s *Service) endRestore(volID, backupID, volStatus string) error {
 	return s.update(func(tx *index.Tx) error {
 		if v, err := tx.Volume(volID); err == nil {
 			v.Status, v.UpdatedAt = volStatus, now()
+			if volStatus == index.StatusAvailable {
+				v.Incomplete = "" // a whole backup is in it now
+			}
 			if err := tx.PutVolume(v); err != nil {
 				return err
 			}
@@ -332,8 +358,14 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 	return nil
 }
 
+// restoreDelay slows each chunk written, so tests can act mid-restore.
+var restoreDelay time.Duration
+
 func (s *Service) writeChunk(ctx context.Context, r *repository, loc *catalogLocator, m *chunkstore.Manifest,
 	tgt volume.Target, idx, off, length int64, buf *[]byte) error {
+	if restoreDelay > 0 {
+		time.Sleep(restoreDelay)
+	}
 	id, ok := m.Chunk(int(idx))
 	if !ok {
 		return tgt.Zero(off, length)

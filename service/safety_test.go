@@ -346,9 +346,9 @@ func TestRestoreClaimIsAtomic(t *testing.T) {
 	writeFile(t, tgt, make([]byte, 1<<20))
 	s.Manage(ctx, ManageRequest{Name: "tgt", Source: tgt})
 	var vol *index.Volume
-	s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, "tgt"); return err })
+	s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, caller(ctx), "tgt"); return err })
 	// Claim as a running restore does, then race the refusals against it.
-	_, tg, err := s.claimTarget("tgt", mustIndexBackup(t, s, b.ID), func(tx *index.Tx) error { return claimBackup(tx, b.ID) })
+	_, tg, err := s.claimTarget(ctx, "tgt", mustIndexBackup(t, s, b.ID), func(tx *index.Tx) error { return claimBackup(tx, b.ID) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,21 +445,33 @@ func TestFailedBackupRemovesItsPacks(t *testing.T) {
 	mustCheck(t, s)
 }
 
-// TestBackupConsistency: backup-show says whether the image file changed
-// while it was read (then the backup is not crash-consistent).
+// TestBackupConsistency: a live read of a volume nobody holds says in
+// backup-show whether the image file changed while it was read (then the
+// backup is not crash-consistent); a backup with --force is read from a
+// snapshot and stays crash-consistent even when the image is written.
 func TestBackupConsistency(t *testing.T) {
 	s := newService(t)
 	img, _ := manageImage(t, s, "vol", 1<<20, 71)
-	if b := mustBackup(t, s, "vol"); b.Consistency != ConsistencyUnchanged {
-		t.Errorf("backup of an idle image: consistency %q, want %q", b.Consistency, ConsistencyUnchanged)
-	}
-	hookSources(s, func() {
+	write := func() {
 		f, _ := os.OpenFile(img, os.O_WRONLY, 0)
 		f.WriteAt([]byte("written during the backup"), 4096)
 		f.Close()
-	})
-	if b := mustBackup(t, s, "vol"); b.Consistency != ConsistencyWritten {
-		t.Errorf("backup of an image written while read: consistency %q, want %q", b.Consistency, ConsistencyWritten)
+	}
+	for _, tc := range []struct {
+		force, writes bool
+		want          string
+	}{{false, false, ConsistencyUnchanged}, {false, true, ConsistencyWritten}, {true, true, ConsistencyCrash}} {
+		hookSources(s, func() {})
+		if tc.writes {
+			hookSources(s, write)
+		}
+		b, err := s.CreateBackup(context.Background(), BackupRequest{Volume: "vol", Force: tc.force}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Consistency == nil || *b.Consistency != tc.want || b.ConsistencyDetail == nil {
+			t.Errorf("force=%v writes=%v: consistency %v (%v), want %q", tc.force, tc.writes, b.Consistency, b.ConsistencyDetail, tc.want)
+		}
 	}
 }
 
@@ -510,14 +522,14 @@ func TestRollbackFinishesInBackground(t *testing.T) {
 	if err == nil {
 		t.Fatal("injected failure ignored")
 	}
-	bs, _ := s.ListBackups(ctx, "")
+	bs, _ := s.ListBackups(ctx, "", false)
 	if len(bs) != 1 || bs[0].Status != index.StatusCreating {
 		t.Fatalf("after a failed rollback: %+v, want one backup still creating", bs)
 	}
 	os.Rename(manifest+".away", manifest)
 	deadline := time.Now().Add(10 * time.Second)
 	for { // the rollback, then the sweep of its packs
-		bs, _ = s.ListBackups(ctx, "")
+		bs, _ = s.ListBackups(ctx, "", false)
 		if bs[0].Status == index.StatusError && packCount(t, s) == 0 {
 			break
 		}
@@ -607,7 +619,7 @@ func corruptFirstChunk(t *testing.T, s *Service) int {
 	var m *chunkstore.Manifest
 	var c index.Chunk
 	r, _ := s.repoFor(context.Background(), "")
-	bs, _ := s.ListBackups(context.Background(), "")
+	bs, _ := s.ListBackups(context.Background(), "", false)
 	b := mustIndexBackup(t, s, bs[0].ID)
 	m, err := s.loadManifest(context.Background(), r, b)
 	if err != nil {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -29,6 +31,8 @@ type Service struct {
 	cfg Config
 	cat *index.Catalog
 	log *log.Logger
+	ev  *slog.Logger // state changes (logs.go)
+	evf io.Closer
 
 	// openSource opens a volume for reading; tests replace it.
 	openSource func(*index.Volume) (volume.Source, error)
@@ -37,12 +41,16 @@ type Service struct {
 	zones map[string]*repository // by zone
 	repos map[string]*repository // by repository id
 
+	jobs jobs // running backups and restores, for cancel (jobs.go)
+	// quotaMu serializes this owner's quota claims, so a burst of creates
+	// in one project queues instead of exhausting Update's conflict
+	// retries on the project's guard key (which stays for correctness).
+	quotaMu sync.Mutex
+
 	// Background work (rollbacks that failed and are retried) stops at Close.
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
-
-	active sync.Map // backup id -> true while a job of this process works on it
 }
 
 // Open opens the catalog in cfg.Home (creating the home on first use) and
@@ -61,6 +69,10 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	s := &Service{cfg: cfg, cat: cat, log: logger, zones: map[string]*repository{}, repos: map[string]*repository{},
 		openSource: func(v *index.Volume) (volume.Source, error) { return volume.OpenSource(v.Path) }}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	if s.ev, s.evf, err = openEvents(cfg); err != nil {
+		cat.Close()
+		return nil, err
+	}
 	if err := s.recover(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -78,7 +90,11 @@ func (s *Service) Close() error {
 	}
 	s.zones, s.repos = map[string]*repository{}, map[string]*repository{}
 	s.mu.Unlock()
-	return s.cat.Close()
+	err := s.cat.Close()
+	if s.evf != nil {
+		s.evf.Close()
+	}
+	return err
 }
 
 // Config returns the configuration the service runs with.

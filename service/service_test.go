@@ -141,7 +141,7 @@ func TestIncrementalChain(t *testing.T) {
 		!strings.Contains(err.Error(), "no available backup") {
 		t.Fatalf("incremental without a full backup: got %v", err)
 	}
-	if bs, _ := s.ListBackups(ctx, ""); len(bs) != 0 {
+	if bs, _ := s.ListBackups(ctx, "", false); len(bs) != 0 {
 		t.Fatalf("refused incremental left %d backups", len(bs))
 	}
 
@@ -234,7 +234,7 @@ func TestDeleteChainAtOnce(t *testing.T) {
 	if want := []string{ids[2], ids[1], ids[0]}; strings.Join(order, " ") != strings.Join(want, " ") {
 		t.Errorf("deleted %v, want children first %v", order, want)
 	}
-	left, _ := s.ListBackups(ctx, "")
+	left, _ := s.ListBackups(ctx, "", false)
 	if len(left) != 1 || left[0].ID != other.ID {
 		t.Errorf("after deleting the chain, backups %+v; want only %s", left, other.ID)
 	}
@@ -298,7 +298,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 	if err == nil {
 		t.Fatal("backup of a missing source succeeded")
 	}
-	bs, _ := s.ListBackups(ctx, "")
+	bs, _ := s.ListBackups(ctx, "", false)
 	if len(bs) != 2 || bs[0].Status != index.StatusError || bs[0].FailReason == nil {
 		t.Fatalf("failed backup: got %+v", bs[0])
 	}
@@ -327,7 +327,7 @@ func TestCancelledBackup(t *testing.T) {
 	if err == nil {
 		t.Skip("backup finished before the first progress report; nothing to cancel")
 	}
-	bs, _ := s.ListBackups(context.Background(), "")
+	bs, _ := s.ListBackups(context.Background(), "", false)
 	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled by the user" {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}

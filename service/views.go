@@ -21,13 +21,16 @@ type VolumeView struct {
 	ProjectID        string    `json:"project_id"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+	// IncompleteContent says why the volume's content is incomplete (a
+	// restore into it was cancelled); null when it is not.
+	IncompleteContent *string `json:"incomplete_content"`
 }
 
 // BackupView is a backup as printed, with Cinder's field names.
 type BackupView struct {
 	ID                  string     `json:"id"`
 	Name                string     `json:"name"`
-	Description         string     `json:"description"`
+	Description         *string    `json:"description"`
 	Status              string     `json:"status"`
 	VolumeID            string     `json:"volume_id"`
 	VolumeName          string     `json:"volume_name"`
@@ -46,10 +49,11 @@ type BackupView struct {
 	DataTimestamp       time.Time  `json:"data_timestamp"`
 	FailReason          *string    `json:"fail_reason"`
 	ProjectID           string     `json:"project_id"`
-	Consistency         string     `json:"consistency,omitempty"`
 	Damaged             bool       `json:"damaged"`
 	DamageReason        *string    `json:"damage_reason,omitempty"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
+	Consistency         *string    `json:"consistency"`
+	ConsistencyDetail   *string    `json:"consistency_detail"`
 }
 
 // RestoreView is what backup-restore prints (Cinder's restore response).
@@ -72,7 +76,7 @@ func nullable(s string) *string {
 func volumeView(v *index.Volume) VolumeView {
 	return VolumeView{ID: v.ID, Name: v.Name, Status: v.Status, Size: GiB(v.Size), SizeBytes: v.Size,
 		Source: v.Path, Path: v.Path, Driver: v.Driver, AvailabilityZone: v.AvailabilityZone,
-		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, IncompleteContent: nullable(v.Incomplete)}
 }
 
 // parents is the set of backups that have a dependent (non-error) child.
@@ -90,19 +94,20 @@ func parents(all []*index.Backup) map[string]bool {
 // dependent backups.
 func backupView(b *index.Backup, parents map[string]bool) BackupView {
 	dep := parents[b.ID]
-	return BackupView{ID: b.ID, Name: b.Name, Description: b.Description, Status: b.Status,
+	return BackupView{ID: b.ID, Name: b.Name, Description: nullable(b.Description), Status: b.Status,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, Size: GiB(b.SizeBytes), SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
 		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
-		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID, Consistency: b.Consistency,
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID,
+		Consistency: nullable(b.Consistency), ConsistencyDetail: nullable(b.ConsistencyDetail),
 		Damaged: b.Damaged, DamageReason: nullable(b.DamageReason)}
 }
 
-// Consistency values of a backup (docs/CLI.md). volback reads a volume
-// while it is live: only a volume nobody writes during its backup is
-// backed up as of one moment. (Snapshots will make backups crash-consistent.)
+// Consistency of a backup read live without a snapshot from a volume not
+// in use (docs/CLI.md), besides consistency.go's values: only a volume
+// nobody writes during its backup is backed up as of one moment.
 const (
 	// ConsistencyUnchanged: the image file's size and modification time
 	// were the same after the read as before it.
@@ -130,12 +135,13 @@ func statSource(path string) sourceStamp {
 	return sourceStamp{regular: true, size: fi.Size(), mtime: fi.ModTime()}
 }
 
-func consistency(before, after sourceStamp) string {
+// liveConsistency says what a live read (no snapshot) of a volume saw.
+func liveConsistency(before, after sourceStamp) (consistency, detail string) {
 	switch {
 	case !before.regular || !after.regular:
-		return ConsistencyUnknown
+		return ConsistencyUnknown, "read live, without a snapshot, from a device whose writes volback cannot see: consistent only if nothing wrote to it during the backup (--force reads a snapshot)"
 	case before == after:
-		return ConsistencyUnchanged
+		return ConsistencyUnchanged, "read live, without a snapshot; the image file's size and modification time did not change while it was read"
 	}
-	return ConsistencyWritten
+	return ConsistencyWritten, "read live, without a snapshot, and the image file changed while it was read: not crash-consistent (back it up with --force, through a snapshot, or while nothing writes to it)"
 }

@@ -50,17 +50,18 @@ func call(c *cli.Context, verb string, req, resp any) error {
 	}
 	defer caller.Close()
 	bar := newBar(c)
-	err = caller.Call(c.Context, verb, req, resp, bar.update)
+	err = caller.Call(service.WithProject(c.Context, project(c)), verb, req, resp, bar.update)
 	bar.finish()
 	if err != nil {
 		return err
 	}
-	return printOut(c, resp)
+	return printOut(c, resp, createdFields[verb]...)
 }
 
-// printOut prints v on stdout in the format of -f.
-func printOut(c *cli.Context, v any) error {
-	return print(os.Stdout, c.String("format"), v)
+// printOut prints v on stdout in the format of -f; only, when set, limits
+// a record's table to those properties.
+func printOut(c *cli.Context, v any, only ...string) error {
+	return print(os.Stdout, c.String("format"), v, only...)
 }
 
 // checkGlobals checks the global flags that need more than parsing: the

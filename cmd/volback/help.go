@@ -21,7 +21,7 @@ var nameHelp = fmt.Sprintf("A volume or backup is named by its exact id, else it
 
 // categoryOrder lists verb categories as help and the man page show them;
 // a category not listed comes after these.
-var categoryOrder = []string{"volumes", "backups", "repositories", "mount and service", "help"}
+var categoryOrder = []string{"volumes", "snapshots", "backups", "projects and quotas", "repositories", "mount and service", "help"}
 
 func helpCommand() *cli.Command {
 	return &cli.Command{Name: "help", Usage: "show the verbs, or one verb's options", ArgsUsage: "[VERB]", Category: "help",

@@ -57,7 +57,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "home", EnvVars: []string{"VOLBACK_HOME"},
 			Usage: "state `DIR`: catalog, config, default repository, socket (default /var/lib/volback for root, else $XDG_DATA_HOME/volback)"},
 		&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "output `FORMAT`: table or json"},
-		&cli.StringFlag{Name: "project", EnvVars: []string{"VOLBACK_PROJECT"}, Value: "admin", Usage: "`PROJECT` acting"},
+		&cli.StringFlag{Name: "project", EnvVars: []string{"VOLBACK_PROJECT"}, Usage: "act for `PROJECT` (admins only; default: your own)"},
 		&cli.StringFlag{Name: "os-project-id", EnvVars: []string{"OS_PROJECT_ID"},
 			Usage: "Cinder's spelling of --project (`PROJECT`); both given must agree"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"VOLBACK_PASSWORD_FILE"},

@@ -108,6 +108,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			cfg.LogStderr = true // state changes on the terminal too
 			s, err := service.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,15 +17,26 @@ import (
 // empty list still prints its header.
 var listColumns = map[reflect.Type][]string{
 	reflect.TypeFor[service.VolumeView]():   {"id", "name", "status", "size", "availability_zone", "path"},
-	reflect.TypeFor[service.BackupView]():   {"id", "volume_id", "volume_name", "status", "name", "size", "object_count", "is_incremental", "created_at"},
+	reflect.TypeFor[service.BackupView]():   {"id", "volume_id", "volume_name", "status", "name", "size", "object_count", "is_incremental", "created_at", "availability_zone", "container"},
 	reflect.TypeFor[service.GCReport]():     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
 	reflect.TypeFor[service.CheckReport]():  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok", "unreferenced_packs"},
 	reflect.TypeFor[service.RepairReport](): {"repository", "chunks_checked", "chunks_relocated", "chunks_lost", "references_fixed", "damaged", "rewritten"},
+	reflect.TypeFor[service.QuotaUsage]():   {"type", "in_use", "reserved", "limit"},
+	reflect.TypeFor[service.ServiceView]():  {"binary", "host", "zone", "status", "state", "updated_at", "disabled_reason"},
+	reflect.TypeFor[service.SnapshotView](): {"id", "volume_id", "status", "name", "size", "method"},
+}
+
+// createdFields are the properties Cinder's client prints after a create
+// or an import; -f json prints the whole record.
+var createdFields = map[string][]string{
+	"backup-create": {"id", "name", "volume_id"},
+	"backup-import": {"id", "name"},
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
-// column table (a list).
-func print(w io.Writer, format string, v any) error {
+// column table (a list). only, when set, limits a record's table to those
+// properties.
+func print(w io.Writer, format string, v any, only ...string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -47,7 +59,9 @@ func print(w io.Writer, format string, v any) error {
 	}
 	keys := make([]string, 0, len(rec))
 	for k := range rec {
-		keys = append(keys, k)
+		if len(only) == 0 || slices.Contains(only, k) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	cells := [][]string{{"Property", "Value"}}

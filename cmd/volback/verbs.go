@@ -38,10 +38,12 @@ func volumeSize(s string) (int64, error) {
 	return service.ParseSize(s)
 }
 
+var allProjectsFlag = &cli.BoolFlag{Name: "all-projects", Usage: "every project's (admins only)"}
+
 var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zone `AZ` (repository) of the volume"}
 
 func commands() []*cli.Command {
-	return []*cli.Command{
+	return append([]*cli.Command{
 		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE", Category: "volumes",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag},
 			Action: func(c *cli.Context) error {
@@ -76,36 +78,42 @@ func commands() []*cli.Command {
 					AvailabilityZone: c.String("availability-zone"), Path: path, Size: size,
 					Project: project(c)}, &service.VolumeView{})
 			}},
-		{Name: "list", Usage: "list volumes", Category: "volumes", Action: func(c *cli.Context) error {
+		{Name: "list", Usage: "list volumes", Category: "volumes", Flags: []cli.Flag{allProjectsFlag}, Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return call(c, "list", service.Ref{}, &[]service.VolumeView{})
+			return call(c, "list", service.Ref{AllProjects: c.Bool("all-projects")}, &[]service.VolumeView{})
 		}},
 		refVerb("show", "show a volume", "VOLUME", "volumes", &service.VolumeView{}),
 		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", "volumes", &service.VolumeView{}),
 		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME", Category: "backups",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup `NAME`"}, &cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
-				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the volume's latest available backup"}},
+				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the volume's latest available backup"},
+				&cli.BoolFlag{Name: "force", Usage: "back up a volume in use through a snapshot taken now (crash-consistent)"},
+				&cli.BoolFlag{Name: "allow-inconsistent", Usage: "read a volume in use live, without a snapshot (recorded as not consistent)"},
+				&cli.StringFlag{Name: "snapshot-id", Usage: "back up `SNAPSHOT` of the volume"},
+				&cli.StringFlag{Name: "availability-zone", Usage: "write to zone `AZ`'s repository (default: the volume's zone)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "VOLUME"); err != nil {
 					return err
 				}
 				return call(c, "backup-create", service.BackupRequest{Volume: c.Args().First(), Name: c.String("name"),
-					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: project(c)},
+					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: project(c),
+					Force: c.Bool("force"), AllowInconsistent: c.Bool("allow-inconsistent"), SnapshotID: c.String("snapshot-id"),
+					AvailabilityZone: c.String("availability-zone")},
 					&service.BackupView{})
 			}},
 		{Name: "backup-list", Usage: "list backups, newest first", Category: "backups",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only backups of `VOLUME`"}},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only backups of `VOLUME`"}, allProjectsFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
-				return call(c, "backup-list", service.Ref{Ref: c.String("volume-id")}, &[]service.BackupView{})
+				return call(c, "backup-list", service.Ref{Ref: c.String("volume-id"), AllProjects: c.Bool("all-projects")}, &[]service.BackupView{})
 			}},
 		refVerb("backup-show", "show a backup", "BACKUP", "backups", &service.BackupView{}),
 		{Name: "backup-delete", Usage: "delete backups (children before their parents when both are named)", ArgsUsage: "BACKUP...", Category: "backups",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also delete a damaged backup whose manifest is gone, one stuck in another status, or a record (by full id) the catalog does not know"}},
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "(admins only) also cancel a backup being created, and delete a damaged backup whose manifest is gone, one stuck in another status, or a record (by full id) the catalog does not know"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, -1, "BACKUP..."); err != nil {
 					return err
@@ -162,7 +170,7 @@ func commands() []*cli.Command {
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),
-	}
+	}, lifecycleCommands()...)
 }
 
 // refVerb is a verb taking one volume or backup.
