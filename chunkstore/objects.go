@@ -37,29 +37,6 @@ func (s *Store) DriverName() string { return s.be.Name() }
 // Close releases the driver.
 func (s *Store) Close() error { return s.be.Close() }
 
-// PutManifest stores an encoded manifest durably.
-func (s *Store) PutManifest(ctx context.Context, backupID string, data []byte) error {
-	if err := s.be.Put(ctx, ManifestName(backupID), data); err != nil {
-		return fmt.Errorf("writing manifest of backup %s: %w", backupID, err)
-	}
-	return nil
-}
-
-// LoadManifest reads and decodes a backup's manifest and returns it with
-// its digest. A missing manifest wraps repo.ErrNotFound, a damaged one
-// ErrCorrupt.
-func (s *Store) LoadManifest(ctx context.Context, backupID string) (*Manifest, ID, error) {
-	data, err := s.be.Get(ctx, ManifestName(backupID))
-	if err != nil {
-		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
-	}
-	m, digest, err := DecodeManifest(data)
-	if err != nil {
-		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
-	}
-	return m, digest, nil
-}
-
 // PutRecord validates and stores a backup record durably.
 func (s *Store) PutRecord(ctx context.Context, r *Record) error {
 	if err := r.Validate(); err != nil {
@@ -115,12 +92,6 @@ func (s *Store) ListRecords(ctx context.Context, fn func(backupID string) error)
 // DeleteRecord removes a backup's record; a missing one is not an error.
 func (s *Store) DeleteRecord(ctx context.Context, backupID string) error {
 	return s.deleteObject(ctx, backupID, RecordName(backupID))
-}
-
-// DeleteManifest removes a backup's manifest; a missing one is not an
-// error. Delete the record first.
-func (s *Store) DeleteManifest(ctx context.Context, backupID string) error {
-	return s.deleteObject(ctx, backupID, ManifestName(backupID))
 }
 
 func (s *Store) deleteObject(ctx context.Context, backupID, name string) error {

@@ -9,7 +9,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// Record is a backup record (docs/FORMAT.md).
+// Record is a backup record (docs/FORMAT.md). Its format_version is the
+// repository format it was written in: 2 for a segmented manifest.
 type Record struct {
 	FormatVersion    int       `json:"format_version"`
 	ID               string    `json:"id"`
@@ -68,8 +69,8 @@ func (r *Record) Validate() error {
 		return fmt.Errorf("%w: backup record %s has format_version %d and this volback reads version %d; upgrade volback",
 			ErrVersion, r.ID, r.FormatVersion, FormatVersion)
 	}
-	if r.FormatVersion != FormatVersion {
-		return corruptf("backup record %s: format_version is %d, want %d", r.ID, r.FormatVersion, FormatVersion)
+	if r.FormatVersion < 1 {
+		return corruptf("backup record %s: format_version is %d, want 1 to %d", r.ID, r.FormatVersion, FormatVersion)
 	}
 	if _, err := uuid.Parse(r.ID); err != nil || len(r.ID) != 36 {
 		return corruptf("backup record id %q is not a UUID", r.ID)

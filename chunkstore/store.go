@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +13,11 @@ import (
 	"github.com/volback/volback/drivers/repo"
 )
 
-// FormatVersion is the repository format version this package reads and writes.
-const FormatVersion = 1
+// FormatVersion is the repository format version this package writes. It
+// reads versions 1 (manifests in one object) and 2 (segmented manifests);
+// a version-1 repository is upgraded (its config rewritten) when the first
+// segmented manifest is stored in it.
+const FormatVersion = 2
 
 const configName = "config"
 
@@ -33,6 +37,9 @@ type Store struct {
 	cfg        Config
 	lockOpt    LockOptions
 	packTarget int // 0: packTarget
+	segChunks  int // 0: DefaultSegmentChunks
+
+	upgradeMu sync.Mutex // guards cfg.Version while upgrade rewrites the config
 }
 
 // Init writes a new config (refusing when one exists) and returns the store.
@@ -88,7 +95,7 @@ func parseConfig(data []byte) (Config, error) {
 	if cfg.Format != "volback" {
 		return cfg, corruptf("config format is %q, want \"volback\"", cfg.Format)
 	}
-	if cfg.Version != FormatVersion {
+	if cfg.Version < 1 || cfg.Version > FormatVersion {
 		return cfg, fmt.Errorf("%w: the repository has format version %d and this volback reads version %d; upgrade volback to one that supports version %d",
 			ErrVersion, cfg.Version, FormatVersion, cfg.Version)
 	}
@@ -113,13 +120,50 @@ func OpenOrInit(ctx context.Context, be repo.Backend, chunkSize int) (*Store, er
 	return s, err
 }
 
-func (s *Store) Config() Config { return s.cfg }
+func (s *Store) Config() Config {
+	s.upgradeMu.Lock()
+	defer s.upgradeMu.Unlock()
+	return s.cfg
+}
+
+// upgrade rewrites a version-1 repository's config as version 2 before
+// the first version-2 object is stored, so that an older volback refuses
+// the repository instead of misreading it. Idempotent: concurrent writers
+// write the same config.
+func (s *Store) upgrade(ctx context.Context) error {
+	s.upgradeMu.Lock()
+	defer s.upgradeMu.Unlock()
+	if s.cfg.Version >= FormatVersion {
+		return nil
+	}
+	cfg := s.cfg
+	cfg.Version = FormatVersion
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.be.Put(ctx, configName, append(data, '\n')); err != nil {
+		return fmt.Errorf("upgrading repository %s to format version %d: writing config: %w", s.be.Location(), FormatVersion, err)
+	}
+	s.cfg = cfg
+	return nil
+}
 
 // SetPackSize makes packers close packs at n bytes instead of the 8 MiB
 // default (tests use small packs so a few MiB of data spread over many).
 // n is clamped to what readers accept.
 func (s *Store) SetPackSize(n int) {
 	s.packTarget = max(min(n, maxPackSize), 4<<10)
+}
+
+// SetSegmentChunks makes manifest writers cover n chunks per segment
+// instead of DefaultSegmentChunks (a power of two, see CheckSegmentChunks).
+func (s *Store) SetSegmentChunks(n int) error {
+	if err := CheckSegmentChunks(n); err != nil {
+		return err
+	}
+	s.segChunks = n
+	return nil
 }
 
 func (s *Store) packSize() int {
@@ -154,6 +198,94 @@ func (s *Store) ReadChunk(ctx context.Context, id ID, loc Location, dst []byte) 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
+	if got := Sum(raw); got != id {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))
+	}
+	return raw, nil
+}
+
+// ZstdSlack is the spare room ReadChunkInto wants past a chunk in its
+// buffer: with it the zstd decoder uses its fast whole-block copies.
+const ZstdSlack = 64
+
+// ReadChunkInto is ReadChunk for hot paths (mount, restore): a raw blob is
+// read straight into buf and used in place (no second copy), and a zstd
+// blob is decoded into buf with ZstdSlack to spare. buf must hold the blob
+// and the decoded chunk plus ZstdSlack; larger chunks (only a corrupt
+// manifest has them) take ReadChunk's path.
+func (s *Store) ReadChunkInto(ctx context.Context, id ID, loc Location, buf []byte) ([]byte, error) {
+	if int(loc.Length) > len(buf) || int(loc.RawLength)+ZstdSlack > len(buf) {
+		return s.ReadChunk(ctx, id, loc, nil)
+	}
+	if loc.Codec == CodecRaw {
+		blob, err := s.ReadBlob(ctx, id, loc, buf)
+		if err != nil {
+			return nil, err
+		}
+		return s.OpenBlob(id, loc, blob, nil)
+	}
+	bp := blobBufs.Get().(*[]byte)
+	defer blobBufs.Put(bp)
+	blob, err := s.ReadBlob(ctx, id, loc, *bp)
+	if err != nil {
+		return nil, err
+	}
+	*bp = blob
+	return s.OpenBlob(id, loc, blob, buf)
+}
+
+// ReadBlob reads the stored blob of chunk id at loc into dst (grown when
+// too small) and returns it, unchecked; OpenBlob decodes and verifies it.
+func (s *Store) ReadBlob(ctx context.Context, id ID, loc Location, dst []byte) ([]byte, error) {
+	if err := checkLocation(loc); err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: bad location: %w", id, loc.Pack, err)
+	}
+	if cap(dst) < int(loc.Length) {
+		dst = make([]byte, loc.Length)
+	}
+	blob := dst[:loc.Length]
+	if err := s.be.ReadAt(ctx, packName(loc.Pack), blob, int64(loc.Offset)); err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
+	return blob, nil
+}
+
+// OpenBlob decodes a blob read from loc and verifies that the bytes hash
+// to id. A raw blob's bytes are returned in place (within blob); a zstd
+// blob is decoded into dst (grown when it cannot hold the chunk plus
+// ZstdSlack). Errors wrap ErrCorrupt and name the chunk and pack.
+func (s *Store) OpenBlob(id ID, loc Location, blob, dst []byte) ([]byte, error) {
+	if len(blob) < blobHeaderSize {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("blob of %d bytes is shorter than its header", len(blob)))
+	}
+	codec, rawLen := Codec(blob[0]), binary.LittleEndian.Uint32(blob[1:])
+	if codec != loc.Codec || rawLen != loc.RawLength || rawLen > MaxChunkSize {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack,
+			corruptf("blob header (codec %d, %d bytes) does not match the catalog location (%s, %d bytes)", uint8(codec), rawLen, loc.Codec, loc.RawLength))
+	}
+	raw := blob[blobHeaderSize:]
+	switch codec {
+	case CodecRaw:
+		if len(raw) != int(rawLen) {
+			return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("raw blob payload is %d bytes, header says %d", len(raw), rawLen))
+		}
+	case CodecZstd:
+		if cap(dst) < int(rawLen)+ZstdSlack {
+			dst = make([]byte, 0, int(rawLen)+ZstdSlack)
+		}
+		out, err := decoder.DecodeAll(raw, dst[:0:int(rawLen)+ZstdSlack])
+		if err == nil && len(out) != int(rawLen) {
+			err = corruptf("zstd blob decodes to %d bytes, header says %d", len(out), rawLen)
+		} else if err != nil {
+			err = corruptf("zstd blob (raw length %d): %v", rawLen, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+		}
+		raw = out
+	default:
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("unknown codec %d", uint8(codec)))
 	}
 	if got := Sum(raw); got != id {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))

@@ -1,20 +1,21 @@
-package chunkstore
+package pipeline
 
 import (
+	"container/list"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
 )
 
 // Locator finds where a chunk is stored (implemented over the catalog).
 type Locator interface {
-	Locate(ctx context.Context, id ID) (Location, error)
+	Locate(ctx context.Context, id chunkstore.ID) (chunkstore.Location, error)
 }
 
 // Relocator is a Locator that can look again when a chunk was not where
@@ -22,7 +23,15 @@ type Locator interface {
 // It returns the new location, or an error when there is none (it may
 // then record the chunk as lost). Images call it once per failed read.
 type Relocator interface {
-	Relocate(ctx context.Context, id ID, old Location, cause error) (Location, error)
+	Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, cause error) (chunkstore.Location, error)
+}
+
+// SegmentLocator is a Locator that wants to learn a segment's chunks when
+// an image loads it (a mount in another process asks the catalog's owner
+// for their locations then, one call per segment).
+type SegmentLocator interface {
+	Locator
+	LoadSegment(ctx context.Context, g *chunkstore.Segment) error
 }
 
 // maxReadAheadWorkers is the goroutines an image fetches chunks with
@@ -30,18 +39,18 @@ type Relocator interface {
 // repository while the cores decode and verify.
 const maxReadAheadWorkers = 8
 
-// zstdSlack is spare room past a decoded chunk in its buffer: with it the
-// zstd decoder uses its fast whole-block copies instead of the exact ones.
-const zstdSlack = 64
-
 // Image is a read-only view of one backup: io.ReaderAt over the manifest,
 // with verified, cached chunk reads, the chunks of one read fetched in
-// parallel, and read-ahead for sequential readers. Safe for concurrent use.
+// parallel, and read-ahead for sequential readers. Its manifest segments
+// are loaded as reads reach them and kept in a small LRU, so opening costs
+// the same whatever the image size. Safe for concurrent use.
 type Image struct {
-	s       *Store
-	m       *Manifest
+	s       *chunkstore.Store
+	m       *chunkstore.Manifest
+	backup  string
 	loc     Locator
 	cache   *Cache
+	segs    *segmentCache
 	name    string
 	ra      int
 	bufSize int // cache buffer size for one chunk of this image
@@ -50,7 +59,7 @@ type Image struct {
 
 	lastEnd   atomic.Int64 // end of the previous read, to spot sequential readers
 	scheduled atomic.Int64 // read-ahead was queued for chunks below this index
-	prefetch  chan int
+	prefetch  chan chunkstore.ID
 	startOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -59,27 +68,63 @@ type Image struct {
 type ImageOptions struct {
 	Cache     *Cache // shared; nil = a small private one
 	ReadAhead int    // chunks fetched ahead of a sequential reader
-	Name      string // backup id, for error messages
+	Segments  int    // decoded manifest segments kept (default 8)
+	Name      string // for error messages; default the backup id
 }
 
-// OpenImage opens a view of the backup described by m. The cache should
-// hold several times ReadAhead chunks, or read-ahead is evicted unused.
-func (s *Store) OpenImage(m *Manifest, loc Locator, opt ImageOptions) *Image {
+// OpenImage opens a view of backup backupID described by manifest head m.
+// The cache should hold several times ReadAhead chunks, or read-ahead is
+// evicted unused.
+func OpenImage(s *chunkstore.Store, backupID string, m *chunkstore.Manifest, loc Locator, opt ImageOptions) *Image {
 	ra := max(opt.ReadAhead, 0)
 	c := opt.Cache
 	if c == nil {
 		c = NewCache(max(32<<20, int64(2*(ra+4)*m.ChunkSize)))
 	}
+	name := opt.Name
+	if name == "" {
+		name = backupID
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	// Room for a whole raw blob (header included) or a decoded chunk plus
-	// zstdSlack, rounded to the runtime's 8 KiB pages so the cache counts
+	// ZstdSlack, rounded to the runtime's 8 KiB pages so the cache counts
 	// what the buffer really occupies.
-	bufSize := (blobHeaderSize + max(m.ChunkSize, 0) + zstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
-	return &Image{s: s, m: m, loc: loc, cache: c, name: opt.Name, ra: ra, bufSize: bufSize,
-		ctx: ctx, cancel: cancel, prefetch: make(chan int, 2*ra+64)}
+	bufSize := (5 + max(m.ChunkSize, 0) + chunkstore.ZstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
+	im := &Image{s: s, m: m, backup: backupID, loc: loc, cache: c, name: name, ra: ra, bufSize: bufSize,
+		ctx: ctx, cancel: cancel, prefetch: make(chan chunkstore.ID, 2*ra+64)}
+	im.segs = newSegmentCache(max(opt.Segments, 2), im.loadSegment)
+	return im
 }
 
 func (im *Image) Size() int64 { return im.m.Size }
+
+// loadSegment reads and verifies the segment of slot (nil: all zeros).
+func (im *Image) loadSegment(slot int) (*chunkstore.Segment, error) {
+	k, ok := im.m.Find(slot)
+	if !ok {
+		return nil, nil
+	}
+	g, err := im.s.LoadSegment(im.ctx, im.backup, im.m, k)
+	if err != nil {
+		return nil, err
+	}
+	if sl, ok := im.loc.(SegmentLocator); ok {
+		if err := sl.LoadSegment(im.ctx, g); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// chunk is the ID of chunk i, false for a zero chunk.
+func (im *Image) chunk(i int64) (chunkstore.ID, bool, error) {
+	g, err := im.segs.get(int(i / int64(im.m.SegmentChunks)))
+	if err != nil || g == nil {
+		return chunkstore.ID{}, false, err
+	}
+	id, ok := g.Chunk(i)
+	return id, ok, nil
+}
 
 // ReadAt reads len(p) bytes at off. Zero chunks cost no I/O. Errors name
 // the backup and the offset of the chunk that failed.
@@ -104,10 +149,10 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	cs := int64(im.m.ChunkSize)
 	end := off + int64(n)
-	first, last := int(off/cs), int((end-1)/cs)
-	ahead := 0
+	first, last := off/cs, (end-1)/cs
+	ahead := int64(0)
 	if prev := im.lastEnd.Swap(end); off >= prev-cs && off <= prev+cs {
-		ahead = im.ra
+		ahead = int64(im.ra)
 	}
 	if last > first || ahead > 0 {
 		// The workers fetch this read's later chunks while we fetch the
@@ -116,20 +161,23 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	}
 	for done := 0; done < n; {
 		pos := off + int64(done)
-		i := int(pos / cs)
+		i := pos / cs
 		within := int(pos % cs)
 		k := min(n-done, int(cs)-within)
-		id, ok := im.m.Chunk(i)
+		id, ok, err := im.chunk(i)
+		if err != nil {
+			return done, fmt.Errorf("backup %s: manifest segment of the chunk at offset %d: %w", im.name, i*cs, err)
+		}
 		if !ok {
 			clear(p[done : done+k])
 		} else {
 			e, err := im.cache.acquire(im.ctx, id, im.bufSize, im)
 			if err == nil && len(e.data) < within+k {
 				im.cache.release(e)
-				err = corruptf("chunk %s is %d bytes, the manifest needs %d", id, len(e.data), im.m.ChunkLen(i))
+				err = fmt.Errorf("chunk %s is %d bytes, the manifest needs %d: %w", id, len(e.data), im.m.ChunkLen(i), chunkstore.ErrCorrupt)
 			}
 			if err != nil {
-				return done, fmt.Errorf("backup %s: chunk at offset %d: %w", im.name, int64(i)*cs, err)
+				return done, fmt.Errorf("backup %s: chunk at offset %d: %w", im.name, i*cs, err)
 			}
 			copy(p[done:done+k], e.data[within:])
 			im.cache.release(e)
@@ -140,88 +188,38 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // fill reads chunk id into buf for the cache.
-func (im *Image) fill(id ID, buf []byte) ([]byte, error) {
+func (im *Image) fill(id chunkstore.ID, buf []byte) ([]byte, error) {
 	loc, err := im.loc.Locate(im.ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("locating chunk %s: %w", id, err)
 	}
-	data, err := im.s.readChunkInto(im.ctx, id, loc, buf)
-	if rl, ok := im.loc.(Relocator); ok && err != nil && (errors.Is(err, repo.ErrNotFound) || errors.Is(err, ErrCorrupt)) {
+	data, err := im.s.ReadChunkInto(im.ctx, id, loc, buf)
+	if rl, ok := im.loc.(Relocator); ok && err != nil && (errors.Is(err, repo.ErrNotFound) || errors.Is(err, chunkstore.ErrCorrupt)) {
 		nloc, rerr := rl.Relocate(im.ctx, id, loc, err)
 		if rerr != nil {
 			return nil, fmt.Errorf("%w (looking for another copy: %v)", err, rerr)
 		}
-		return im.s.readChunkInto(im.ctx, id, nloc, buf)
+		return im.s.ReadChunkInto(im.ctx, id, nloc, buf)
 	}
 	return data, err
-}
-
-// readChunkInto is ReadChunk for the image's hot path: a raw blob is read
-// straight into buf and used in place (no second copy), and a zstd blob is
-// decoded into buf with zstdSlack to spare. buf must hold the blob and the
-// decoded chunk plus zstdSlack; larger chunks (only a corrupt manifest has
-// them) take ReadChunk's path.
-func (s *Store) readChunkInto(ctx context.Context, id ID, loc Location, buf []byte) ([]byte, error) {
-	if err := checkLocation(loc); err != nil {
-		return nil, fmt.Errorf("chunk %s in pack %s: bad location: %w", id, loc.Pack, err)
-	}
-	if int(loc.Length) > len(buf) || int(loc.RawLength)+zstdSlack > len(buf) {
-		return s.ReadChunk(ctx, id, loc, nil)
-	}
-	var blob []byte
-	if loc.Codec == CodecRaw {
-		blob = buf[:loc.Length]
-	} else {
-		bp := blobBufs.Get().(*[]byte)
-		defer blobBufs.Put(bp)
-		if cap(*bp) < int(loc.Length) {
-			*bp = make([]byte, loc.Length)
-		}
-		blob = (*bp)[:loc.Length]
-	}
-	if err := s.be.ReadAt(ctx, packName(loc.Pack), blob, int64(loc.Offset)); err != nil {
-		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
-	}
-	codec, rawLen := Codec(blob[0]), binary.LittleEndian.Uint32(blob[1:])
-	if codec != loc.Codec || rawLen != loc.RawLength {
-		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack,
-			corruptf("blob header (codec %d, %d bytes) does not match the catalog location (%s, %d bytes)", uint8(codec), rawLen, loc.Codec, loc.RawLength))
-	}
-	raw := blob[blobHeaderSize:]
-	if codec == CodecZstd {
-		out, err := decoder.DecodeAll(raw, buf[:0:int(rawLen)+zstdSlack])
-		if err == nil && len(out) != int(rawLen) {
-			err = corruptf("zstd blob decodes to %d bytes, header says %d", len(out), rawLen)
-		} else if err != nil {
-			err = corruptf("zstd blob (raw length %d): %v", rawLen, err)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
-		}
-		raw = out
-	}
-	if got := Sum(raw); got != id {
-		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))
-	}
-	return raw, nil
 }
 
 // readAhead queues chunks [next, end) not queued yet. Queueing never
 // blocks: when the workers are saturated, chunks are skipped and the reader
 // fetches them itself.
-func (im *Image) readAhead(next, end int) {
+func (im *Image) readAhead(next, end int64) {
 	end = min(end, im.m.Chunks())
-	var start int
+	var start int64
 	for {
 		s := im.scheduled.Load()
 		start = next
-		if s > int64(next) && s <= int64(end) {
-			start = int(s)
+		if s > next && s <= end {
+			start = s
 		}
 		if start >= end {
 			return
 		}
-		if im.scheduled.CompareAndSwap(s, int64(end)) {
+		if im.scheduled.CompareAndSwap(s, end) {
 			break
 		}
 	}
@@ -233,12 +231,12 @@ func (im *Image) readAhead(next, end int) {
 		}
 	})
 	for i := start; i < end; i++ {
-		id, ok := im.m.Chunk(i)
-		if !ok || im.cache.Contains(id) {
-			continue
+		id, ok, err := im.chunk(i)
+		if err != nil || !ok || im.cache.Contains(id) {
+			continue // a segment error is left for the reader, who reports it
 		}
 		select {
-		case im.prefetch <- i:
+		case im.prefetch <- id:
 		default:
 			return
 		}
@@ -251,8 +249,7 @@ func (im *Image) prefetcher() {
 		select {
 		case <-im.ctx.Done():
 			return
-		case i := <-im.prefetch:
-			id, _ := im.m.Chunk(i)
+		case id := <-im.prefetch:
 			// Errors are left for the reader, who reports them with context.
 			if e, err := im.cache.acquire(im.ctx, id, im.bufSize, im); err == nil {
 				im.cache.release(e)
@@ -269,3 +266,59 @@ func (im *Image) Close() error {
 }
 
 var _ io.ReaderAt = (*Image)(nil)
+
+// segmentCache keeps the last few decoded segments of an image; concurrent
+// misses on one slot load it once. Errors are not kept.
+type segmentCache struct {
+	load func(slot int) (*chunkstore.Segment, error)
+	max  int
+
+	mu    sync.Mutex
+	items map[int]*segEntry
+	lru   list.List // of *segEntry, front = most recent
+}
+
+type segEntry struct {
+	slot int
+	g    *chunkstore.Segment
+	err  error
+	done chan struct{}
+	elem *list.Element
+}
+
+func newSegmentCache(n int, load func(int) (*chunkstore.Segment, error)) *segmentCache {
+	return &segmentCache{load: load, max: n, items: map[int]*segEntry{}}
+}
+
+func (c *segmentCache) get(slot int) (*chunkstore.Segment, error) {
+	c.mu.Lock()
+	if e, ok := c.items[slot]; ok {
+		if e.elem != nil {
+			c.lru.MoveToFront(e.elem)
+			c.mu.Unlock()
+			return e.g, nil
+		}
+		c.mu.Unlock()
+		<-e.done
+		return e.g, e.err
+	}
+	e := &segEntry{slot: slot, done: make(chan struct{})}
+	c.items[slot] = e
+	c.mu.Unlock()
+
+	e.g, e.err = c.load(slot)
+
+	c.mu.Lock()
+	if e.err != nil {
+		delete(c.items, slot)
+	} else {
+		e.elem = c.lru.PushFront(e)
+		for c.lru.Len() > c.max {
+			old := c.lru.Remove(c.lru.Back()).(*segEntry)
+			delete(c.items, old.slot)
+		}
+	}
+	c.mu.Unlock()
+	close(e.done)
+	return e.g, e.err
+}

@@ -120,8 +120,8 @@ var handlers = map[string]handler{
 	"service-enable": decode(func(s *Service, ctx context.Context, r ServiceRequest, _ ProgressFunc) (*ServiceView, error) {
 		return s.SetServiceEnabled(ctx, r, true)
 	}),
-	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
-		return s.LocateImage(ctx, r.Ref)
+	"backup-locate": decode(func(s *Service, ctx context.Context, r LocateRequest, _ ProgressFunc) (*ImageLocation, error) {
+		return s.LocateImage(ctx, r)
 	}),
 }
 

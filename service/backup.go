@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,6 +13,7 @@ import (
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/pipeline"
 )
 
 // BackupRequest is backup-create.
@@ -174,10 +172,11 @@ func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
 	return best
 }
 
-// runBackup reads the volume through the pipeline, then commits manifest,
-// record and references, all under the shared repository lock (chunks
-// found in the catalog must stay until our references count). b is
-// updated in place.
+// runBackup reads the volume through the backup pipeline, which stores
+// new chunks and the manifest segment by segment and counts each
+// segment's references as it goes; then the record and `available`. All
+// under the shared repository lock: chunks found in the catalog must stay
+// until our references count. b is updated in place.
 func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
 	src, err := s.openSource(vol)
 	if err != nil {
@@ -196,43 +195,41 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	defer cancel()
 	st := r.store
 	cs := st.Config().ChunkSize
-	m, chunks, seededFrom, err := s.plan(ctx, r, src, b, cs)
+	p, err := s.plan(ctx, r, src, b, cs)
 	if err != nil {
 		return err
 	}
-	stored, err := s.pipeline(ctx, r, b, src, m, chunks, progress)
-	if err != nil {
-		return err
-	}
-	if b.Consistency == "" { // a live read of a volume not in use: say what it saw
-		b.Consistency, b.ConsistencyDetail = liveConsistency(before, statSource(vol.Path))
-	}
-	ids := m.Unique() // in encoded order: recovery replays RefsApplied against it
-	if seededFrom {
-		stored.dedupPacks, err = s.packsOf(r, ids, stored.locations)
-		if err != nil {
+	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
+		Store: st, Catalog: s.backupCatalog(r, b), BackupID: b.ID, Source: src, Size: b.SizeBytes,
+		Read: p.read, Zero: p.zero, Parent: p.parent,
+		Compression: chunkstore.Compression{Level: s.cfg.CompressionLevel},
+		Hashers:     s.cfg.Workers, Budget: s.budget,
+		// Each pack is recorded as it is uploaded, so that a failed
+		// backup's packs can be found and removed even after a crash (a
+		// pack whose record a crash lost is an orphan repo-gc removes
+		// after its grace).
+		OnUpload: func(p chunkstore.ID) error {
+			err := s.update(func(tx *index.Tx) error { return tx.AddBackupPack(b.ID, p) })
+			failpoint.Hit("backup.pack-recorded")
 			return err
-		}
-	}
-	if err := s.verifyDedup(ctx, r, b, stored.dedupPacks); err != nil {
-		return err
-	}
-	b.StoredBytes = stored.bytes
-	b.ObjectCount = len(ids)
-
-	data, digest := m.Encode()
-	b.ManifestDigest = digest.String()
-	if err := st.PutManifest(ctx, b.ID, data); err != nil {
+		},
+		Progress: func(done, total int64) { progress.report(Progress{Phase: "backup", Done: done, Total: total}) },
+	})
+	if err != nil {
 		return err
 	}
 	failpoint.Hit("backup.manifest-written")
+	if b.Consistency == "" { // a live read of a volume not in use: say what it saw
+		b.Consistency, b.ConsistencyDetail = liveConsistency(before, statSource(vol.Path))
+	}
+	b.StoredBytes = res.Stored
+	b.ObjectCount = int(res.Refs)
+	b.ManifestDigest = res.Digest.String()
+	b.RefsApplied = int(res.Refs) // what the pipeline committed
 	if err := st.PutRecord(ctx, record(b, vol, cs)); err != nil {
 		return err
 	}
 	failpoint.Hit("backup.record-written")
-	if err := s.addRefs(r, b, ids, stored.locations); err != nil {
-		return err
-	}
 	if afterRefsHook != nil {
 		if err := afterRefsHook(b); err != nil {
 			return err
@@ -291,97 +288,9 @@ func (s *Service) forgetBackupPacks(backupID string) error {
 	return err
 }
 
-// packsOf is the packs holding ids according to the catalog, leaving out
-// the chunks this backup wrote itself.
-func (s *Service) packsOf(r *repository, ids []chunkstore.ID, own map[chunkstore.ID]chunkstore.Location) (map[chunkstore.ID]bool, error) {
-	packs := map[chunkstore.ID]bool{}
-	err := s.cat.View(func(tx *index.Tx) error {
-		for _, id := range ids {
-			if _, mine := own[id]; mine {
-				continue
-			}
-			c, ok, err := tx.Chunk(r.id, id)
-			if err != nil {
-				return err
-			}
-			if ok && !c.Lost() {
-				packs[c.Pack] = true
-			}
-		}
-		return nil
-	})
-	return packs, err
-}
-
-// verifyDedup checks that every pack holding a chunk this backup shares
-// with earlier ones exists, so a backup never becomes available on top of
-// a lost chunk. Entries in a missing pack are dropped (or marked lost when
-// referenced) and the backup fails: the next one stores those chunks again.
-func (s *Service) verifyDedup(ctx context.Context, r *repository, b *index.Backup, packs map[chunkstore.ID]bool) error {
-	var missing []chunkstore.ID
-	for p := range packs {
-		if _, err := r.store.StatPack(ctx, p); errors.Is(err, repo.ErrNotFound) {
-			missing = append(missing, p)
-		} else if err != nil {
-			return err
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	gone := map[chunkstore.ID]bool{}
-	for _, p := range missing {
-		gone[p] = true
-	}
-	var lost []chunkstore.ID
-	var ids []chunkstore.ID
-	err := s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
-			if !c.Lost() && gone[c.Pack] {
-				ids = append(ids, id)
-			}
-			return nil
-		})
-	})
-	for start := 0; err == nil && start < len(ids); start += index.MaxBatch {
-		batch := ids[start:min(start+index.MaxBatch, len(ids))]
-		err = s.update(func(tx *index.Tx) error {
-			lost = lost[:0]
-			for _, id := range batch {
-				c, ok, err := tx.Chunk(r.id, id)
-				if err != nil || !ok || c.Lost() || !gone[c.Pack] {
-					if err != nil {
-						return err
-					}
-					continue
-				}
-				if c.Refs == 0 {
-					err = tx.DeleteChunk(r.id, id)
-				} else {
-					c.MarkLost()
-					lost = append(lost, id)
-					err = tx.PutChunk(r.id, id, c)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	if err == nil && len(lost) > 0 {
-		err = s.markDamaged(ctx, r, lost, fmt.Sprintf("pack %s is missing from the repository", missing[0]))
-	}
-	if err != nil {
-		return fmt.Errorf("backup %s: pack %s is missing from repository %s, and recording that failed: %w", b.ID, missing[0], r.url, err)
-	}
-	return fmt.Errorf("backup %s shares %d chunk(s) with earlier backups that were in pack %s (and %d more pack(s)), which is missing from repository %s: the catalog no longer offers them (the next backup stores them again) and backups that need them are marked damaged; run backup-create again, then volback repo-repair",
-		b.ID, len(ids), missing[0], len(missing)-1, r.url)
-}
-
 // record is the repository's copy of a backup record.
 func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Record {
-	return &chunkstore.Record{FormatVersion: 1, ID: b.ID, Name: b.Name, Description: b.Description,
+	return &chunkstore.Record{FormatVersion: chunkstore.FormatVersion, ID: b.ID, Name: b.Name, Description: b.Description,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, VolumeSizeBytes: vol.Size, ParentID: b.ParentID,
 		SnapshotID: b.SnapshotID, IsIncremental: b.IsIncremental, SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
@@ -390,343 +299,55 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 		ConsistencyDetail: b.ConsistencyDetail}
 }
 
-// plan returns the manifest to fill and the chunks to read. Normally that
-// is an empty manifest and every allocated chunk. For an incremental whose
-// source tracks changes since the parent's snapshot (RBD diff), the
-// manifest starts as the parent's and only changed chunks are read.
-func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, bool, error) {
+// backupPlan is what a backup reads: chunk ranges to read and to zero,
+// and the parent whose chunks the rest keep (nil: the rest are zeros).
+type backupPlan struct {
+	read, zero []pipeline.Range
+	parent     *pipeline.Parent
+}
+
+// plan says what to read. Normally that is every allocated chunk, the
+// rest zeros. For an incremental whose source tracks changes since the
+// parent's snapshot (RBD diff), the manifest starts as the parent's and
+// only changed chunks are read.
+func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (backupPlan, error) {
 	size := src.Size()
 	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
 		var parent *index.Backup
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
-			return nil, nil, false, err
+			return backupPlan{}, err
 		}
 		if base := s.driverSnapshot(parent.SnapshotID); base != "" {
 			changed, err := ct.Changed(ctx, base)
 			if err != nil && !errors.Is(err, volume.ErrNotSupported) && !errors.Is(err, volume.ErrNotFound) {
-				return nil, nil, false, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
+				return backupPlan{}, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
 			}
 			if err == nil {
 				pm, err := s.loadManifest(ctx, r, parent)
 				if err != nil {
-					return nil, nil, false, err
+					return backupPlan{}, err
 				}
 				if pm.ChunkSize == cs {
-					return seeded(pm, size, cs), changedChunks(changed, pm.Size, size, cs), true, nil
+					return backupPlan{read: changedChunks(changed, pm.Size, size, cs),
+						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}}, nil
 				}
 			}
 		}
 	}
 	extents, err := src.Allocated(ctx)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("listing allocated extents: %w", err)
+		return backupPlan{}, fmt.Errorf("listing allocated extents: %w", err)
 	}
-	return chunkstore.NewManifest(size, cs), allocatedChunks(extents, size, cs), false, nil
-}
-
-// seeded is a manifest of size bytes holding the parent's chunks wherever
-// the parent had whole chunks.
-func seeded(parent *chunkstore.Manifest, size int64, cs int) *chunkstore.Manifest {
-	m := chunkstore.NewManifest(size, cs)
-	for i := range min(m.Chunks(), parent.Chunks()) {
-		if id, ok := parent.Chunk(i); ok && parent.ChunkLen(i) == m.ChunkLen(i) {
-			m.Set(i, id)
-		}
-	}
-	return m
+	return backupPlan{read: pipeline.Ranges(extents, size, cs)}, nil
 }
 
 // changedChunks lists the chunks to read for an incremental from changed
 // extents: those overlapping a change, plus any chunk whose extent differs
 // from the parent's (growth, a short last chunk).
-func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) []int64 {
+func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) []pipeline.Range {
 	boundary := min(parentSize, size) / int64(cs) // first chunk not whole in both
 	extents := append(changed, volume.Extent{Offset: boundary * int64(cs), Length: max(size, parentSize)})
-	return allocatedChunks(extents, size, cs)
-}
-
-// allocatedChunks lists the chunk indexes that overlap an allocated extent;
-// every other chunk is a hole and stays a zero chunk in the manifest.
-func allocatedChunks(extents []volume.Extent, size int64, cs int) []int64 {
-	sort.Slice(extents, func(i, j int) bool { return extents[i].Offset < extents[j].Offset })
-	var out []int64
-	next := int64(0) // first chunk index not yet listed
-	for _, e := range extents {
-		if e.Length <= 0 || e.Offset >= size {
-			continue
-		}
-		end := min(e.Offset+e.Length, size)
-		first, last := e.Offset/int64(cs), (end-1)/int64(cs)
-		for i := max(first, next); i <= last; i++ {
-			out = append(out, i)
-		}
-		next = max(next, last+1)
-	}
-	return out
-}
-
-type pipelineResult struct {
-	bytes      int64 // stored (compressed) bytes of new chunks
-	locations  map[chunkstore.ID]chunkstore.Location
-	dedupPacks map[chunkstore.ID]bool // packs of the chunks found in the catalog
-}
-
-// pipeline reads the listed chunks with one reader and hashes, dedups and
-// compresses them on cfg.Workers goroutines through a fixed pool of chunk
-// buffers, so memory does not grow with the volume.
-func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, src volume.Source, m *chunkstore.Manifest, chunks []int64, progress ProgressFunc) (pipelineResult, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	st := r.store
-	cs := st.Config().ChunkSize
-	workers := s.cfg.Workers
-	repoID := st.Config().ID
-	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
-	// Each pack is recorded as it is uploaded, so that a failed backup's
-	// packs can be found and removed even after a crash (a pack whose
-	// record a crash lost is an orphan repo-gc removes after its grace).
-	packer.OnUpload(func(p chunkstore.ID) error {
-		err := s.update(func(tx *index.Tx) error { return tx.AddBackupPack(b.ID, p) })
-		failpoint.Hit("backup.pack-recorded")
-		return err
-	})
-	dedup := &packSet{m: map[chunkstore.ID]bool{}}
-
-	// The reader fills blocks of up to readBlock bytes of consecutive
-	// chunks with one pread (few syscalls, large kernel I/O); workers take
-	// the chunks one by one and return a block to the pool when its last
-	// chunk is done. 2 blocks per worker + 2 bound the memory.
-	perBlock := max(1, readBlock/cs)
-	free := make(chan *block, 2*workers+2)
-	for range cap(free) {
-		free <- &block{buf: make([]byte, perBlock*cs)}
-	}
-	jobs := make(chan chunkJob, perBlock*cap(free))
-	total := int64(len(chunks)) * int64(cs)
-	var done, storedBytes atomic.Int64
-	var mu sync.Mutex // guards m
-
-	go func() {
-		defer close(jobs)
-		if err := readChunks(ctx, src, m.Size, cs, perBlock, chunks, free, jobs); err != nil {
-			cancel(err)
-		}
-	}()
-
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				if err := s.storeChunk(repoID, packer, m, &mu, j.idx, j.data, &storedBytes, dedup); err != nil {
-					cancel(err)
-				}
-				done.Add(int64(len(j.data)))
-				if j.blk.pending.Add(-1) == 0 {
-					free <- j.blk
-				}
-			}
-		}()
-	}
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				progress.report(Progress{Phase: "backup", Done: done.Load(), Total: total})
-			case <-stop:
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(stop)
-	if err := context.Cause(ctx); err != nil {
-		packer.Abort()
-		return pipelineResult{}, err
-	}
-	entries, err := packer.Close()
-	if err != nil {
-		return pipelineResult{}, err
-	}
-	progress.report(Progress{Phase: "backup", Done: total, Total: total})
-	locs := make(map[chunkstore.ID]chunkstore.Location, len(entries))
-	for _, e := range entries {
-		locs[e.ID] = e.Location
-	}
-	failpoint.Hit("backup.packs-written")
-	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m}, nil
-}
-
-// packSet is a set of packs shared by the pipeline's workers.
-type packSet struct {
-	mu sync.Mutex
-	m  map[chunkstore.ID]bool
-}
-
-func (p *packSet) add(id chunkstore.ID) {
-	p.mu.Lock()
-	p.m[id] = true
-	p.mu.Unlock()
-}
-
-// readBlock is how many bytes of consecutive chunks one pread fetches.
-const readBlock = 1 << 20
-
-// block is a read buffer shared by the chunks read into it.
-type block struct {
-	buf     []byte
-	pending atomic.Int32 // chunks not yet processed
-}
-
-type chunkJob struct {
-	idx  int64
-	data []byte
-	blk  *block
-}
-
-// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
-// up to perBlock per pread, and queues them one by one.
-func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
-	for i := 0; i < len(chunks); {
-		n := 1
-		for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
-			n++
-		}
-		var blk *block
-		select {
-		case blk = <-free:
-		case <-ctx.Done():
-			return nil
-		}
-		off := chunks[i] * int64(cs)
-		end := min(off+int64(n*cs), size)
-		if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
-			return fmt.Errorf("reading volume at byte offset %d: %w", off, err)
-		}
-		blk.pending.Store(int32(n))
-		for k := range n {
-			lo := int64(k * cs)
-			jobs <- chunkJob{idx: chunks[i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
-		}
-		i += n
-	}
-	return nil
-}
-
-// storeChunk hashes one chunk, records it in the manifest and hands it to
-// the packer unless it is all zeros or already stored.
-func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
-	idx int64, data []byte, stored *atomic.Int64, dedup *packSet) error {
-	if chunkstore.IsZero(data) {
-		mu.Lock()
-		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
-		mu.Unlock()
-		return nil
-	}
-	id := chunkstore.Sum(data)
-	mu.Lock()
-	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
-	mu.Unlock()
-	if !added {
-		return nil
-	}
-	var c index.Chunk
-	var found bool
-	if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(repoID, id); return err }); err != nil {
-		return err
-	}
-	if found && !c.Lost() { // a lost chunk is stored again
-		dedup.add(c.Pack)
-		return nil
-	}
-	n, err := p.Add(id, data)
-	stored.Add(int64(n))
-	return err
-}
-
-// addRefs counts one reference per unique chunk of the manifest, in batches
-// that each commit atomically with the backup's progress marker
-// (RefsApplied), so a crash leaves an exactly known prefix to roll back.
-func (s *Service) addRefs(r *repository, b *index.Backup, ids []chunkstore.ID, newLocs map[chunkstore.ID]chunkstore.Location) error {
-	repoID := r.store.Config().ID
-	for start := b.RefsApplied; start < len(ids); start += index.MaxBatch {
-		end := min(start+index.MaxBatch, len(ids))
-		err := s.update(func(tx *index.Tx) error {
-			for _, id := range ids[start:end] {
-				c, ok, err := tx.Chunk(repoID, id)
-				if err != nil {
-					return err
-				}
-				if !ok || c.Lost() {
-					loc, isNew := newLocs[id]
-					if !isNew {
-						return fmt.Errorf("chunk %s vanished from the catalog during backup %s (found missing or corrupt meanwhile); run the backup again", id, b.ID)
-					}
-					c.Location = loc // a lost entry keeps its references: its backups heal
-				}
-				c.Refs++
-				if err := tx.PutChunk(repoID, id, c); err != nil {
-					return err
-				}
-			}
-			nb := *b
-			nb.RefsApplied, nb.UpdatedAt = end, now()
-			return tx.PutBackup(&nb)
-		})
-		if err != nil {
-			return fmt.Errorf("counting chunk references of backup %s: %w", b.ID, err)
-		}
-		b.RefsApplied = end
-		failpoint.Hit("backup.refs-batch")
-	}
-	return nil
-}
-
-// dropRefs releases the references of ids[:b.RefsApplied], last batch first,
-// committing the shrinking RefsApplied with each batch. dropUnused deletes
-// entries that reach zero (imports: after a lost catalog such entries could
-// be the only ones naming packs other, not yet imported, backups need).
-func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, dropUnused bool) error {
-	repoID := r.store.Config().ID
-	if b.RefsApplied > len(ids) {
-		return fmt.Errorf("backup %s counts %d references but its manifest lists %d chunks", b.ID, b.RefsApplied, len(ids))
-	}
-	for b.RefsApplied > 0 {
-		end := b.RefsApplied
-		start := max(0, end-index.MaxBatch)
-		err := s.update(func(tx *index.Tx) error {
-			for _, id := range ids[start:end] {
-				c, ok, err := tx.Chunk(repoID, id)
-				if err != nil {
-					return err
-				}
-				if !ok || c.Refs == 0 {
-					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback repo-repair", id, b.ID)
-				}
-				if c.Refs--; c.Refs == 0 && (dropUnused || c.Lost()) {
-					err = tx.DeleteChunk(repoID, id)
-				} else {
-					err = tx.PutChunk(repoID, id, c)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			nb := *b
-			nb.RefsApplied, nb.UpdatedAt = start, now()
-			return tx.PutBackup(&nb)
-		})
-		if err != nil {
-			return fmt.Errorf("releasing chunk references of backup %s: %w", b.ID, err)
-		}
-		b.RefsApplied = start
-		failpoint.Hit("refs.release-batch")
-	}
-	return nil
+	return pipeline.Ranges(extents, size, cs)
 }
 
 // failBackup undoes what a failed backup left (record, references,
@@ -779,7 +400,9 @@ func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup
 
 // rollbackBackup removes the record of an unfinished backup, releases its
 // counted references, then removes its manifest. (Its packs go in a sweep
-// once it is `error`.)
+// once it is `error`.) The references are found through the manifest's
+// head, or without one (the backup stopped before writing it) in the
+// segments stored so far, which are always a prefix.
 func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Backup) error {
 	if b.Imported { // the objects are the imported backup's data, not ours to remove
 		return s.dropImportRefs(ctx, r, b)
@@ -787,7 +410,9 @@ func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Ba
 	var m *chunkstore.Manifest
 	if b.RefsApplied > 0 {
 		var err error
-		if m, err = s.loadManifest(ctx, r, b); err != nil {
+		if m, err = s.loadManifest(ctx, r, b); errors.Is(err, repo.ErrNotFound) {
+			m = nil // no head yet: walk the segments
+		} else if err != nil {
 			return err
 		}
 	}
@@ -795,8 +420,8 @@ func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Ba
 		return err
 	}
 	failpoint.Hit("rollback.record-deleted")
-	if m != nil {
-		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
+	if b.RefsApplied > 0 {
+		if err := s.releaseRefs(ctx, r, b, m, false); err != nil {
 			return err
 		}
 	}

@@ -3,7 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
-	"sort"
+	"time"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/index"
@@ -24,6 +24,9 @@ type CheckReport struct {
 	UnreferencedPacks int   `json:"unreferenced_packs"`
 	UnreferencedBytes int64 `json:"unreferenced_bytes"`
 }
+
+// maxProblems bounds the problems a check lists; more are counted.
+const maxProblems = 1000
 
 // CheckRequest is repo-check.
 type CheckRequest struct {
@@ -62,13 +65,30 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 	defer lk.Release()
 	ctx, cancel := lk.Bind(ctx)
 	defer cancel()
-	problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
+	more := 0 // problems past maxProblems, counted only
+	problem := func(format string, a ...any) {
+		if len(rep.Problems) < maxProblems {
+			rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...))
+		} else {
+			more++
+		}
+	}
+	defer func() {
+		if more > 0 {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("... and %d more problems", more))
+			rep.ReferencesOK = false
+		}
+	}()
 
 	var backups []*index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { backups, err = tx.Backups(); return err }); err != nil {
 		return rep, err
 	}
-	want := map[chunkstore.ID]uint32{}
+	// The references the manifests hold are counted in the catalog's
+	// spill space, then compared entry by entry in id order: memory stays
+	// bounded whatever the repository.
+	scope := fmt.Sprintf("check-%s-%d", r.id, time.Now().UnixNano())
+	defer s.cat.DropScope(scope)
 	for _, b := range backups {
 		if b.RepositoryID != r.id {
 			continue
@@ -90,28 +110,24 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 			problem("backup %s: %v", b.ID, err)
 			continue
 		}
-		n := b.RefsApplied
-		if n > len(m.IDs) {
-			problem("backup %s: counts %d references, its manifest lists %d chunks", b.ID, n, len(m.IDs))
-			n = len(m.IDs)
+		if n := m.Refs(); int64(b.RefsApplied) > n {
+			problem("backup %s: counts %d references, its manifest lists %d chunks", b.ID, b.RefsApplied, n)
 		}
-		for _, id := range m.IDs[:n] {
-			want[id]++
+		if err := s.spillRefs(ctx, r, b, m, scope); err != nil {
+			return rep, err
 		}
 	}
 	packs := map[chunkstore.ID]bool{}
-	type located struct {
-		id chunkstore.ID
-		c  index.Chunk
-	}
-	var live []located
 	err = s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
-			rep.Chunks++
-			if c.Refs != want[id] {
-				problem("chunk %s: catalog counts %d references, manifests %d", id, c.Refs, want[id])
+		return tx.CountJoin(r.id, scope, func(id chunkstore.ID, c index.Chunk, found bool, want uint32) error {
+			if !found {
+				problem("chunk %s: referenced by manifests but not in the catalog", id)
+				return nil
 			}
-			delete(want, id)
+			rep.Chunks++
+			if c.Refs != want {
+				problem("chunk %s: catalog counts %d references, manifests %d", id, c.Refs, want)
+			}
 			if c.Lost() {
 				if c.Refs > 0 {
 					problem("chunk %s is lost (found missing or corrupt): %d backup(s) need it; run volback repo-repair", id, c.Refs)
@@ -119,22 +135,11 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 				return nil
 			}
 			packs[c.Pack] = true
-			if c.Refs > 0 && readData {
-				live = append(live, located{id, c})
-			}
 			return nil
 		})
 	})
 	if err != nil {
 		return rep, err
-	}
-	missing := make([]string, 0, len(want))
-	for id := range want {
-		missing = append(missing, id.String())
-	}
-	sort.Strings(missing)
-	for _, id := range missing {
-		problem("chunk %s: referenced by manifests but not in the catalog", id)
 	}
 	rep.Packs = len(packs)
 	for _, p := range sortedIDs(packs) {
@@ -142,18 +147,10 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 			problem("pack %s: %v", p, err)
 		}
 	}
-	var buf []byte
-	for _, l := range live {
-		data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return rep, context.Cause(ctx)
-			}
-			problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
-			continue
+	if readData {
+		if err := s.readAllChunks(ctx, r, &rep, problem); err != nil {
+			return rep, err
 		}
-		buf = data
-		rep.ChunksRead++
 	}
 	// What repo-gc would remove; records it could not judge are problems.
 	p, err := s.planGC(ctx, r, gcOptions{orphans: true})
@@ -170,4 +167,82 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 	}
 	rep.ReferencesOK = len(rep.Problems) == 0
 	return rep, nil
+}
+
+// spillRefs adds one count per element of b's counted references
+// ([RefsReleased, RefsApplied) of its reference list) to the catalog's
+// spill scope, a batch of distinct chunks per transaction.
+func (s *Service) spillRefs(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, scope string) error {
+	end := int64(b.RefsApplied)
+	return r.store.WalkRefs(ctx, b.ID, m, int64(b.RefsReleased), func(pos int64, ids []chunkstore.ID) error {
+		if pos >= end {
+			return chunkstore.ErrStopWalk
+		}
+		ids = ids[:min(int64(len(ids)), end-pos)]
+		for len(ids) > 0 {
+			n := min(len(ids), index.MaxBatch)
+			counts := map[chunkstore.ID]uint32{}
+			for _, id := range ids[:n] {
+				counts[id]++
+			}
+			err := s.update(func(tx *index.Tx) error {
+				for id, k := range counts {
+					if err := tx.AddCount(scope, id, k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			ids = ids[n:]
+		}
+		return nil
+	})
+}
+
+// readAllChunks reads and verifies every referenced chunk, paging through
+// the chunk index (no transaction stays open during the reads); a chunk
+// that fails is recorded as lost at once.
+func (s *Service) readAllChunks(ctx context.Context, r *repository, rep *CheckReport, problem func(string, ...any)) error {
+	type located struct {
+		id chunkstore.ID
+		c  index.Chunk
+	}
+	var after *chunkstore.ID
+	var buf []byte
+	for {
+		var page []located
+		var last chunkstore.ID
+		var done bool
+		err := s.cat.View(func(tx *index.Tx) (err error) {
+			last, done, err = tx.ChunksAfter(r.id, after, 1000, func(id chunkstore.ID, c index.Chunk) error {
+				if c.Refs > 0 && !c.Lost() {
+					page = append(page, located{id, c})
+				}
+				return nil
+			})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, l := range page {
+			data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
+			if err != nil {
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
+				problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
+				continue
+			}
+			buf = data
+			rep.ChunksRead++
+		}
+		if done {
+			return nil
+		}
+		after = &last
+	}
 }
