@@ -15,15 +15,6 @@ import (
 	"github.com/volback/volback/index"
 )
 
-func init() {
-	handlers["backup-export"] = decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ExportView, error) {
-		return s.ExportBackup(ctx, r.Ref)
-	})
-	handlers["backup-import"] = decode(func(s *Service, ctx context.Context, r ImportRequest, _ ProgressFunc) (*BackupView, error) {
-		return s.ImportBackup(ctx, r)
-	})
-}
-
 // ExportRecord is what a backup_url holds (base64 of its JSON): the
 // repository's backup record (Cinder's field names plus repository id and
 // URL, chunk size, manifest digest and format version) and the Cinder

@@ -83,6 +83,14 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	return s, nil
 }
 
+// ErrCatalogLocked: another process holds the catalog (Open fails with it);
+// that process owns the catalog and answers on its socket.
+var ErrCatalogLocked = index.ErrLocked
+
+// CatalogHolder is the pid of the process holding the catalog in home, or
+// 0 when unknown.
+func CatalogHolder(home string) int { return index.LockHolder(filepath.Join(home, "catalog")) }
+
 // Close closes the catalog and every repository.
 func (s *Service) Close() error {
 	s.mu.Lock()

@@ -51,7 +51,7 @@ func actingProject(ctx context.Context, p string) (string, error) {
 	case p == "" || p == who.Project:
 		return who.Project, nil
 	case !who.Admin():
-		return "", errorf(ErrForbidden, "uid %d is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)", who.UID, who.Project, p)
+		return "", errorf(ErrForbidden, "%s is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)", who, who.Project, p)
 	}
 	return p, checkProject(p)
 }
@@ -86,7 +86,7 @@ func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, e
 		if err != nil {
 			return err
 		}
-		old, err := reattachTarget(tx, Identity{UID: caller(ctx).UID, Project: proj, Role: caller(ctx).Role}, vols, req, info)
+		old, err := reattachTarget(tx, Identity{UID: caller(ctx).UID, User: caller(ctx).User, Project: proj, Role: caller(ctx).Role}, vols, req, info)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/api"
 	"github.com/volback/volback/service"
 )
 
@@ -22,7 +23,7 @@ func connect(c *cli.Context) (service.Caller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
+	return api.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
 }
 
 // homeConfig loads the config of the chosen home, with the global flags

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/api"
 	"github.com/volback/volback/fs"
 	"github.com/volback/volback/service"
 )
@@ -39,7 +40,7 @@ func mountCommand() *cli.Command {
 				return err
 			}
 			defer caller.Close()
-			if s, ok := caller.(*service.Session); ok {
+			if s, ok := caller.(*api.Session); ok {
 				s.ReportHandovers(log.New(os.Stderr, "volback mount: ", log.LstdFlags))
 			}
 			src := service.NewMountSource(caller, cache)
@@ -109,7 +110,7 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			cfg.LogStderr = true // state changes on the terminal too
-			s, err := service.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
+			s, err := api.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
 			if err != nil {
 				return err
 			}
