@@ -210,7 +210,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 			return err
 		}
 		if b.Status != index.StatusAvailable && b.Status != index.StatusError {
-			return fmt.Errorf("backup %s is %s; only available or error backups can be deleted", b.ID, b.Status)
+			return errorf(ErrInvalidState, "backup %s is %s; only available or error backups can be deleted", b.ID, b.Status)
 		}
 		all, err := tx.Backups()
 		if err != nil {
@@ -218,7 +218,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 		}
 		for _, o := range all {
 			if o.ParentID == b.ID && o.Status != index.StatusError {
-				return fmt.Errorf("backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
+				return errorf(ErrInvalidState, "backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
 			}
 		}
 		view = backupView(b, parents(all))

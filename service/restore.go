@@ -37,10 +37,10 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		return nil, err
 	}
 	if b.Status != index.StatusAvailable {
-		return nil, fmt.Errorf("backup %s is %s; only available backups can be restored", b.ID, b.Status)
+		return nil, errorf(ErrInvalidState, "backup %s is %s; only available backups can be restored", b.ID, b.Status)
 	}
 	if b.MissingParent {
-		return nil, fmt.Errorf("backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
+		return nil, errorf(ErrInvalidState, "backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
 			b.ID, b.ParentID, b.ParentID)
 	}
 	if err := s.zoneAcceptsWork(cmp.Or(b.AvailabilityZone, s.cfg.DefaultZone)); err != nil {
@@ -63,7 +63,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		}
 	} else {
 		if req.Size != 0 && req.Size < b.SizeBytes {
-			return nil, fmt.Errorf("size %d bytes is smaller than backup %s (%d bytes); give at least the backup's size, or 0 to take it", req.Size, b.ID, b.SizeBytes)
+			return nil, errorf(ErrUsage, "size %d bytes is smaller than backup %s (%d bytes); give at least the backup's size, or 0 to take it", req.Size, b.ID, b.SizeBytes)
 		}
 		name := req.Name
 		if name == "" {
@@ -126,13 +126,13 @@ func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup) 
 			return err
 		}
 		if v.Status != index.StatusAvailable && v.Status != index.StatusErrorRestoring && v.Status != index.StatusError {
-			return fmt.Errorf("volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
+			return errorf(ErrInvalidState, "volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
 		}
 		if v.Placeholder || v.Path == "" {
-			return fmt.Errorf("volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
+			return errorf(ErrInvalidState, "volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
 		}
 		if v.Size < b.SizeBytes {
-			return fmt.Errorf("volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
+			return errorf(ErrInvalidState, "volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
 		}
 		vol = v
 		return nil
@@ -146,7 +146,7 @@ func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup) 
 	}
 	if tgt.Size() < b.SizeBytes {
 		tgt.Close()
-		return nil, nil, fmt.Errorf("volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
+		return nil, nil, errorf(ErrInvalidState, "volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
 	}
 	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
