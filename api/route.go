@@ -1,6 +1,11 @@
 package api
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/volback/volback/service"
+)
 
 // Route maps requests of the Cinder v3 API onto an operation: Bind makes
 // the operation's request from the HTTP request, Render makes Cinder's
@@ -20,18 +25,23 @@ type Route[Req, Resp any] struct {
 	Bind   func(*Request) (Req, error)
 	// Render is the response body; nil answers without one.
 	Render func(*Request, Resp) any
+	// Accepted makes the response of a Background operation from the
+	// view the service accepted the job with, when that is not a Resp
+	// (a volume created from a backup is accepted as a restore).
+	Accepted func(*Request, *service.Service, any) (Resp, error)
 }
 
 // route is a Route with its types erased, as the router holds it.
 type route struct {
-	op     *Op
-	method string
-	path   []string
-	action string
-	when   func(*Request) bool
-	status int
-	bind   func(*Request) (any, error)
-	render func(*Request, any) any
+	op       *Op
+	method   string
+	path     []string
+	action   string
+	when     func(*Request) bool
+	status   int
+	bind     func(*Request) (any, error)
+	render   func(*Request, any) any
+	accepted func(*Request, *service.Service, any) (any, error)
 }
 
 func (r Route[Req, Resp]) erase(o *Op) route {
@@ -39,6 +49,15 @@ func (r Route[Req, Resp]) erase(o *Op) route {
 		bind: func(q *Request) (any, error) { return r.Bind(q) }}
 	if r.Render != nil {
 		e.render = func(q *Request, v any) any { return r.Render(q, v.(Resp)) }
+	}
+	e.accepted = func(q *Request, s *service.Service, v any) (any, error) {
+		if r.Accepted != nil {
+			return r.Accepted(q, s, v)
+		}
+		if resp, ok := v.(Resp); ok {
+			return resp, nil
+		}
+		return nil, fmt.Errorf("%s accepted its job as a %T, not a %T: volback's route table is wrong", o.Verb, v, *new(Resp))
 	}
 	return e
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -97,10 +98,14 @@ func lazyWarning(err error) error {
 }
 
 // serveCommand owns the catalog and answers other volback processes until
-// interrupted.
+// interrupted; with --listen (or [api] listen) it also serves the HTTP API.
 func serveCommand() *cli.Command {
-	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket (foreground)",
+	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket and, with --listen, over HTTP (foreground)",
 		Category: "mount and service",
+		Description: "With --listen HOST:PORT (or listen in volback.toml's [api] table) it also serves Cinder's v3 block-storage API " +
+			"(backups, volumes, snapshots, quotas, services; docs/API.md), the native calls of volback --os-endpoint, and /metrics. " +
+			"Without a token file the API uses Cinder's noauth and listens on a loopback address only.",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "listen", Usage: "serve HTTP on `HOST:PORT` (Cinder's port is 8776)"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
@@ -110,13 +115,36 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			cfg.LogStderr = true // state changes on the terminal too
-			s, err := api.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
+			addr := cfg.API.Listen
+			if c.IsSet("listen") {
+				addr = c.String("listen")
+			}
+			var ln net.Listener
+			if addr != "" {
+				if err := api.CheckListen(cfg, addr); err != nil {
+					return err
+				}
+				if ln, err = net.Listen("tcp", addr); err != nil {
+					return fmt.Errorf("serving HTTP on %s: %v; pick another --listen address", addr, err)
+				}
+				defer ln.Close()
+			}
+			logger := log.New(os.Stderr, "volback: ", 0)
+			s, err := api.Own(c.Context, cfg, logger, 10*time.Second)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
-			<-c.Context.Done()
-			return nil
+			if ln == nil {
+				fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
+				<-c.Context.Done()
+				return nil
+			}
+			srv, err := api.NewServer(s.LocalService(), logger)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "volback: serving the socket and http://%s/v3 (Cinder v3 API), /metrics; Ctrl-C to stop\n", ln.Addr())
+			return srv.Serve(c.Context, ln)
 		}}
 }
