@@ -250,6 +250,9 @@ func snapshotBody(r *Request, s *service.SnapshotView) any {
 // of Cinder do not exist here and are not shown.
 
 func bindQuota(r *Request) (service.QuotaRequest, error) {
+	if _, err := r.Flag("usage"); err != nil {
+		return service.QuotaRequest{}, err
+	}
 	return service.QuotaRequest{Project: r.Var("project")}, nil
 }
 

@@ -20,8 +20,10 @@ func WithAccepted(ctx context.Context, f AcceptedFunc) context.Context {
 	return context.WithValue(ctx, acceptedKey{}, f)
 }
 
-// accepted reports a job's acceptance to the AcceptedFunc of ctx, if any.
-func accepted(ctx context.Context, view any) {
+// Accepted reports a job's acceptance to the AcceptedFunc of ctx, if any:
+// the service's long jobs call it (and a transport's tests, for jobs of
+// their own).
+func Accepted(ctx context.Context, view any) {
 	if f, ok := ctx.Value(acceptedKey{}).(AcceptedFunc); ok {
 		f(ctx, view)
 	}

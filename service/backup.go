@@ -145,7 +145,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
 	defer untrack()
 	bv := backupView(b, nil)
-	accepted(ctx, &bv)
+	Accepted(ctx, &bv)
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)

@@ -91,7 +91,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	}
 	ctx, untrack := s.track(ctx, restoreJob(b.ID)) // backup-reset-state cancels it
 	defer untrack()
-	accepted(ctx, &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name})
+	Accepted(ctx, &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name})
 	start := time.Now()
 	s.event(ctx, "restore started", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID)
 	err = s.writeImage(ctx, r, b, m, tgt, progress)

@@ -37,7 +37,7 @@ func (s *Service) zone(az string) (string, error) {
 		return s.cfg.DefaultZone, nil
 	}
 	if _, ok := s.cfg.Zones[az]; !ok {
-		return "", fmt.Errorf("availability zone %q is not configured; configured zones: %v", az, s.cfg.ZoneNames())
+		return "", errorf(ErrUsage, "availability zone %q is not configured; configured zones: %v", az, s.cfg.ZoneNames())
 	}
 	return az, nil
 }
