@@ -53,6 +53,17 @@ func NewServer(s *service.Service, logger *log.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		if p := r.Header.Get(projectHeader); p != "" && p != id.Project {
+			// As through the socket: an admin may act for another project.
+			if !id.Admin() {
+				return nil, service.Errorf(service.ErrForbidden, "%s is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)",
+					id, id.Project, p)
+			}
+			if err := service.CheckProject(p); err != nil {
+				return nil, err
+			}
+			id.Project = p
+		}
 		return service.WithIdentity(r.Context(), id), nil
 	}}
 	registerMetrics(s)

@@ -17,8 +17,12 @@ var extraMemory int64
 
 // connect loads the config of the home, sizes the soft memory limit from it
 // and returns a caller: a client of the catalog's owner, or this process as
-// the owner. Either way it follows hand-overs when the owner exits.
+// the owner. Either way it follows hand-overs when the owner exits. With
+// --os-endpoint it calls that volback serve over HTTP instead.
 func connect(c *cli.Context) (service.Caller, error) {
+	if ep := c.String("os-endpoint"); ep != "" { // a remote volback serve
+		return api.DialHTTP(ep, os.Getenv("OS_AUTH_TOKEN"), os.Getenv("OS_USER_ID"), project(c))
+	}
 	cfg, err := homeConfig(c)
 	if err != nil {
 		return nil, err
