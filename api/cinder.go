@@ -327,7 +327,7 @@ func (h *Server) dispatch(r *Request, rt *route, req any) (any, error) {
 		return nil, err
 	}
 	if !o.Background {
-		return observe(r.ctx, o, func() (any, error) { return o.call(h.s, r.ctx, req, nil) })
+		return observe(r.ctx, o, nil, func(ctx context.Context) (any, error) { return o.call(h.s, ctx, req, nil) })
 	}
 	v, accepted, err := h.background(r.ctx, o, req)
 	if err != nil || !accepted {

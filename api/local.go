@@ -48,7 +48,7 @@ func run(s *service.Service, ctx context.Context, o *Op, raw []byte, p service.P
 	if err != nil {
 		return nil, err
 	}
-	return observe(ctx, o, func() (any, error) { return o.call(s, ctx, req, p) })
+	return observe(ctx, o, nil, func(ctx context.Context) (any, error) { return o.call(s, ctx, req, p) })
 }
 
 // Close closes the service.

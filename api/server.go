@@ -19,10 +19,11 @@ import (
 // (--os-endpoint) under /volback/v1/, and /metrics. Backups and restores
 // it starts run in the background on a bounded pool of workers.
 type Server struct {
-	s      *service.Service
-	auth   authenticator
-	log    *log.Logger
-	native *rpc
+	s       *service.Service
+	auth    authenticator
+	log     *log.Logger
+	native  *rpc
+	metrics http.Handler
 
 	pool chan struct{}      // a slot per running background job
 	base context.Context    // cancelled by Close: background jobs stop
@@ -66,7 +67,7 @@ func NewServer(s *service.Service, logger *log.Logger) (*Server, error) {
 		}
 		return service.WithIdentity(r.Context(), id), nil
 	}}
-	registerMetrics(s)
+	h.metrics = metricsHandler(h.registry())
 	return h, nil
 }
 
@@ -96,7 +97,7 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/v3" || p == "/v3/":
 		h.versions(w, r, http.StatusOK)
 	case p == "/metrics":
-		serveMetrics(w, r)
+		h.metrics.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/volback/v1/"):
 		h.native.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/v3/"):
@@ -126,10 +127,7 @@ func (h *Server) background(ctx context.Context, o *Op, req any) (v any, accepte
 	acc := make(chan any, 1)
 	// The service calls back on the job's goroutine, so these need no lock.
 	held, was := false, false // the job holds a worker; it was accepted
-	jctx = service.WithAccepted(jctx, func(ctx context.Context, view any) {
-		if was {
-			return // accepted once only
-		}
+	onAccept := func(ctx context.Context, view any) {
 		was = true
 		acc <- view
 		select {
@@ -137,7 +135,7 @@ func (h *Server) background(ctx context.Context, o *Op, req any) (v any, accepte
 			held = true
 		case <-ctx.Done(): // cancelled while waiting: the job fails at once
 		}
-	})
+	}
 	type result struct {
 		v   any
 		err error
@@ -148,7 +146,7 @@ func (h *Server) background(ctx context.Context, o *Op, req any) (v any, accepte
 		defer h.jobs.Done()
 		defer unlink()
 		defer cancel()
-		v, err := observe(jctx, o, func() (any, error) { return o.call(h.s, jctx, req, nil) })
+		v, err := observe(jctx, o, onAccept, func(ctx context.Context) (any, error) { return o.call(h.s, ctx, req, nil) })
 		if held {
 			<-h.pool
 		}

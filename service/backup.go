@@ -447,7 +447,9 @@ func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock
 // the packer unless it is all zeros or already stored.
 func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
 	idx int64, data []byte, stored *atomic.Int64) error {
+	s.stats.read.Add(int64(len(data)))
 	if chunkstore.IsZero(data) {
+		s.stats.zero.Add(int64(len(data)))
 		mu.Lock()
 		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
 		mu.Unlock()
@@ -458,6 +460,7 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
 	mu.Unlock()
 	if !added {
+		s.stats.dedup.Add(int64(len(data)))
 		return nil
 	}
 	var known bool
@@ -465,10 +468,13 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 		return err
 	}
 	if known {
+		s.stats.dedup.Add(int64(len(data)))
 		return nil
 	}
 	n, err := p.Add(id, data)
 	stored.Add(int64(n))
+	s.stats.newRaw.Add(int64(len(data)))
+	s.stats.stored.Add(int64(n))
 	return err
 }
 

@@ -268,6 +268,7 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 					continue
 				}
 				done.Add(length)
+				s.stats.restored.Add(length)
 			}
 		}()
 	}

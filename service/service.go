@@ -43,6 +43,7 @@ type Service struct {
 	stores map[string]*repository // by zone
 
 	jobs jobs // running backups and restores, for cancel (jobs.go)
+	stats stats // data moved, for metrics (stats.go)
 	// quotaMu serializes this owner's quota claims, so a burst of creates
 	// in one project queues instead of exhausting Update's conflict
 	// retries on the project's guard key (which stays for correctness).

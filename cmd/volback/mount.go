@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +23,8 @@ func mountCommand() *cli.Command {
 		Description: "Backups appear as by-id/ID.img and by-volume/VOLUME/TIME_NAME.img; two volumes with the same name get VOLUME and VOLUME-IDPREFIX. " +
 			"Ctrl-C (or SIGTERM) unmounts; while files or loop devices on it are open the mount stays and says so, as umount(8) would.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount"},
-			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"}},
+			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "serve the cache's hits and misses at http://`HOST:PORT`/metrics (Prometheus)"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
@@ -46,6 +48,15 @@ func mountCommand() *cli.Command {
 			}
 			src := service.NewMountSource(caller, cache)
 			defer src.Close()
+			if addr := c.String("metrics-listen"); addr != "" {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return fmt.Errorf("--metrics-listen %s: %v; pick another address", addr, err)
+				}
+				msrv := &http.Server{Handler: api.MountMetrics(src), ReadHeaderTimeout: 10 * time.Second}
+				go msrv.Serve(ln)
+				defer msrv.Close()
+			}
 			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"),
 				Logger: log.New(os.Stderr, "volback mount: ", log.LstdFlags)})
 			if err != nil {
