@@ -36,8 +36,12 @@ func init() {
 			Route[service.CreateRequest, *service.VolumeView]{Method: post, Path: "volumes", Status: 202, Bind: bindVolumeCreate,
 				Render: volumeBody, Accepted: volumeAccepted}),
 		def(Op{Verb: "list", Idempotent: true},
-			func(s *S, ctx context.Context, r service.Ref, _ PF) ([]service.VolumeView, error) {
-				return s.ListVolumes(ctx, r.AllProjects)
+			func(s *S, ctx context.Context, r service.Ref, p PF) ([]service.VolumeView, error) {
+				vols, err := s.ListVolumes(ctx, r.AllProjects)
+				if err == nil && len(vols) == 0 {
+					s.EmptyCatalogNotice(ctx, p) // a lost catalog looks like an empty one
+				}
+				return vols, err
 			}, volumeListRoutes()...),
 		def(Op{Verb: "show", Idempotent: true},
 			func(s *S, ctx context.Context, r service.Ref, _ PF) (*service.VolumeView, error) {
@@ -57,8 +61,12 @@ func init() {
 			},
 			Route[service.BackupRequest, *service.BackupView]{Method: post, Path: "backups", Status: 202, Bind: bindBackupCreate, Render: backupCreated}),
 		def(Op{Verb: "backup-list", Idempotent: true},
-			func(s *S, ctx context.Context, r service.Ref, _ PF) ([]service.BackupView, error) {
-				return s.ListBackups(ctx, r.Ref, r.AllProjects)
+			func(s *S, ctx context.Context, r service.Ref, p PF) ([]service.BackupView, error) {
+				bs, err := s.ListBackups(ctx, r.Ref, r.AllProjects)
+				if err == nil && len(bs) == 0 {
+					s.EmptyCatalogNotice(ctx, p)
+				}
+				return bs, err
 			}, backupListRoutes()...),
 		def(Op{Verb: "backup-show", Idempotent: true},
 			func(s *S, ctx context.Context, r service.Ref, _ PF) (*service.BackupView, error) {
@@ -107,8 +115,12 @@ func init() {
 			}),
 
 		def(Op{Verb: "repo-gc", Admin: "backup:repo-gc", Unknown: "garbage collection is safe to run again: run repo-gc again"},
-			func(s *S, ctx context.Context, r service.Ref, _ PF) ([]service.GCReport, error) {
-				return s.GC(ctx, r.Zone)
+			func(s *S, ctx context.Context, r service.GCRequest, _ PF) ([]service.GCReport, error) {
+				return s.GC(ctx, r)
+			}),
+		def(Op{Verb: "repo-repair", Admin: "backup:repo-repair"},
+			func(s *S, ctx context.Context, r service.RepairRequest, _ PF) ([]service.RepairReport, error) {
+				return s.Repair(ctx, r)
 			}),
 		def(Op{Verb: "repo-check", Admin: "backup:repo-check", Idempotent: true}, // its repairs, if any, are the same when repeated
 			func(s *S, ctx context.Context, r service.CheckRequest, _ PF) ([]service.CheckReport, error) {
