@@ -88,6 +88,27 @@ func backupListRoutes() []backupsRef {
 
 func byID(r *Request) (service.Ref, error) { return service.Ref{Ref: r.Var("id")}, nil }
 
+// bindBackupUpdate accepts an update that changes nothing (metadata {},
+// as openstack volume backup set sends) and refuses the rest by name.
+func bindBackupUpdate(r *Request) (service.Ref, error) {
+	var b map[string]json.RawMessage
+	if err := r.Body("backup", &b); err != nil {
+		return service.Ref{}, err
+	}
+	for k, v := range b {
+		switch {
+		case k == "metadata" && (string(v) == "{}" || string(v) == "null"):
+		case k == "metadata":
+			return service.Ref{}, service.Errorf(service.ErrUsage, "Invalid input: volback keeps no backup metadata; send metadata {} or none")
+		case k == "name" || k == "description":
+			return service.Ref{}, service.Errorf(service.ErrUsage, "Invalid input: volback does not rename backups or change their description (it would differ from the backup's record in the repository); create a new backup with the name wanted")
+		default:
+			return service.Ref{}, service.Errorf(service.ErrUsage, "Invalid input: %s cannot be updated on a backup", k)
+		}
+	}
+	return service.Ref{Ref: r.Var("id")}, nil
+}
+
 // backupCreateBody is POST backups' body member.
 type backupCreateBody struct {
 	VolumeID         string          `json:"volume_id"`

@@ -300,7 +300,7 @@ func TestRoutingErrors(t *testing.T) {
 	e.call("GET", "/v3/os-hosts", admin, 51, nil).fault(t, 404, "itemNotFound")
 	e.call("GET", "/v2/volumes", admin, 51, nil).fault(t, 404, "itemNotFound", "/v3/")
 	e.call("PATCH", "/v3/backups", admin, 51, nil).fault(t, 405, "badMethod", "PATCH")
-	e.call("PUT", "/v3/backups/abc", admin, 51, map[string]any{"backup": map[string]any{"name": "n"}}).fault(t, 405, "badMethod")
+	e.call("POST", "/v3/volumes/abc", admin, 51, map[string]any{"volume": map[string]any{"name": "n"}}).fault(t, 405, "badMethod")
 	e.call("POST", "/v3/backups", admin, 51, `{"backup": {"volume_id": "`+strings.Repeat("x", maxBody)+`"}}`).fault(t, 413, "overLimit", "too large")
 }
 

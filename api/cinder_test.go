@@ -226,8 +226,16 @@ func TestBackupsOverHTTP(t *testing.T) {
 		fault(t, 400, "badRequest", "not base64")
 	other.call("POST", "/v3/p1/backups/import_record", alice, 51, map[string]any{"backup-record": rec}).fault(t, 403, "forbidden", "backup:backup-import")
 
+	// An update that changes nothing (what openstack volume backup set
+	// sends with --state) answers the backup; renames are refused.
+	if u := e.must(200, "PUT", "/v3/backups/"+full, admin, 64, map[string]any{"backup": map[string]any{"metadata": map[string]any{}}}).obj("backup"); u["id"] != full {
+		t.Errorf("update: %v", u)
+	}
+
 	// Refusals change nothing.
 	before := e.state()
+	e.call("PUT", "/v3/backups/"+full, admin, 51, map[string]any{"backup": map[string]any{"name": "renamed"}}).fault(t, 400, "badRequest", "does not rename")
+	e.call("PUT", "/v3/backups/"+full, admin, 51, map[string]any{"backup": map[string]any{"metadata": map[string]any{"k": "v"}}}).fault(t, 400, "badRequest", "metadata")
 	e.call("DELETE", "/v3/backups/"+full, admin, 51, nil).fault(t, 400, "badRequest", "Incremental backups exist for this backup")
 	e.call("POST", "/v3/backups", admin, 51, map[string]any{"backup": map[string]any{"name": "x"}}).fault(t, 400, "badRequest", "volume_id is required")
 	e.call("POST", "/v3/backups", admin, 51, map[string]any{"volume": map[string]any{"volume_id": vol}}).fault(t, 400, "badRequest", "Missing required element 'backup'")

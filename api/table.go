@@ -73,7 +73,12 @@ func init() {
 				return s.ShowBackup(ctx, r.Ref)
 			},
 			backupRef{Method: get, Path: "backups/{id}", Status: 200, Bind: byID,
-				Render: func(r *Request, b *service.BackupView) any { return map[string]any{"backup": backupDetail(r, b)} }}),
+				Render: func(r *Request, b *service.BackupView) any { return map[string]any{"backup": backupDetail(r, b)} }},
+			// An update (3.9) that changes nothing: volback keeps no backup
+			// metadata, and openstack volume backup set sends it (empty)
+			// with every --state.
+			backupRef{Method: put, Path: "backups/{id}", Status: 200, Bind: bindBackupUpdate,
+				Render: func(r *Request, b *service.BackupView) any { return map[string]any{"backup": backupSummary(r, b)} }}),
 		def(Op{Verb: "backup-delete", Unknown: "a delete it started is finished by the next owner; check 'volback backup-list'"},
 			func(s *S, ctx context.Context, r service.DeleteRequest, _ PF) ([]service.BackupView, error) {
 				return s.DeleteBackups(ctx, r)
