@@ -31,10 +31,10 @@ func (noauth) identify(token string) (service.Identity, error) {
 		project = user
 	}
 	if user == "" {
-		return service.Identity{}, fmt.Errorf("X-Auth-Token %q names no user: send USER:PROJECT (this volback serve uses noauth): %w", token, errUnauthorized)
+		return service.Identity{}, unauthorized("X-Auth-Token %q names no user: send USER:PROJECT (this volback serve uses noauth)", token)
 	}
 	if err := service.CheckProject(project); err != nil {
-		return service.Identity{}, fmt.Errorf("X-Auth-Token %q: %v: %w", token, err, errUnauthorized)
+		return service.Identity{}, unauthorized("X-Auth-Token %q: %v", token, err)
 	}
 	id := service.Identity{UID: -1, User: user, Project: project, Role: service.RoleMember}
 	if user == service.RoleAdmin && project == service.DefaultProject {
@@ -125,12 +125,30 @@ func (t *tokenFile) identify(token string) (service.Identity, error) {
 		return service.Identity{}, fmt.Errorf("volback serve cannot check tokens: %v", err)
 	}
 	id, ok := t.tokens[token]
-	if !ok {
-		return service.Identity{}, fmt.Errorf("the X-Auth-Token is not one of %s: ask volback's admin for a token: %w", t.path, errUnauthorized)
+	if ok {
+		return id, nil
 	}
-	return id, nil
+	// cinder has no token option that works; its noauth sends
+	// OS_USER_ID:OS_PROJECT_ID, so TOKEN:PROJECT is accepted too.
+	if tok, project, cut := cutLast(token, ":"); cut {
+		if id, ok := t.tokens[tok]; ok {
+			if project != id.Project {
+				return service.Identity{}, unauthorized("the X-Auth-Token's token is of project %s, not %s", id.Project, project)
+			}
+			return id, nil
+		}
+	}
+	return service.Identity{}, unauthorized("the X-Auth-Token is not one of %s: ask volback's admin for a token", t.path)
+}
+
+// cutLast is strings.Cut at the last sep.
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
 }
 
 func (t *tokenFile) hint() string {
-	return "send X-Auth-Token: TOKEN, a token from volback's token file (the OpenStack clients: OS_AUTH_TYPE=admin_token OS_TOKEN=TOKEN OS_ENDPOINT=URL)"
+	return "send X-Auth-Token: TOKEN, a token from volback's token file (openstack: --os-auth-type admin_token --os-token TOKEN; cinder: OS_AUTH_TYPE=noauth OS_USER_ID=TOKEN OS_PROJECT_ID=its project)"
 }

@@ -107,6 +107,8 @@ func TestTokenFile(t *testing.T) {
 	e.call("GET", "/v3/backups", "alice:p1", 51, nil).fault(t, 401, "unauthorized", "not one of "+tf)
 	e.call("GET", "/v3/backups", "", 51, nil).fault(t, 401, "unauthorized", "token file")
 	e.must(200, "GET", "/v3/p1/backups", "s3cret-p1", 51, nil)
+	e.must(200, "GET", "/v3/p1/backups", "s3cret-p1:p1", 51, nil) // cinder's noauth shape: TOKEN:PROJECT
+	e.call("GET", "/v3/backups", "s3cret-p1:ops", 51, nil).fault(t, 401, "unauthorized", "project p1, not ops")
 	e.call("GET", "/v3/ops/backups", "s3cret-p1", 51, nil).fault(t, 400, "badRequest", "project ops in the URL")
 	// olga is an admin of ops: she may list services' state and update p1's quota.
 	e.must(200, "PUT", "/v3/ops/os-quota-sets/p1", "s3cret-ops", 51, map[string]any{"quota_set": map[string]any{"backups": 3}})

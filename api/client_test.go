@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -87,3 +89,63 @@ func TestNativeOverHTTP(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestCheckListen: noauth trusts any USER:PROJECT, so without a token
+// file serve listens on loopback only, unless volback.toml says noauth.
+func TestCheckListen(t *testing.T) {
+	var cfg service.Config
+	for addr, ok := range map[string]bool{"127.0.0.1:8776": true, "localhost:8776": true, "[::1]:8776": true,
+		"0.0.0.0:8776": false, "192.0.2.1:8776": false, ":8776": false, "8776": false} {
+		err := CheckListen(cfg, addr)
+		if (err == nil) != ok {
+			t.Errorf("noauth by default on %s: %v, want ok=%v", addr, err, ok)
+		}
+		if err != nil && addr != "8776" && !strings.Contains(err.Error(), "token_file") {
+			t.Errorf("refusal on %s does not say what to do: %v", addr, err)
+		}
+	}
+	cfg.API.TokenFile = "/etc/volback/tokens"
+	if err := CheckListen(cfg, "0.0.0.0:8776"); err != nil {
+		t.Errorf("with a token file: %v", err)
+	}
+	cfg.API = service.APIConfig{AuthStrategy: "noauth"}
+	if err := CheckListen(cfg, "0.0.0.0:8776"); err != nil {
+		t.Errorf("noauth asked for explicitly: %v", err)
+	}
+}
+
+// TestAPIConfig: volback.toml's [api] table is checked when read, and a
+// relative token_file is in the home.
+func TestAPIConfig(t *testing.T) {
+	for toml, want := range map[string]string{
+		"[api]\njobs = -1\n":                    "api.jobs",
+		"[api]\nauth_strategy = \"kerberos\"\n": "noauth",
+		"[api]\nauth_strategy = \"tokens\"\n":   "token_file",
+		"[api]\nlisten_on = \"x\"\n":            "unknown key",
+	} {
+		home := t.TempDir()
+		os.WriteFile(filepath.Join(home, service.ConfigName), []byte(toml), 0o600)
+		if _, err := service.LoadConfig(home); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error mentioning %q", toml, err, want)
+		}
+	}
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, service.ConfigName), []byte("[api]\ntoken_file = \"tokens\"\nlisten = \"127.0.0.1:9\"\n"), 0o600)
+	cfg, err := service.LoadConfig(home)
+	if err != nil || cfg.API.TokenFile != filepath.Join(home, "tokens") || cfg.API.Jobs != 4 || cfg.API.Listen != "127.0.0.1:9" {
+		t.Errorf("[api]: %+v %v", cfg.API, err)
+	}
+	if _, err := NewServer(mustOpen(t, cfg), nil); err == nil || !strings.Contains(err.Error(), "token file") {
+		t.Errorf("a missing token file: %v", err)
+	}
+}
+
+func mustOpen(t *testing.T, cfg service.Config) *service.Service {
+	t.Helper()
+	s, err := service.Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}

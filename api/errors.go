@@ -30,6 +30,9 @@ func statusOf(err error) int {
 // errUnauthorized: no credentials, or ones that name nobody (401).
 var errUnauthorized = errors.New("unauthorized")
 
+// unauthorized is a 401 refusal with its message as given.
+func unauthorized(format string, a ...any) error { return service.Errorf(errUnauthorized, format, a...) }
+
 // faultNames are the keys of Cinder's error bodies by status.
 var faultNames = map[int]string{
 	400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",

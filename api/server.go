@@ -111,7 +111,7 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Server) identify(r *http.Request) (service.Identity, error) {
 	tok := r.Header.Get("X-Auth-Token")
 	if tok == "" {
-		return service.Identity{}, fmt.Errorf("no X-Auth-Token: %s: %w", h.auth.hint(), errUnauthorized)
+		return service.Identity{}, unauthorized("no X-Auth-Token: %s", h.auth.hint())
 	}
 	return h.auth.identify(tok)
 }
