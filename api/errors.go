@@ -31,7 +31,9 @@ func statusOf(err error) int {
 var errUnauthorized = errors.New("unauthorized")
 
 // unauthorized is a 401 refusal with its message as given.
-func unauthorized(format string, a ...any) error { return service.Errorf(errUnauthorized, format, a...) }
+func unauthorized(format string, a ...any) error {
+	return service.Errorf(errUnauthorized, format, a...)
+}
 
 // faultNames are the keys of Cinder's error bodies by status.
 var faultNames = map[int]string{
