@@ -60,7 +60,6 @@ type tokenFile struct {
 	mtime  time.Time
 	size   int64
 	tokens map[string]service.Identity
-	err    error // the last read's, answered until the file is fixed
 }
 
 // newTokenFile reads path, refusing a file others may read or a bad line.

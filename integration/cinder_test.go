@@ -282,10 +282,7 @@ func TestCinderClient(t *testing.T) {
 
 	// A snapshot, listed; backup-create --snapshot-id.
 	snap := props(cinder(t, ep, "snapshot-create", "--name", "s1", "db"))
-	var snaps []map[string]string
-	for _, r := range table(cinder(t, ep, "snapshot-list")) {
-		snaps = append(snaps, r)
-	}
+	snaps := table(cinder(t, ep, "snapshot-list"))
 	if len(snaps) != 1 || snaps[0]["ID"] != snap["id"] || snaps[0]["Status"] != "available" || snaps[0]["Volume ID"] != dbVol.ID {
 		t.Fatalf("snapshot-list: %v", snaps)
 	}
