@@ -430,3 +430,34 @@ func TestSharedSocketDir(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorKindsThroughSocket: errors of a call through the socket keep
+// their kind, whether the owner refused the call before accepting it (a
+// malformed project) or the operation failed (not found, usage), so
+// errors.Is works for clients as in process.
+func TestErrorKindsThroughSocket(t *testing.T) {
+	home := shortHome(t)
+	owner := startOwner(t, home)
+	s := connectClient(t, home, owner)
+	ctx := context.Background()
+	for _, c := range []struct {
+		ctx  context.Context
+		verb string
+		req  any
+		kind error
+	}{
+		{ctx, "backup-show", service.Ref{Ref: "no-such-backup"}, service.ErrNotFound},
+		{ctx, "backup-delete", service.DeleteRequest{Refs: []string{"no-such-backup"}}, service.ErrNotFound},
+		{ctx, "quota-update", service.QuotaRequest{Backups: func() *int64 { v := int64(-5); return &v }()}, service.ErrUsage},
+		{ctx, "backup-create", service.BackupRequest{Volume: "nothing"}, service.ErrNotFound},
+		{service.WithProject(ctx, "a/b"), "list", service.Ref{}, service.ErrUsage}, // refused before it is accepted
+	} {
+		err := s.Call(c.ctx, c.verb, c.req, nil, nil)
+		if !errors.Is(err, c.kind) {
+			t.Errorf("%s through the socket: %v, want kind %v", c.verb, err, c.kind)
+		}
+	}
+	if s.Owner() {
+		t.Error("the client took the catalog over")
+	}
+}
