@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +33,8 @@ type Server struct {
 }
 
 // NewServer serves s over HTTP with the [api] settings of its
-// configuration.
+// configuration; it logs background jobs' failures and its own to logger
+// (stderr when nil).
 func NewServer(s *service.Service, logger *log.Logger) (*Server, error) {
 	cfg := s.Config().API
 	var auth authenticator = noauth{}
@@ -46,6 +48,9 @@ func NewServer(s *service.Service, logger *log.Logger) (*Server, error) {
 	jobs := cfg.Jobs
 	if jobs <= 0 {
 		jobs = 4
+	}
+	if logger == nil {
+		logger = log.New(os.Stderr, "volback: ", 0)
 	}
 	h := &Server{s: s, auth: auth, log: logger, pool: make(chan struct{}, jobs)}
 	h.base, h.stop = context.WithCancel(context.Background())
