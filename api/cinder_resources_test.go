@@ -282,6 +282,10 @@ func TestListPaging(t *testing.T) {
 	}
 	e.call("GET", "/v3/snapshots?marker=nope", admin, 51, nil).fault(t, 400, "badRequest", "marker [nope] not found")
 	e.call("GET", "/v3/snapshots?limit=x", admin, 51, nil).fault(t, 400, "badRequest", "limit")
+	e.call("GET", "/v3/snapshots?offset=-1", admin, 51, nil).fault(t, 400, "badRequest", "offset")
+	if l := e.must(200, "GET", "/v3/snapshots?sort=name:asc&offset=3", admin, 51, nil).list("snapshots"); len(l) != 2 || l[0]["name"] != "s3" {
+		t.Errorf("offset 3: %v", l)
+	}
 	e.call("GET", "/v3/snapshots?sort=color", admin, 51, nil).fault(t, 400, "badRequest", "sort key")
 	e.call("GET", "/v3/snapshots?sort=name:sideways", admin, 51, nil).fault(t, 400, "badRequest", "sort direction")
 	e.call("GET", "/v3/snapshots?all_tenants=maybe", admin, 51, nil).fault(t, 400, "badRequest", "all_tenants")

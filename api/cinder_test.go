@@ -61,6 +61,8 @@ func TestVersionDiscovery(t *testing.T) {
 func TestNoauth(t *testing.T) {
 	e := newEnv(t, "")
 	e.call("GET", "/v3/backups", "", 51, nil).fault(t, 401, "unauthorized", "X-Auth-Token", "USER:PROJECT")
+	e.call("GET", "/v3/backups", ":p1", 51, nil).fault(t, 401, "unauthorized", "names no user")
+	e.call("GET", "/v3/backups", "alice:a/b", 51, nil).fault(t, 401, "unauthorized", "project id")
 	e.call("GET", "/v3/p2/backups", alice, 51, nil).fault(t, 400, "badRequest", "project p2 in the URL", "project p1")
 	e.must(200, "GET", "/v3/p1/backups", alice, 51, nil)
 	// Only the admin may reset a backup's status; a member is refused by
@@ -119,6 +121,18 @@ func TestTokenFile(t *testing.T) {
 	}
 	write("s3cret-ops ops admin olga\ns3cret-p1 p1 member\nnew-one p2 member bob\n", 0o600)
 	e.must(200, "GET", "/v3/p2/volumes", "new-one", 51, nil)
+	for content, want := range map[string]string{
+		"a p1 member\na p2 member\n": "listed twice",
+		"a p1 owner\n":               "role \"owner\"",
+		"a p/1 member\n":             "project id",
+		"a p1 member x y\n":          "got 5 fields",
+	} {
+		path := filepath.Join(t.TempDir(), "t")
+		os.WriteFile(path, []byte(content), 0o600)
+		if _, err := newTokenFile(path); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "line") {
+			t.Errorf("token file %q: %v, want an error naming the line and %q", content, err, want)
+		}
+	}
 	write("broken line\n", 0o600)
 	e.call("GET", "/v3/p2/volumes", "new-one", 51, nil).fault(t, 500, "computeFault", "TOKEN PROJECT ROLE")
 }
@@ -238,6 +252,7 @@ func TestBackupsOverHTTP(t *testing.T) {
 	before := e.state()
 	e.call("PUT", "/v3/backups/"+full, admin, 51, map[string]any{"backup": map[string]any{"name": "renamed"}}).fault(t, 400, "badRequest", "does not rename")
 	e.call("PUT", "/v3/backups/"+full, admin, 51, map[string]any{"backup": map[string]any{"metadata": map[string]any{"k": "v"}}}).fault(t, 400, "badRequest", "metadata")
+	e.call("PUT", "/v3/backups/"+full, admin, 51, map[string]any{"backup": map[string]any{"status": "available"}}).fault(t, 400, "badRequest", "status cannot be updated")
 	e.call("DELETE", "/v3/backups/"+full, admin, 51, nil).fault(t, 400, "badRequest", "Incremental backups exist for this backup")
 	e.call("POST", "/v3/backups", admin, 51, map[string]any{"backup": map[string]any{"name": "x"}}).fault(t, 400, "badRequest", "volume_id is required")
 	e.call("POST", "/v3/backups", admin, 51, map[string]any{"volume": map[string]any{"volume_id": vol}}).fault(t, 400, "badRequest", "Missing required element 'backup'")

@@ -82,6 +82,9 @@ func TestNativeOverHTTP(t *testing.T) {
 	if err := tf.Call(ctx, "backup-list", service.Ref{}, &as, nil); err == nil || !strings.Contains(err.Error(), "X-Auth-Token") {
 		t.Errorf("no token: %v", err)
 	}
+	if err := adm.Call(ctx, "backup-frobnicate", service.Ref{}, nil, nil); err == nil || !strings.Contains(err.Error(), "another version of volback") {
+		t.Errorf("an unknown verb: %v", err)
+	}
 	gone, _ := DialHTTP("http://127.0.0.1:1", "", "admin", "")
 	if err := gone.Call(ctx, "backup-list", service.Ref{}, &as, nil); err == nil || !strings.Contains(err.Error(), "check that it runs") {
 		t.Errorf("nobody listening: %v", err)
