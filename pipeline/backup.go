@@ -64,6 +64,22 @@ type BackupInput struct {
 	// records which packs a backup wrote, to remove them if it fails).
 	OnUpload func(pack chunkstore.ID) error
 	Progress func(done, total int64)
+	Counters *Counters // totals to add to (a process's metrics); nil: none
+}
+
+// Counters are byte totals backups add to; nil fields are skipped.
+type Counters struct {
+	Read   *atomic.Int64 // chunks read (holes are not read)
+	Zero   *atomic.Int64 // of those, all zeros: never stored
+	Dedup  *atomic.Int64 // of those, already held (by the repository or this backup)
+	New    *atomic.Int64 // of those, new, before compression
+	Stored *atomic.Int64 // what the new chunks took in packs
+}
+
+func add(c *atomic.Int64, n int) {
+	if c != nil {
+		c.Add(int64(n))
+	}
 }
 
 // BackupResult is what a backup stored.
@@ -95,14 +111,15 @@ func Backup(ctx context.Context, in BackupInput) (BackupResult, error) {
 }
 
 type backup struct {
-	in      BackupInput
-	cs      int64
-	w       *chunkstore.ManifestWriter
-	m       *chunkstore.Manifest
-	packer  *chunkstore.Packer
-	budget  *Budget
-	hashers int
-	readers int
+	in       BackupInput
+	counters Counters
+	cs       int64
+	w        *chunkstore.ManifestWriter
+	m        *chunkstore.Manifest
+	packer   *chunkstore.Packer
+	budget   *Budget
+	hashers  int
+	readers  int
 
 	perBlock int
 	free     chan *block
@@ -153,6 +170,9 @@ func newBackup(in BackupInput) (*backup, error) {
 		return nil, errors.New("pipeline: a backup needs a store, a catalog and a source")
 	}
 	b := &backup{in: in, cs: int64(in.Store.Config().ChunkSize), budget: in.Budget.orDefault()}
+	if in.Counters != nil {
+		b.counters = *in.Counters
+	}
 	b.w = in.Store.NewManifestWriter(in.BackupID, in.Size)
 	b.m = b.w.Manifest()
 	if p := in.Parent; p != nil && p.Manifest.ChunkSize != int(b.cs) {
@@ -401,23 +421,30 @@ func (b *backup) hash(ctx context.Context) error {
 }
 
 func (b *backup) hashOne(ctx context.Context, j job) error {
+	c := b.counters
+	add(c.Read, len(j.data))
 	st := j.seg
 	if chunkstore.IsZero(j.data) {
+		add(c.Zero, len(j.data))
 		st.setZero(j.idx) // a chunk seeded from the parent may have become zero
 		return nil
 	}
 	id := chunkstore.Sum(j.data)
 	if !st.set(j.idx, id) {
+		add(c.Dedup, len(j.data))
 		return nil // already handled in this segment
 	}
 	stored, err := b.in.Catalog.Stored(ctx, id)
 	if err != nil || stored {
+		add(c.Dedup, len(j.data))
 		return err
 	}
-	seq, _, err := b.packer.Add(id, j.data)
+	seq, n, err := b.packer.Add(id, j.data)
 	if err != nil {
 		return err
 	}
+	add(c.New, len(j.data))
+	add(c.Stored, n)
 	st.noteSeq(seq)
 	return nil
 }

@@ -40,6 +40,7 @@ type RestoreInput struct {
 	Writers  int     // target writes in flight (default 2)
 	Budget   *Budget // CPU tokens shared with other pipelines; nil: a private one
 	Progress func(done, total int64)
+	Written  *atomic.Int64 // bytes written to add to (a process's metrics); nil: none
 }
 
 // Restore writes every chunk of the manifest to the target, verified, then
@@ -287,6 +288,9 @@ func (r *restore) writeOne(ctx context.Context, c *chunkBuf) error {
 		return r.failed(c, err)
 	}
 	r.done.Add(n)
+	if !c.zero {
+		add(r.in.Written, int(n))
+	}
 	if c.owned {
 		c.data = nil
 		r.bufs <- c

@@ -144,6 +144,8 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	}
 	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
 	defer untrack()
+	bv := backupView(b, nil)
+	Accepted(ctx, &bv)
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)
@@ -214,6 +216,8 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 			return err
 		},
 		Progress: func(done, total int64) { progress.report(Progress{Phase: "backup", Done: done, Total: total}) },
+		Counters: &pipeline.Counters{Read: &s.stats.read, Zero: &s.stats.zero, Dedup: &s.stats.dedup,
+			New: &s.stats.newRaw, Stored: &s.stats.stored},
 	})
 	if err != nil {
 		return err
