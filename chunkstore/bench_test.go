@@ -55,7 +55,7 @@ func BenchmarkPackerAdd(b *testing.B) {
 		for _, level := range []int{0, 1, 3} {
 			b.Run(kind+"/level"+string(rune('0'+level)), func(b *testing.B) {
 				s := &Store{be: &nullRepo{}, cfg: Config{ChunkSize: 64 << 10}}
-				p := s.NewPacker(context.Background(), Compression{Level: level}, 2, nil)
+				p := s.NewPacker(context.Background(), Compression{Level: level}, PackerOptions{Uploaders: 2})
 				raw := data[kind]
 				var next atomic.Uint64
 				var stored atomic.Int64

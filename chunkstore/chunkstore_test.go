@@ -243,7 +243,7 @@ func TestPackerConcurrent(t *testing.T) {
 		}
 	}
 	col := &collector{}
-	p := s.NewPacker(context.Background(), Compression{Level: 3}, 2, col.commit)
+	p := s.NewPacker(context.Background(), Compression{Level: 3}, PackerOptions{Uploaders: 2, Commit: col.commit})
 	var wg sync.WaitGroup
 	var stored sync.Map
 	for w := range 8 {
@@ -328,7 +328,7 @@ func TestPackerUploadErrorAndBackpressure(t *testing.T) {
 	var puts sync.WaitGroup
 	be.putHook = func(string) { <-release }
 	be.putErr = errors.New("disk full")
-	p := s.NewPacker(context.Background(), Compression{}, 1, nil)
+	p := s.NewPacker(context.Background(), Compression{}, PackerOptions{Uploaders: 1})
 	r := rand.New(rand.NewPCG(9, 10))
 	chunk := randomBytes(r, 64<<10)
 	var added atomicInt
@@ -373,7 +373,7 @@ func TestPackerUploadErrorAndBackpressure(t *testing.T) {
 
 func TestPackerAbort(t *testing.T) {
 	s, be := newTestStore(t, 64<<10)
-	p := s.NewPacker(context.Background(), Compression{Level: 1}, 2, nil)
+	p := s.NewPacker(context.Background(), Compression{Level: 1}, PackerOptions{Uploaders: 2})
 	raw := textBytes(rand.New(rand.NewPCG(1, 1)), 64<<10)
 	if _, _, err := p.Add(Sum(raw), raw); err != nil {
 		t.Fatal(err)
@@ -519,10 +519,10 @@ func TestPackerSync(t *testing.T) {
 	ctx := context.Background()
 	release := make(chan struct{})
 	col := &collector{}
-	p := s.NewPacker(ctx, Compression{}, 2, func(ctx context.Context, pack ID, e []PackEntry) error {
+	p := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 2, Commit: func(ctx context.Context, pack ID, e []PackEntry) error {
 		<-release
 		return col.commit(ctx, pack, e)
-	})
+	}})
 	r := rand.New(rand.NewPCG(3, 4))
 	a, b := randomBytes(r, 64<<10), randomBytes(r, 64<<10)
 	seqA, _, err := p.Add(Sum(a), a)
@@ -558,7 +558,7 @@ func TestPackerSync(t *testing.T) {
 		t.Fatalf("close: %v, %d entries", err, len(col.all()))
 	}
 
-	bad := s.NewPacker(ctx, Compression{}, 1, func(context.Context, ID, []PackEntry) error { return errors.New("catalog full") })
+	bad := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 1, Commit: func(context.Context, ID, []PackEntry) error { return errors.New("catalog full") }})
 	seq, _, _ := bad.Add(Sum(a), a)
 	if err := bad.Sync(ctx, seq); err == nil || !strings.Contains(err.Error(), "catalog full") {
 		t.Fatalf("Sync after a failed commit: %v", err)

@@ -78,15 +78,30 @@ type Packer struct {
 // that they can be removed if it fails. Set it before the first Add.
 func (p *Packer) OnUpload(fn func(pack ID) error) { p.onUpload = fn }
 
-// NewPacker starts a packer writing to s; uploads run on `uploaders`
-// goroutines and commit calls commit (nil: nothing to record).
-func (s *Store) NewPacker(ctx context.Context, comp Compression, uploaders int, commit CommitFunc) *Packer {
-	uploaders = max(uploaders, 1)
+// PackerOptions configure a packer.
+type PackerOptions struct {
+	Uploaders int        // packs uploading at once (at least 1)
+	Commit    CommitFunc // called with each durable pack's entries; nil: nothing to record
+	// Slots, when set, is shared by several packers: one token per pack
+	// buffer in use (filling or uploading), so the backups of a process
+	// hold a bounded number of 8 MiB buffers however many run. A packer
+	// waits for a token only to start a pack, and sealed packs upload
+	// without one, so sharing cannot deadlock. nil: Uploaders+1 of its own.
+	Slots chan struct{}
+}
+
+// NewPacker starts a packer writing to s.
+func (s *Store) NewPacker(ctx context.Context, comp Compression, opt PackerOptions) *Packer {
+	uploaders := max(opt.Uploaders, 1)
+	slots := opt.Slots
+	if slots == nil {
+		slots = make(chan struct{}, uploaders+1)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Packer{
-		s: s, comp: comp, ctx: ctx, cancel: cancel, commit: commit,
-		slots:     make(chan struct{}, uploaders+1),
-		uploads:   make(chan *openPack, uploaders+1),
+		s: s, comp: comp, ctx: ctx, cancel: cancel, commit: opt.Commit,
+		slots:     slots,
+		uploads:   make(chan *openPack, cap(slots)),
 		pending:   map[ID]uint64{},
 		committed: map[uint64]bool{},
 		advanced:  make(chan struct{}),
@@ -126,17 +141,31 @@ func (p *Packer) Add(id ID, raw []byte) (seq uint64, stored int, err error) {
 	if len(raw) > MaxChunkSize {
 		return 0, 0, fmt.Errorf("chunk %s is %d bytes, more than the maximum chunk size %d", id, len(raw), MaxChunkSize)
 	}
-	if seq, dup := p.pendingSeq(id); dup {
+	if seq, dup := p.Pending(id); dup {
 		return seq, 0, nil
 	}
-
 	// Compressed outside the lock; a chunk added twice at once is
 	// compressed twice and stored once.
 	sp := scratchBufs.Get().(*[]byte)
 	defer scratchBufs.Put(sp)
-	blob := EncodeBlob((*sp)[:0], raw, p.comp)
-	*sp = blob
+	*sp = p.Encode((*sp)[:0], raw)
+	return p.AddBlob(id, len(raw), *sp)
+}
 
+// Encode appends the blob of raw, compressed as the packer stores it, to
+// dst: the CPU half of Add, for callers that compress on a CPU budget and
+// then AddBlob, which may wait for a pack buffer, without it.
+func (p *Packer) Encode(dst, raw []byte) []byte { return EncodeBlob(dst, raw, p.comp) }
+
+// Pending returns the pack holding id when a pack not committed yet holds it.
+func (p *Packer) Pending(id ID) (uint64, bool) { return p.pendingSeq(id) }
+
+// AddBlob appends a blob made by Encode from a rawLen-byte chunk (see Add);
+// blob may be reused once AddBlob returns.
+func (p *Packer) AddBlob(id ID, rawLen int, blob []byte) (seq uint64, stored int, err error) {
+	if len(blob) < blobHeaderSize || rawLen > MaxChunkSize {
+		return 0, 0, fmt.Errorf("chunk %s: a blob of %d bytes for %d raw bytes is no blob (a bug: report it)", id, len(blob), rawLen)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.firstErr(); err != nil {
@@ -170,7 +199,7 @@ func (p *Packer) Add(id ID, raw []byte) (seq uint64, stored int, err error) {
 	p.cur.entries = append(p.cur.entries, PackEntry{ID: id, Location: Location{
 		Offset:    uint32(len(b)),
 		Length:    uint32(len(blob)),
-		RawLength: uint32(len(raw)),
+		RawLength: uint32(rawLen),
 		Codec:     Codec(blob[0]),
 	}})
 	*p.cur.buf = append(b, blob...)
@@ -189,7 +218,7 @@ func (p *Packer) pendingSeq(id ID) (uint64, bool) {
 }
 
 // sealLocked hands the current pack to the uploaders. It never blocks: the
-// uploads channel has room for every buffer a slot allows.
+// uploads channel has room for every buffer the slots allow.
 func (p *Packer) sealLocked() {
 	p.uploads <- p.cur
 	p.cur = nil

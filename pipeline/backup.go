@@ -197,7 +197,8 @@ func newBackup(in BackupInput) (*backup, error) {
 
 func (b *backup) run(ctx context.Context) (BackupResult, error) {
 	g, ctx := errgroup.WithContext(ctx)
-	b.packer = b.in.Store.NewPacker(ctx, b.in.Compression, max(b.in.Uploaders, 2), b.in.Catalog.CommitPack)
+	b.packer = b.in.Store.NewPacker(ctx, b.in.Compression, chunkstore.PackerOptions{
+		Uploaders: max(b.in.Uploaders, 2), Commit: b.in.Catalog.CommitPack, Slots: b.budget.packs})
 	if b.in.OnUpload != nil {
 		b.packer.OnUpload(b.in.OnUpload)
 	}
@@ -400,14 +401,30 @@ func (b *backup) read(ctx context.Context) error {
 }
 
 // hash takes chunks one by one: zero check, hash, segment, catalog lookup
-// for a first use, packer for a chunk not stored yet.
+// for a first use, compression for a chunk not stored yet (all holding a
+// CPU token), then the packer (without one: it may wait for a buffer).
 func (b *backup) hash(ctx context.Context) error {
+	var scratch []byte
 	for j := range b.jobs {
 		if err := b.budget.acquire(ctx); err != nil {
 			return err
 		}
-		err := b.hashOne(ctx, j)
+		id, blob, err := b.hashOne(ctx, j, scratch[:0])
 		b.budget.release()
+		if err == nil && blob != nil {
+			scratch = blob
+			var seq uint64
+			var n int
+			if seq, n, err = b.packer.AddBlob(id, len(j.data), blob); err == nil {
+				if n > 0 {
+					add(b.counters.New, len(j.data))
+					add(b.counters.Stored, n)
+				} else {
+					add(b.counters.Dedup, len(j.data)) // another hasher stored it meanwhile
+				}
+				j.seg.noteSeq(seq)
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -420,33 +437,33 @@ func (b *backup) hash(ctx context.Context) error {
 	return nil
 }
 
-func (b *backup) hashOne(ctx context.Context, j job) error {
+// hashOne returns the blob to store for a chunk not stored yet (made in
+// dst), nil otherwise.
+func (b *backup) hashOne(ctx context.Context, j job, dst []byte) (chunkstore.ID, []byte, error) {
 	c := b.counters
 	add(c.Read, len(j.data))
 	st := j.seg
 	if chunkstore.IsZero(j.data) {
 		add(c.Zero, len(j.data))
 		st.setZero(j.idx) // a chunk seeded from the parent may have become zero
-		return nil
+		return chunkstore.ID{}, nil, nil
 	}
 	id := chunkstore.Sum(j.data)
 	if !st.set(j.idx, id) {
 		add(c.Dedup, len(j.data))
-		return nil // already handled in this segment
+		return id, nil, nil // already handled in this segment
 	}
 	stored, err := b.in.Catalog.Stored(ctx, id)
 	if err != nil || stored {
 		add(c.Dedup, len(j.data))
-		return err
+		return id, nil, err
 	}
-	seq, n, err := b.packer.Add(id, j.data)
-	if err != nil {
-		return err
+	if seq, ok := b.packer.Pending(id); ok {
+		add(c.Dedup, len(j.data))
+		st.noteSeq(seq)
+		return id, nil, nil
 	}
-	add(c.New, len(j.data))
-	add(c.Stored, n)
-	st.noteSeq(seq)
-	return nil
+	return id, b.packer.Encode(dst, j.data), nil
 }
 
 // commit stores the segments in slot order, each once its chunks are

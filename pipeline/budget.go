@@ -9,7 +9,15 @@ import (
 // pipeline it runs: each hash, compression or decode holds a token, so four
 // backups started together take turns on the cores instead of
 // oversubscribing them (and each one's buffers stay few).
-type Budget struct{ tokens chan struct{} }
+//
+// It also bounds the pack buffers (8 MiB each) all backups hold to what
+// one backup needs, one filling and two uploading: backups started
+// together share the cores anyway, and a pack waits only for another to
+// be written.
+type Budget struct {
+	tokens chan struct{}
+	packs  chan struct{}
+}
 
 // NewBudget allows n CPU-heavy steps at once (at least one; 0 means one
 // per CPU).
@@ -17,7 +25,7 @@ func NewBudget(n int) *Budget {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	return &Budget{tokens: make(chan struct{}, n)}
+	return &Budget{tokens: make(chan struct{}, n), packs: make(chan struct{}, packBuffers)}
 }
 
 // Size is how many steps may run at once.
@@ -39,6 +47,9 @@ func (b *Budget) acquire(ctx context.Context) error {
 }
 
 func (b *Budget) release() { <-b.tokens }
+
+// packBuffers is how many pack buffers a budget allows.
+const packBuffers = 3
 
 // orDefault is b, or a private budget of one token per CPU.
 func (b *Budget) orDefault() *Budget {

@@ -26,12 +26,14 @@ type Relocator interface {
 	Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, cause error) (chunkstore.Location, error)
 }
 
-// SegmentLocator is a Locator that wants to learn a segment's chunks when
-// an image loads it (a mount in another process asks the catalog's owner
-// for their locations then, one call per segment).
+// SegmentLocator is a Locator that locates a whole segment's chunks at
+// once (one catalog transaction, or one call to the catalog's owner, for
+// 16384 chunks): the locations of g.IDs, in order, a zero Location for a
+// chunk it cannot locate (Locate then says why). Images and restores use
+// it when it is there.
 type SegmentLocator interface {
 	Locator
-	LoadSegment(ctx context.Context, g *chunkstore.Segment) error
+	LocateSegment(ctx context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error)
 }
 
 // maxReadAheadWorkers is the goroutines an image fetches chunks with
@@ -59,7 +61,7 @@ type Image struct {
 
 	lastEnd   atomic.Int64 // end of the previous read, to spot sequential readers
 	scheduled atomic.Int64 // read-ahead was queued for chunks below this index
-	prefetch  chan chunkstore.ID
+	prefetch  chan chunkRef
 	startOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -68,7 +70,7 @@ type Image struct {
 type ImageOptions struct {
 	Cache     *Cache // shared; nil = a small private one
 	ReadAhead int    // chunks fetched ahead of a sequential reader
-	Segments  int    // decoded manifest segments kept (default 8)
+	Segments  int    // decoded manifest segments kept (default 4, ~1.3 MiB each)
 	Name      string // for error messages; default the backup id
 }
 
@@ -91,15 +93,20 @@ func OpenImage(s *chunkstore.Store, backupID string, m *chunkstore.Manifest, loc
 	// what the buffer really occupies.
 	bufSize := (5 + max(m.ChunkSize, 0) + chunkstore.ZstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
 	im := &Image{s: s, m: m, backup: backupID, loc: loc, cache: c, name: name, ra: ra, bufSize: bufSize,
-		ctx: ctx, cancel: cancel, prefetch: make(chan chunkstore.ID, 2*ra+64)}
-	im.segs = newSegmentCache(max(opt.Segments, 2), im.loadSegment)
+		ctx: ctx, cancel: cancel, prefetch: make(chan chunkRef, 2*ra+64)}
+	segs := opt.Segments
+	if segs <= 0 {
+		segs = 4
+	}
+	im.segs = newSegmentCache(max(segs, 2), im.loadSegment)
 	return im
 }
 
 func (im *Image) Size() int64 { return im.m.Size }
 
-// loadSegment reads and verifies the segment of slot (nil: all zeros).
-func (im *Image) loadSegment(slot int) (*chunkstore.Segment, error) {
+// loadSegment reads and verifies the segment of slot (nil: all zeros),
+// located at once when the locator can.
+func (im *Image) loadSegment(slot int) (*located, error) {
 	k, ok := im.m.Find(slot)
 	if !ok {
 		return nil, nil
@@ -108,22 +115,43 @@ func (im *Image) loadSegment(slot int) (*chunkstore.Segment, error) {
 	if err != nil {
 		return nil, err
 	}
+	l := &located{g: g}
 	if sl, ok := im.loc.(SegmentLocator); ok {
-		if err := sl.LoadSegment(im.ctx, g); err != nil {
+		if l.locs, err = sl.LocateSegment(im.ctx, g); err != nil {
 			return nil, err
 		}
 	}
-	return g, nil
+	return l, nil
 }
 
-// chunk is the ID of chunk i, false for a zero chunk.
-func (im *Image) chunk(i int64) (chunkstore.ID, bool, error) {
-	g, err := im.segs.get(int(i / int64(im.m.SegmentChunks)))
-	if err != nil || g == nil {
-		return chunkstore.ID{}, false, err
+// located is a segment and, when known, its chunks' locations.
+type located struct {
+	g    *chunkstore.Segment
+	locs []chunkstore.Location // by ref-1; nil: ask the Locator per chunk
+}
+
+// chunkRef is one chunk of an image: its ID and, when known, where it is.
+type chunkRef struct {
+	id     chunkstore.ID
+	loc    chunkstore.Location
+	hasLoc bool
+}
+
+// chunk returns chunk i, false for a zero chunk.
+func (im *Image) chunk(i int64) (chunkRef, bool, error) {
+	l, err := im.segs.get(int(i / int64(im.m.SegmentChunks)))
+	if err != nil || l == nil {
+		return chunkRef{}, false, err
 	}
-	id, ok := g.Chunk(i)
-	return id, ok, nil
+	r := l.g.Refs[i-l.g.First]
+	if r == 0 {
+		return chunkRef{}, false, nil
+	}
+	c := chunkRef{id: l.g.IDs[r-1]}
+	if l.locs != nil && l.locs[r-1].Length != 0 { // else lost: Locate says so
+		c.loc, c.hasLoc = l.locs[r-1], true
+	}
+	return c, true, nil
 }
 
 // ReadAt reads len(p) bytes at off. Zero chunks cost no I/O. Errors name
@@ -164,17 +192,17 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		i := pos / cs
 		within := int(pos % cs)
 		k := min(n-done, int(cs)-within)
-		id, ok, err := im.chunk(i)
+		c, ok, err := im.chunk(i)
 		if err != nil {
 			return done, fmt.Errorf("backup %s: manifest segment of the chunk at offset %d: %w", im.name, i*cs, err)
 		}
 		if !ok {
 			clear(p[done : done+k])
 		} else {
-			e, err := im.cache.acquire(im.ctx, id, im.bufSize, im)
+			e, err := im.cache.acquire(im.ctx, c.id, im.bufSize, &imageFill{im, c})
 			if err == nil && len(e.data) < within+k {
 				im.cache.release(e)
-				err = fmt.Errorf("chunk %s is %d bytes, the manifest needs %d: %w", id, len(e.data), im.m.ChunkLen(i), chunkstore.ErrCorrupt)
+				err = fmt.Errorf("chunk %s is %d bytes, the manifest needs %d: %w", c.id, len(e.data), im.m.ChunkLen(i), chunkstore.ErrCorrupt)
 			}
 			if err != nil {
 				return done, fmt.Errorf("backup %s: chunk at offset %d: %w", im.name, i*cs, err)
@@ -187,11 +215,21 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
-// fill reads chunk id into buf for the cache.
-func (im *Image) fill(id chunkstore.ID, buf []byte) ([]byte, error) {
-	loc, err := im.loc.Locate(im.ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("locating chunk %s: %w", id, err)
+// imageFill fills the cache with one chunk of an image.
+type imageFill struct {
+	im *Image
+	c  chunkRef
+}
+
+// fill reads the chunk into buf for the cache.
+func (f *imageFill) fill(id chunkstore.ID, buf []byte) ([]byte, error) {
+	im := f.im
+	loc := f.c.loc
+	if !f.c.hasLoc {
+		var err error
+		if loc, err = im.loc.Locate(im.ctx, id); err != nil {
+			return nil, fmt.Errorf("locating chunk %s: %w", id, err)
+		}
 	}
 	data, err := im.s.ReadChunkInto(im.ctx, id, loc, buf)
 	if rl, ok := im.loc.(Relocator); ok && err != nil && (errors.Is(err, repo.ErrNotFound) || errors.Is(err, chunkstore.ErrCorrupt)) {
@@ -231,12 +269,12 @@ func (im *Image) readAhead(next, end int64) {
 		}
 	})
 	for i := start; i < end; i++ {
-		id, ok, err := im.chunk(i)
-		if err != nil || !ok || im.cache.Contains(id) {
+		c, ok, err := im.chunk(i)
+		if err != nil || !ok || im.cache.Contains(c.id) {
 			continue // a segment error is left for the reader, who reports it
 		}
 		select {
-		case im.prefetch <- id:
+		case im.prefetch <- c:
 		default:
 			return
 		}
@@ -249,9 +287,9 @@ func (im *Image) prefetcher() {
 		select {
 		case <-im.ctx.Done():
 			return
-		case id := <-im.prefetch:
+		case c := <-im.prefetch:
 			// Errors are left for the reader, who reports them with context.
-			if e, err := im.cache.acquire(im.ctx, id, im.bufSize, im); err == nil {
+			if e, err := im.cache.acquire(im.ctx, c.id, im.bufSize, &imageFill{im, c}); err == nil {
 				im.cache.release(e)
 			}
 		}
@@ -270,7 +308,7 @@ var _ io.ReaderAt = (*Image)(nil)
 // segmentCache keeps the last few decoded segments of an image; concurrent
 // misses on one slot load it once. Errors are not kept.
 type segmentCache struct {
-	load func(slot int) (*chunkstore.Segment, error)
+	load func(slot int) (*located, error)
 	max  int
 
 	mu    sync.Mutex
@@ -280,17 +318,17 @@ type segmentCache struct {
 
 type segEntry struct {
 	slot int
-	g    *chunkstore.Segment
+	g    *located
 	err  error
 	done chan struct{}
 	elem *list.Element
 }
 
-func newSegmentCache(n int, load func(int) (*chunkstore.Segment, error)) *segmentCache {
+func newSegmentCache(n int, load func(int) (*located, error)) *segmentCache {
 	return &segmentCache{load: load, max: n, items: map[int]*segEntry{}}
 }
 
-func (c *segmentCache) get(slot int) (*chunkstore.Segment, error) {
+func (c *segmentCache) get(slot int) (*located, error) {
 	c.mu.Lock()
 	if e, ok := c.items[slot]; ok {
 		if e.elem != nil {

@@ -68,6 +68,7 @@ type chunkBuf struct {
 	n     int64 // chunks: 1, or a run of zeros
 	id    chunkstore.ID
 	loc   chunkstore.Location
+	known bool // loc is set (the segment was located at once)
 	blob  []byte
 	raw   []byte
 	data  []byte // what to write; nil with zero
@@ -190,10 +191,16 @@ func (r *restore) plan(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		var locs []chunkstore.Location
+		if sl, ok := r.in.Locator.(SegmentLocator); ok {
+			if locs, err = sl.LocateSegment(ctx, g); err != nil {
+				return fmt.Errorf("backup %s: locating the chunks of slot %d: %w", r.in.BackupID, slot, err)
+			}
+		}
 		run := int64(0) // zero chunks before i not queued yet
 		for i := first; i < first+int64(n); i++ {
-			id, ok := g.Chunk(i)
-			if !ok {
+			ref := g.Refs[i-first]
+			if ref == 0 {
 				run++
 				continue
 			}
@@ -207,7 +214,10 @@ func (r *restore) plan(ctx context.Context) error {
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
-			c.idx, c.n, c.id = i, 1, id
+			c.idx, c.n, c.id, c.known = i, 1, g.IDs[ref-1], false
+			if locs != nil && locs[ref-1].Length != 0 { // else lost: Locate says so
+				c.loc, c.known = locs[ref-1], true
+			}
 			if err := r.send(ctx, r.fetch, c); err != nil {
 				return err
 			}
@@ -238,12 +248,14 @@ func (r *restore) fetchOne(ctx context.Context, c *chunkBuf) error {
 	if c.zero {
 		return nil
 	}
-	loc, err := r.in.Locator.Locate(ctx, c.id)
-	if err != nil {
-		return r.failed(c, err)
+	if !c.known {
+		loc, err := r.in.Locator.Locate(ctx, c.id)
+		if err != nil {
+			return r.failed(c, err)
+		}
+		c.loc = loc
 	}
-	c.loc = loc
-	blob, err := r.in.Store.ReadBlob(ctx, c.id, loc, c.blob)
+	blob, err := r.in.Store.ReadBlob(ctx, c.id, c.loc, c.blob)
 	if err != nil {
 		return r.lost(ctx, c, err)
 	}

@@ -187,3 +187,57 @@ func TestBudgetShared(t *testing.T) {
 		t.Fatalf("acquire on a full budget after cancel: %v", err)
 	}
 }
+
+// segLocator locates whole segments at once, counting calls.
+type segLocator struct {
+	*mapCatalog
+	segments, single atomic.Int64
+}
+
+func (l *segLocator) LocateSegment(ctx context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
+	l.segments.Add(1)
+	locs := make([]chunkstore.Location, len(g.IDs))
+	for k, id := range g.IDs {
+		locs[k], _ = l.mapCatalog.Locate(ctx, id)
+	}
+	return locs, nil
+}
+
+func (l *segLocator) Locate(ctx context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+	l.single.Add(1)
+	return l.mapCatalog.Locate(ctx, id)
+}
+
+// TestSegmentLocator: restore and images locate a segment's chunks in
+// one call, and fall back to Locate for a chunk the segment call could
+// not locate.
+func TestSegmentLocator(t *testing.T) {
+	cs := 16 << 10
+	s, _ := newTestStore(t, cs)
+	vol := mixedVolume(cs, 3*testSegment, 25)
+	cat := newMapCatalog()
+	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 1})
+	sl := &segLocator{mapCatalog: cat}
+	if got := restoreBytes(t, s, sl, "b", m); !bytes.Equal(got, vol) {
+		t.Fatal("restore differs")
+	}
+	if sl.segments.Load() != 3 || sl.single.Load() != 0 {
+		t.Fatalf("%d segment calls, %d single ones; want 3 and 0", sl.segments.Load(), sl.single.Load())
+	}
+	im := OpenImage(s, "b", m, sl, ImageOptions{ReadAhead: 4})
+	defer im.Close()
+	got := make([]byte, len(vol))
+	if _, err := im.ReadAt(got, 0); err != nil || !bytes.Equal(got, vol) {
+		t.Fatalf("image: %v", err)
+	}
+	if sl.single.Load() != 0 {
+		t.Fatalf("the image located %d chunks one by one", sl.single.Load())
+	}
+	// A chunk the segment call does not know: Locate is asked (and fails here).
+	id, _ := chunkAt(t, s, "b", m, 0)
+	delete(cat.locs, id)
+	err := Restore(context.Background(), RestoreInput{Store: s, BackupID: "b", Manifest: m, Locator: sl, Target: newMemTarget(m.Size, true)})
+	if !errors.Is(err, errNotInCatalog) || sl.single.Load() == 0 {
+		t.Fatalf("a chunk with no location: %v (%d single calls)", err, sl.single.Load())
+	}
+}

@@ -553,7 +553,7 @@ func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstor
 		failpoint.Hit("gc.repack-catalog")
 		return nil
 	}
-	p := r.store.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2, commit)
+	p := r.store.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, chunkstore.PackerOptions{Uploaders: 2, Commit: commit})
 	var buf []byte
 	for _, old := range sortedIDs(packs) {
 		for _, e := range packs[old] {

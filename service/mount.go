@@ -233,9 +233,19 @@ type remoteLocator struct {
 // many as the image keeps segments, and a few more).
 const remoteSlots = 12
 
-// LoadSegment asks the owner where the segment's chunks are.
-func (l *remoteLocator) LoadSegment(ctx context.Context, g *chunkstore.Segment) error {
-	return l.fetch(ctx, g.Slot)
+// LocateSegment asks the owner where the segment's chunks are.
+func (l *remoteLocator) LocateSegment(ctx context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
+	if err := l.fetch(ctx, g.Slot); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.slots[g.Slot]
+	locs := make([]chunkstore.Location, len(g.IDs))
+	for k, id := range g.IDs {
+		locs[k] = m[id] // a chunk the owner did not locate reads as missing
+	}
+	return locs, nil
 }
 
 func (l *remoteLocator) fetch(ctx context.Context, slot int) error {

@@ -254,6 +254,25 @@ func (l *catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunksto
 	return c.Location, nil
 }
 
+// LocateSegment locates a segment's chunks in one transaction. A lost
+// chunk gets a zero location: reading it fails and Relocate tells why.
+func (l *catalogLocator) LocateSegment(_ context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
+	locs := make([]chunkstore.Location, len(g.IDs))
+	err := l.s.cat.View(func(tx *index.Tx) error {
+		for k, id := range g.IDs {
+			c, ok, err := tx.Chunk(l.r.id, id)
+			if err != nil {
+				return err
+			}
+			if ok && !c.Lost() {
+				locs[k] = c.Location
+			}
+		}
+		return nil
+	})
+	return locs, err
+}
+
 // Relocate is called after a read at old failed; the failure itself is
 // judged again under the lock, so cause only explains the call.
 func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, _ error) (chunkstore.Location, error) {
