@@ -21,6 +21,7 @@ type openPack struct {
 	seq     uint64
 	buf     *[]byte
 	entries []PackEntry
+	slot    chan struct{} // the token it holds: the packer's own, or a shared one
 }
 
 // CommitFunc records the entries of a pack that is durable (in the
@@ -46,7 +47,8 @@ type Packer struct {
 	cancel context.CancelFunc
 	commit CommitFunc
 
-	slots   chan struct{}  // one token per pack buffer in use
+	own     chan struct{}  // the packer's own buffer token: its filling pack never waits on others
+	slots   chan struct{}  // tokens for more buffers, maybe shared with other packers
 	uploads chan *openPack // sealed packs waiting for an uploader
 	wg      sync.WaitGroup
 
@@ -83,10 +85,12 @@ type PackerOptions struct {
 	Uploaders int        // packs uploading at once (at least 1)
 	Commit    CommitFunc // called with each durable pack's entries; nil: nothing to record
 	// Slots, when set, is shared by several packers: one token per pack
-	// buffer in use (filling or uploading), so the backups of a process
+	// buffer in use beyond each packer's own, so the backups of a process
 	// hold a bounded number of 8 MiB buffers however many run. A packer
-	// waits for a token only to start a pack, and sealed packs upload
-	// without one, so sharing cannot deadlock. nil: Uploaders+1 of its own.
+	// waits to start a pack for its own buffer or a shared one, whichever
+	// frees first; its own is freed by its own upload, which needs nothing
+	// from other packers, so sharing cannot deadlock (a filling pack may
+	// wait for data that other backups' buffers hold). nil: Uploaders.
 	Slots chan struct{}
 }
 
@@ -95,13 +99,14 @@ func (s *Store) NewPacker(ctx context.Context, comp Compression, opt PackerOptio
 	uploaders := max(opt.Uploaders, 1)
 	slots := opt.Slots
 	if slots == nil {
-		slots = make(chan struct{}, uploaders+1)
+		slots = make(chan struct{}, uploaders)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Packer{
 		s: s, comp: comp, ctx: ctx, cancel: cancel, commit: opt.Commit,
+		own:       make(chan struct{}, 1),
 		slots:     slots,
-		uploads:   make(chan *openPack, cap(slots)),
+		uploads:   make(chan *openPack, 1+cap(slots)),
 		pending:   map[ID]uint64{},
 		committed: map[uint64]bool{},
 		advanced:  make(chan struct{}),
@@ -183,17 +188,26 @@ func (p *Packer) AddBlob(id ID, rawLen int, blob []byte) (seq uint64, stored int
 	if p.cur == nil {
 		// Waiting here under mu is the backpressure: every Add waits
 		// until an uploader frees a buffer.
+		var slot chan struct{}
 		select {
-		case p.slots <- struct{}{}:
-		case <-p.failed:
-			return 0, 0, p.err
-		case <-p.ctx.Done():
-			return 0, 0, fmt.Errorf("adding chunk %s: %w", id, p.ctx.Err())
+		case p.own <- struct{}{}:
+			slot = p.own
+		default:
+			select {
+			case p.own <- struct{}{}:
+				slot = p.own
+			case p.slots <- struct{}{}:
+				slot = p.slots
+			case <-p.failed:
+				return 0, 0, p.err
+			case <-p.ctx.Done():
+				return 0, 0, fmt.Errorf("adding chunk %s: %w", id, p.ctx.Err())
+			}
 		}
 		buf := packBufs.Get().(*[]byte)
 		*buf = append((*buf)[:0], packMagic...)
 		p.nextSeq++
-		p.cur = &openPack{seq: p.nextSeq, buf: buf}
+		p.cur = &openPack{seq: p.nextSeq, buf: buf, slot: slot}
 	}
 	b := *p.cur.buf
 	p.cur.entries = append(p.cur.entries, PackEntry{ID: id, Location: Location{
@@ -218,7 +232,7 @@ func (p *Packer) pendingSeq(id ID) (uint64, bool) {
 }
 
 // sealLocked hands the current pack to the uploaders. It never blocks: the
-// uploads channel has room for every buffer the slots allow.
+// uploads channel has room for every buffer the tokens allow.
 func (p *Packer) sealLocked() {
 	p.uploads <- p.cur
 	p.cur = nil
@@ -257,7 +271,7 @@ func (p *Packer) uploader() {
 	for op := range p.uploads {
 		p.upload(op)
 		packBufs.Put(op.buf)
-		<-p.slots
+		<-op.slot
 	}
 }
 
@@ -323,7 +337,7 @@ func (p *Packer) finish(flush bool) {
 			p.sealLocked()
 		} else {
 			packBufs.Put(p.cur.buf)
-			<-p.slots
+			<-p.cur.slot
 			p.cur = nil
 		}
 	}

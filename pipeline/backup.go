@@ -122,7 +122,8 @@ type backup struct {
 	readers  int
 
 	perBlock int
-	free     chan *block
+	heldMu   sync.Mutex
+	held     map[*block]struct{} // read blocks taken from the budget and not given back
 	runs     chan run
 	jobs     chan job
 	segs     chan *segState
@@ -169,7 +170,7 @@ func newBackup(in BackupInput) (*backup, error) {
 	if in.Store == nil || in.Catalog == nil || in.Source == nil {
 		return nil, errors.New("pipeline: a backup needs a store, a catalog and a source")
 	}
-	b := &backup{in: in, cs: int64(in.Store.Config().ChunkSize), budget: in.Budget.orDefault()}
+	b := &backup{in: in, cs: int64(in.Store.Config().ChunkSize), budget: in.Budget.orDefault(), held: map[*block]struct{}{}}
 	if in.Counters != nil {
 		b.counters = *in.Counters
 	}
@@ -184,9 +185,8 @@ func newBackup(in BackupInput) (*backup, error) {
 	}
 	b.readers = max(in.Readers, 1)
 	b.perBlock = int(max(1, readBlock/b.cs))
-	b.free = make(chan *block, 2*b.hashers+b.readers+1)
 	b.runs = make(chan run, b.readers)
-	b.jobs = make(chan job, b.perBlock*cap(b.free))
+	b.jobs = make(chan job, b.perBlock*cap(b.budget.blocks))
 	b.segs = make(chan *segState, segmentsAhead)
 	b.ahead = make(chan struct{}, segmentsAhead)
 	for _, r := range in.Read {
@@ -204,9 +204,6 @@ func (b *backup) run(ctx context.Context) (BackupResult, error) {
 	}
 	stop := b.report()
 	defer stop()
-	for range cap(b.free) {
-		b.free <- &block{buf: make([]byte, b.perBlock*int(b.cs))}
-	}
 	g.Go(func() error { return b.plan(ctx) })
 	g.Go(func() error {
 		defer close(b.jobs)
@@ -221,7 +218,14 @@ func (b *backup) run(ctx context.Context) (BackupResult, error) {
 	}
 	var res BackupResult
 	g.Go(func() (err error) { res, err = b.commit(ctx); return err })
-	if err := g.Wait(); err != nil {
+	err := g.Wait()
+	b.heldMu.Lock()
+	for blk := range b.held { // blocks of chunks a failure left unhashed
+		b.budget.putBlock(blk)
+	}
+	b.held = nil
+	b.heldMu.Unlock()
+	if err != nil {
 		b.packer.Abort()
 		return BackupResult{}, err
 	}
@@ -363,6 +367,29 @@ func (b *backup) copyChunks(g, pg *chunkstore.Segment, from int64, n int) *chunk
 	return g
 }
 
+// takeBlock takes a read block from the budget; giveBlock returns it.
+// Whatever a failed backup holds goes back when it ends.
+func (b *backup) takeBlock(ctx context.Context, size int) (*block, error) {
+	blk, err := b.budget.block(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	b.heldMu.Lock()
+	b.held[blk] = struct{}{}
+	b.heldMu.Unlock()
+	return blk, nil
+}
+
+func (b *backup) giveBlock(blk *block) {
+	b.heldMu.Lock()
+	_, ok := b.held[blk]
+	delete(b.held, blk)
+	b.heldMu.Unlock()
+	if ok {
+		b.budget.putBlock(blk)
+	}
+}
+
 // read fills blocks with runs of chunks and queues the chunks.
 func (b *backup) read(ctx context.Context) error {
 	for {
@@ -376,15 +403,14 @@ func (b *backup) read(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		var blk *block
-		select {
-		case blk = <-b.free:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
 		off := r.first * b.cs
 		end := min(off+int64(r.n)*b.cs, b.in.Size)
-		if _, err := b.in.Source.ReadAt(blk.buf[:end-off], off); err != nil {
+		blk, err := b.takeBlock(ctx, int(end-off))
+		if err != nil {
+			return err
+		}
+		if _, err := b.in.Source.ReadAt(blk.buf, off); err != nil {
+			b.giveBlock(blk)
 			return fmt.Errorf("reading volume at byte offset %d: %w", off, err)
 		}
 		blk.pending.Store(int32(r.n))
@@ -411,26 +437,31 @@ func (b *backup) hash(ctx context.Context) error {
 		}
 		id, blob, err := b.hashOne(ctx, j, scratch[:0])
 		b.budget.release()
+		rawLen := len(j.data)
+		// The chunk's bytes are no longer needed (a blob is a copy): give
+		// the block back before waiting for a pack buffer, so that a backup
+		// waiting for one never holds the read blocks other backups need
+		// to fill theirs.
+		b.done.Add(int64(rawLen))
+		if j.blk.pending.Add(-1) == 0 {
+			b.giveBlock(j.blk)
+		}
 		if err == nil && blob != nil {
 			scratch = blob
 			var seq uint64
 			var n int
-			if seq, n, err = b.packer.AddBlob(id, len(j.data), blob); err == nil {
+			if seq, n, err = b.packer.AddBlob(id, rawLen, blob); err == nil {
 				if n > 0 {
-					add(b.counters.New, len(j.data))
+					add(b.counters.New, rawLen)
 					add(b.counters.Stored, n)
 				} else {
-					add(b.counters.Dedup, len(j.data)) // another hasher stored it meanwhile
+					add(b.counters.Dedup, rawLen) // another hasher stored it meanwhile
 				}
 				j.seg.noteSeq(seq)
 			}
 		}
 		if err != nil {
 			return err
-		}
-		b.done.Add(int64(len(j.data)))
-		if j.blk.pending.Add(-1) == 0 {
-			b.free <- j.blk
 		}
 		j.seg.finish()
 	}

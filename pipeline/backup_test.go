@@ -261,3 +261,55 @@ func TestBackupIncrementalFromParent(t *testing.T) {
 		t.Fatalf("%d reads of the source, want 2 runs", n)
 	}
 }
+
+// TestBudgetSurvivesFailures: backups that fail or are cancelled give
+// every read block, pack buffer and CPU token back to the shared budget,
+// and backups running together on one budget all complete exactly.
+func TestBudgetSurvivesFailures(t *testing.T) {
+	cs := 16 << 10
+	s, _ := newTestStore(t, cs)
+	budget := NewBudget(1)
+	vol := mixedVolume(cs, 400, 31)
+	for i := range 3 {
+		src := newSource(vol)
+		src.failAt = int64(100+i*50) * int64(cs)
+		_, err := Backup(context.Background(), BackupInput{Store: s, Catalog: newMapCatalog(), BackupID: "bad", Source: src,
+			Size: int64(len(vol)), Read: []Range{{0, 400}}, Budget: budget})
+		if !errors.Is(err, errDisk) {
+			t.Fatalf("failing backup %d: %v", i, err)
+		}
+	}
+	if n := len(budget.blocks) + len(budget.packs) + len(budget.tokens); n != 0 {
+		t.Fatalf("%d budget tokens still held after the failures", n)
+	}
+	// Four at once on the same budget.
+	vols := make([][]byte, 4)
+	errs := make(chan error, 4)
+	cats := make([]*mapCatalog, 4)
+	ms := make([]*chunkstore.Manifest, 4)
+	for i := range vols {
+		vols[i] = mixedVolume(cs, 300, uint64(40+i))
+		cats[i] = newMapCatalog()
+		go func() {
+			res, err := Backup(context.Background(), BackupInput{Store: s, Catalog: cats[i], BackupID: "c" + strconv.Itoa(i),
+				Source: newSource(vols[i]), Size: int64(len(vols[i])), Read: []Range{{0, 300}}, Budget: budget})
+			ms[i] = res.Manifest
+			errs <- err
+		}()
+	}
+	for range vols {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("backups sharing a budget did not complete")
+		}
+	}
+	for i := range vols {
+		if got := restoreBytes(t, s, cats[i], "c"+strconv.Itoa(i), ms[i]); !bytes.Equal(got, vols[i]) {
+			t.Fatalf("backup %d restores differently", i)
+		}
+	}
+}

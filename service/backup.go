@@ -201,6 +201,7 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err != nil {
 		return err
 	}
+	defer backupRunning()()
 	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
 		Store: st, Catalog: s.backupCatalog(r, b), BackupID: b.ID, Source: src, Size: b.SizeBytes,
 		Read: p.read, Zero: p.zero, Parent: p.parent,
