@@ -15,6 +15,9 @@ var adminOnly = map[string]string{
 	"repo-gc":            "backup:repo-gc",
 	"repo-check":         "backup:repo-check",
 	"repo-repair":        "backup:repo-repair",
+	"repo-init":          "backup:repo-init",
+	"repo-key":           "backup:repo-key",
+	"repo-scrub":         "backup:repo-check",
 	"service-disable":    "volume_extension:services:update",
 	"service-enable":     "volume_extension:services:update",
 }

@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,12 @@ type line struct {
 // projectHeader carries the project a client asks to act for.
 const projectHeader = "Volback-Project"
 
+// passwordHeader carries the caller's repository passphrase (base64) to
+// the owner over the private socket, never in argv or the request body
+// the owner could log; the owner unlocks with it when a repository needs
+// it (keys.go).
+const passwordHeader = "Volback-Password"
+
 // serveHTTP answers one call. The 200 status line is sent before the verb
 // runs: a client that has not received it knows the call never started
 // here and can safely make it again elsewhere.
@@ -122,6 +129,11 @@ func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if p := r.Header.Get(projectHeader); p != "" {
 		ctx = WithProject(ctx, p)
+	}
+	if p := r.Header.Get(passwordHeader); p != "" {
+		if pw, err := base64.StdEncoding.DecodeString(p); err == nil {
+			ctx = WithPassword(ctx, pw)
+		}
 	}
 	ctx, err = o.S.authenticate(ctx, int(cred.Uid))
 	if err == nil {
@@ -221,6 +233,9 @@ func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p Progres
 	}
 	if p := RequestedProject(ctx); p != "" {
 		hreq.Header.Set(projectHeader, p)
+	}
+	if pw := PasswordFrom(ctx); len(pw) > 0 {
+		hreq.Header.Set(passwordHeader, base64.StdEncoding.EncodeToString(pw))
 	}
 	res, err := r.client.Do(hreq)
 	if err != nil {

@@ -61,7 +61,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "os-project-id", EnvVars: []string{"OS_PROJECT_ID"},
 			Usage: "Cinder's spelling of --project (`PROJECT`); both given must agree"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"VOLBACK_PASSWORD_FILE"},
-			Usage: "read the repository password from `FILE` (reserved for encrypted repositories: checked, not used yet)"},
+			Usage: "read the passphrase of encrypted repositories from `FILE` (else from VOLBACK_PASSWORD; never on the command line)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 	}
 }

@@ -92,7 +92,8 @@ func commands() []*cli.Command {
 				&cli.BoolFlag{Name: "force", Usage: "back up a volume in use through a snapshot taken now (crash-consistent)"},
 				&cli.BoolFlag{Name: "allow-inconsistent", Usage: "read a volume in use live, without a snapshot (recorded as not consistent)"},
 				&cli.StringFlag{Name: "snapshot-id", Usage: "back up `SNAPSHOT` of the volume"},
-				&cli.StringFlag{Name: "availability-zone", Usage: "write to zone `AZ`'s repository (default: the volume's zone)"}},
+				&cli.StringFlag{Name: "availability-zone", Usage: "write to zone `AZ`'s repository (default: the volume's zone)"},
+				&cli.StringFlag{Name: "container", Usage: "write to the repository registered as `NAME` (repo-init --name)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "VOLUME"); err != nil {
 					return err
@@ -100,7 +101,7 @@ func commands() []*cli.Command {
 				return call(c, "backup-create", service.BackupRequest{Volume: c.Args().First(), Name: c.String("name"),
 					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: project(c),
 					Force: c.Bool("force"), AllowInconsistent: c.Bool("allow-inconsistent"), SnapshotID: c.String("snapshot-id"),
-					AvailabilityZone: c.String("availability-zone")},
+					AvailabilityZone: c.String("availability-zone"), Container: c.String("container")},
 					&service.BackupView{})
 			}},
 		{Name: "backup-list", Usage: "list backups, newest first", Category: "backups",
@@ -170,7 +171,7 @@ func commands() []*cli.Command {
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),
-	}, lifecycleCommands()...)
+	}, append(lifecycleCommands(), repoCommands()...)...)
 }
 
 // refVerb is a verb taking one volume or backup.
