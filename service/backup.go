@@ -295,6 +295,9 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err := s.forgetBackupPacks(b.ID); err != nil {
 		s.log.Printf("backup %s is available; forgetting its upload records failed (harmless): %v", b.ID, err)
 	}
+	if stored.healed > 0 { // it stored lost chunks anew: their backups may be whole again
+		s.healDamaged(ctx, r)
+	}
 	return nil
 }
 
@@ -497,6 +500,7 @@ func allocatedChunks(extents []volume.Extent, size int64, cs int) []int64 {
 }
 
 type pipelineResult struct {
+	healed     int   // chunks stored again that the catalog had as lost
 	bytes      int64 // stored (compressed) bytes of new chunks
 	locations  map[chunkstore.ID]chunkstore.Location
 	dedupPacks map[chunkstore.ID]bool // packs of the chunks found in the catalog
@@ -588,13 +592,21 @@ func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, 
 		locs[e.ID] = e.Location
 	}
 	failpoint.Hit("backup.packs-written")
-	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m}, nil
+	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m, healed: dedup.healed}, nil
 }
 
-// packSet is a set of packs shared by the pipeline's workers.
+// packSet is a set of packs shared by the pipeline's workers, and the
+// count of lost chunks they stored again.
 type packSet struct {
-	mu sync.Mutex
-	m  map[chunkstore.ID]bool
+	mu     sync.Mutex
+	m      map[chunkstore.ID]bool
+	healed int
+}
+
+func (p *packSet) heal() {
+	p.mu.Lock()
+	p.healed++
+	p.mu.Unlock()
 }
 
 func (p *packSet) add(id chunkstore.ID) {
@@ -670,9 +682,12 @@ func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chun
 	if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(repoID, id); return err }); err != nil {
 		return err
 	}
-	if found && !c.Lost() { // a lost chunk is stored again
+	if found && !c.Lost() { // a lost (damaged) chunk is never deduplicated against: it is stored again
 		dedup.add(c.Pack)
 		return nil
+	}
+	if found {
+		dedup.heal()
 	}
 	n, err := p.Add(id, data)
 	stored.Add(int64(n))

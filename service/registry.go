@@ -59,8 +59,8 @@ type RepositoryView struct {
 	CompressionLevel int    `json:"compression_level"`
 	// State: "unencrypted", "unlocked" (this owner holds the key in
 	// memory), "locked" (needs its passphrase), or "unreachable: why".
-	State     string   `json:"state"`
-	Backups   int      `json:"backups"`
+	State     string    `json:"state"`
+	Backups   int       `json:"backups"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -173,7 +173,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 var idempotent = map[string]bool{
 	"list": true, "show": true, "backup-list": true, "backup-show": true,
 	"backup-locate": true, "backup-export": true, "repo-check": true,
-	"snapshot-list": true, "snapshot-show": true, "quota-show": true, "quota-usage": true, "service-list": true,
+	"snapshot-list": true, "snapshot-show": true, "repo-list": true, "repo-show": true, "backup-verify": true, "quota-show": true, "quota-usage": true, "service-list": true,
 }
 
 // checkAfterLoss tells the user of a call whose outcome is unknown how to

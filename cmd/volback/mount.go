@@ -42,10 +42,11 @@ func mountCommand() *cli.Command {
 			if s, ok := caller.(*service.Session); ok {
 				s.ReportHandovers(log.New(os.Stderr, "volback mount: ", log.LstdFlags))
 			}
+			logger := log.New(os.Stderr, "volback mount: ", log.LstdFlags)
 			src := service.NewMountSource(caller, cache)
+			src.Password, src.Log = service.PasswordFrom(c.Context), logger
 			defer src.Close()
-			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"),
-				Logger: log.New(os.Stderr, "volback mount: ", log.LstdFlags)})
+			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"), Logger: logger})
 			if err != nil {
 				return err
 			}
