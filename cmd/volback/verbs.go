@@ -226,7 +226,7 @@ func checkCommand() *cli.Command {
 func verifyCommand() *cli.Command {
 	return &cli.Command{Name: "backup-verify", Usage: "check that every chunk of backups exists (--read-data: decrypts and hashes right)", ArgsUsage: "BACKUP...", Category: "backups",
 		Description: "Damaged backups are listed on stderr with their damaged byte ranges and marked (backup-show's damaged); a backup marked damaged that verifies whole is unmarked. Exit status 1 when any backup is damaged.",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "read-data", Usage: "also read, decrypt and verify every chunk"}},
+		Flags:       []cli.Flag{&cli.BoolFlag{Name: "read-data", Usage: "also read, decrypt and verify every chunk"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, -1, "BACKUP..."); err != nil {
 				return err
