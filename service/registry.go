@@ -145,12 +145,7 @@ func (s *Service) InitRepository(ctx context.Context, req RepoInitRequest) (*Rep
 	if l := req.CompressionLevel; l != nil && (*l < 0 || *l > 22) {
 		return nil, errorf(ErrUsage, "--compression %d: 0 (none) or a zstd level 1..22", *l)
 	}
-	var password []byte
-	if cipher != "" {
-		if password = s.password(ctx); len(password) == 0 {
-			return nil, errorf(ErrUsage, "repo-init encrypts with %s: give the new repository's passphrase with --password-file FILE or VOLBACK_PASSWORD (never on the command line), or choose --encryption none", cipher)
-		}
-	}
+	password := s.password(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var regs []*index.Repository
@@ -183,20 +178,28 @@ func (s *Service) InitRepository(ctx context.Context, req RepoInitRequest) (*Rep
 	// in volback.toml at another URL): then another container of the zone.
 	conf, configured := s.cfg.Zones[zone]
 	zoneDefault := !zoneBound && (!configured || zone == s.cfg.implicitZone || sameURL(conf.Repository, req.URL))
-	_ = bound
+	if !zoneDefault && req.Name == "" {
+		return nil, errorf(ErrUsage, "zone %s has a repository already (%s); give this one a --name: backup-create --container NAME writes to it", zone, cmp.Or(bound.URL, conf.Repository))
+	}
 
 	be, err := repo.Open(ctx, req.URL, true)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", req.URL, err)
 	}
-	st, err := chunkstore.InitWith(ctx, be, chunkstore.InitOptions{ChunkSize: cs, Encryption: cipher, Password: password, KDF: s.cfg.kdf})
+	st, err := s.initOrAdopt(ctx, be, req, cipher, cs, password)
 	if err != nil {
 		be.Close()
 		return nil, err
 	}
 	cfg := st.Config()
-	reg := index.Repository{ID: cfg.ID, Name: req.Name, URL: req.URL, Zone: zone, Encryption: cmp.Or(cipher, "none"),
-		ChunkSize: cs, CompressionLevel: req.CompressionLevel, CreatedAt: cfg.CreatedAt}
+	for _, r := range regs {
+		if r.ID == cfg.ID {
+			st.Close()
+			return nil, errorf(ErrInvalidState, "%s holds repository %s, which is registered already at %s", req.URL, cfg.ID, r.URL)
+		}
+	}
+	reg := index.Repository{ID: cfg.ID, Name: req.Name, URL: req.URL, Zone: zone, Encryption: cmp.Or(cfg.Encryption, "none"),
+		ChunkSize: cfg.ChunkSize, CompressionLevel: req.CompressionLevel, CreatedAt: cfg.CreatedAt}
 	err = s.update(func(tx *index.Tx) error {
 		if zoneDefault {
 			if err := tx.PutZone(index.ZoneBinding{Zone: zone, RepositoryID: cfg.ID, URL: req.URL}); err != nil {
@@ -221,6 +224,35 @@ func (s *Service) InitRepository(ctx context.Context, req RepoInitRequest) (*Rep
 	s.event(ctx, "repository created", "repository", cfg.ID, "name", req.Name, "url", req.URL, "zone", zone,
 		"encryption", reg.Encryption, "zone_default", zoneDefault)
 	return s.view(ctx, &reg, r), nil
+}
+
+// initOrAdopt creates the repository, or, when the location holds one
+// already (a catalog was lost, or another home made it), opens it for
+// registration: its settings must not contradict the request, and an
+// encrypted one must unlock with the passphrase. Nothing is written to an
+// existing repository.
+func (s *Service) initOrAdopt(ctx context.Context, be repo.Backend, req RepoInitRequest, cipher string, cs int, password []byte) (*chunkstore.Store, error) {
+	st, err := chunkstore.Open(ctx, be)
+	if errors.Is(err, repo.ErrNotFound) {
+		if cipher != "" && len(password) == 0 {
+			return nil, errorf(ErrUsage, "repo-init encrypts with %s: give the new repository's passphrase with --password-file FILE or VOLBACK_PASSWORD (never on the command line), or choose --encryption none", cipher)
+		}
+		return chunkstore.InitWith(ctx, be, chunkstore.InitOptions{ChunkSize: cs, Encryption: cipher, Password: password, KDF: s.cfg.kdf})
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg := st.Config()
+	if req.Encryption != "" && cmp.Or(cfg.Encryption, "none") != cmp.Or(cipher, "none") {
+		return nil, errorf(ErrUsage, "%s holds repository %s already, encrypted with %s, not %s; leave out --encryption to register it as it is", req.URL, cfg.ID, cmp.Or(cfg.Encryption, "none"), cmp.Or(cipher, "none"))
+	}
+	if req.ChunkSize != "" && cfg.ChunkSize != cs {
+		return nil, errorf(ErrUsage, "%s holds repository %s already, with chunk size %d, not %d; leave out --chunk-size to register it as it is", req.URL, cfg.ID, cfg.ChunkSize, cs)
+	}
+	if err := st.Unlock(ctx, password); err != nil {
+		return nil, fmt.Errorf("registering the existing repository %s at %s: %w", cfg.ID, req.URL, err)
+	}
+	return st, nil
 }
 
 // view describes a registered repository; r is nil when it is not open.
