@@ -161,6 +161,11 @@ func TestEncryptedRoundTrip(t *testing.T) {
 	if after := state(t, home); after != before {
 		t.Fatal("a refused restore changed the catalog")
 	}
+	_, stderr, code = run(t, home, "backup-delete", ids[2])
+	assertRefused(t, "delete without a passphrase", stderr, code, "passphrase")
+	if after := state(t, home); after != before {
+		t.Fatal("a refused delete changed the catalog")
+	}
 	// With it (VOLBACK_PASSWORD this time): byte-exact.
 	v := restoreNewEnv(t, home, ids[2], "back", "VOLBACK_PASSWORD=correct horse battery staple")
 	if got := sha256File(t, v.Path); got != sums[2] {
