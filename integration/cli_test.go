@@ -281,7 +281,7 @@ func TestCLIManAndCompletion(t *testing.T) {
 		"volback -f j":                          "json",
 		"volback backup-list --format ":         "table json",
 		"volback backup-create --inc":           "--incremental",
-		"volback --home /x backup-create db --": "--name --description --incremental --force --allow-inconsistent --snapshot-id --availability-zone --home --format",
+		"volback --home /x backup-create db --": "--name --description --incremental --force --allow-inconsistent --snapshot-id --availability-zone --container --home --format",
 		"volback umount --la":                   "--lazy",
 		"volback help backup-res":               "backup-restore",
 		"volback completion ":                   "bash zsh",

@@ -419,3 +419,56 @@ func TestScrubSampleResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestEncryptedFlippedObjects: a flipped byte in a manifest, a record or a
+// pack trailer of an encrypted repository is found (the chunk case is
+// TestEncryptedDamageHeals).
+func TestEncryptedFlippedObjects(t *testing.T) {
+	home := newHome(t)
+	pw := pwFile(t, "pw")
+	dir := filepath.Join(t.TempDir(), "r")
+	mustRun(t, home, "--password-file", pw, "repo-init", "file://"+dir)
+	img := filepath.Join(t.TempDir(), "vol.img")
+	randomFile(t, img, 1*mib, 5)
+	manage(t, home, "v", img)
+	var b Backup
+	runJSON(t, home, &b, "--password-file", pw, "backup-create", "v")
+	flip := func(rel string, at func(n int) int) (restore func()) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := append([]byte(nil), data...)
+		bad[at(len(bad))] ^= 0x80
+		if err := os.WriteFile(p, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return func() { os.WriteFile(p, data, 0o644) }
+	}
+	middle := func(n int) int { return n / 2 }
+
+	undo := flip(filepath.Join("manifests", b.ID), middle)
+	_, stderr, code := run(t, home, "--password-file", pw, "backup-verify", b.ID)
+	if code != 1 || !strings.Contains(stderr, "manifest") || !strings.Contains(stderr, "authentication") {
+		t.Fatalf("verify with a flipped manifest byte: exit %d: %s", code, stderr)
+	}
+	undo()
+
+	undo = flip(filepath.Join("backups", b.ID), middle)
+	_, stderr, code = run(t, home, "--password-file", pw, "backup-export", b.ID)
+	assertRefused(t, "export with a flipped record byte", stderr, code, "record", "corrupt")
+	undo()
+
+	packs := filesUnder(t, filepath.Join(dir, "packs"))
+	undo = flip(filepath.Join("packs", packs[0]), func(n int) int { return n - 12 - 3 }) // inside the sealed trailer
+	var reps []struct {
+		Problems []string `json:"problems"`
+	}
+	runJSON(t, home, &reps, "--password-file", pw, "repo-repair")
+	if len(reps) != 1 || !strings.Contains(strings.Join(reps[0].Problems, " "), "trailer") {
+		t.Fatalf("repo-repair with a flipped trailer byte: %+v", reps)
+	}
+	undo()
+}
