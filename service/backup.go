@@ -165,6 +165,8 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	}
 	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
 	defer untrack()
+	bv := backupView(b, nil)
+	Accepted(ctx, &bv)
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)
@@ -663,7 +665,9 @@ func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock
 // the packer unless it is all zeros or already stored.
 func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
 	idx int64, data []byte, stored *atomic.Int64, dedup *packSet) error {
+	s.stats.read.Add(int64(len(data)))
 	if chunkstore.IsZero(data) {
+		s.stats.zero.Add(int64(len(data)))
 		mu.Lock()
 		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
 		mu.Unlock()
@@ -675,6 +679,7 @@ func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chun
 	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
 	mu.Unlock()
 	if !added {
+		s.stats.dedup.Add(int64(len(data)))
 		return nil
 	}
 	var c index.Chunk
@@ -683,6 +688,7 @@ func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chun
 		return err
 	}
 	if found && !c.Lost() { // a lost (damaged) chunk is never deduplicated against: it is stored again
+		s.stats.dedup.Add(int64(len(data)))
 		dedup.add(c.Pack)
 		return nil
 	}
@@ -691,6 +697,8 @@ func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chun
 	}
 	n, err := p.Add(id, data)
 	stored.Add(int64(n))
+	s.stats.newRaw.Add(int64(len(data)))
+	s.stats.stored.Add(int64(n))
 	return err
 }
 

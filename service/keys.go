@@ -15,12 +15,6 @@ import (
 // keeps the master key in memory until it exits; the catalog never holds a
 // key.
 
-func init() {
-	handlers["repo-key"] = decode(func(s *Service, ctx context.Context, r RepoKeyRequest, _ ProgressFunc) ([]chunkstore.KeyInfo, error) {
-		return s.RepoKey(ctx, r)
-	})
-}
-
 type passwordKey struct{}
 
 // WithPassword attaches a repository passphrase to a call.

@@ -175,6 +175,9 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 		if mh.s, err = Open(context.Background(), cfg, nil); err != nil {
 			return w, err
 		}
+		if err := unlimitedQuota(mh.s); err != nil {
+			return w, err
+		}
 		r := rand.New(rand.NewPCG(seed, uint64(h)))
 		for v := range modelVolumes {
 			mh.paths[v] = filepath.Join(home, fmt.Sprintf("vol%d.img", v))
@@ -197,6 +200,14 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 		}
 	}
 	return w, nil
+}
+
+// unlimitedQuota lifts the project's backup quota: the model keeps more
+// than Cinder's default 10 backups, and quotas have tests of their own.
+func unlimitedQuota(s *Service) error {
+	unlimited := int64(-1)
+	_, err := s.UpdateQuota(context.Background(), QuotaRequest{Project: DefaultProject, Backups: &unlimited, BackupGigabytes: &unlimited})
+	return err
 }
 
 func (w *world) close() {
@@ -366,6 +377,9 @@ func (w *world) step(op modelOp) error {
 			return err
 		}
 		mh.s = ns
+		if err := unlimitedQuota(ns); err != nil {
+			return err
+		}
 		rep, err := ns.RebuildCatalog(ctx, RebuildRequest{})
 		if err != nil {
 			return err

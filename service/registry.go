@@ -21,18 +21,6 @@ import (
 // container) and a zone; a zone's first use registers the zone's repository
 // too. The registration holds no key.
 
-func init() {
-	handlers["repo-init"] = decode(func(s *Service, ctx context.Context, r RepoInitRequest, _ ProgressFunc) (*RepositoryView, error) {
-		return s.InitRepository(ctx, r)
-	})
-	handlers["repo-list"] = decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]RepositoryView, error) {
-		return s.ListRepositories(ctx)
-	})
-	handlers["repo-show"] = decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*RepositoryView, error) {
-		return s.ShowRepository(ctx, r.Ref)
-	})
-}
-
 // DefaultEncryption is the cipher repo-init uses unless told otherwise
 // (docs/BENCHMARKS.md has the measurements behind the choice).
 const DefaultEncryption = crypt.AES256GCM

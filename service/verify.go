@@ -21,12 +21,6 @@ import (
 // the next backup that meets the same data stores it again, which heals
 // them.
 
-func init() {
-	handlers["backup-verify"] = decode(func(s *Service, ctx context.Context, r VerifyRequest, p ProgressFunc) ([]VerifyReport, error) {
-		return s.VerifyBackups(ctx, r, p)
-	})
-}
-
 // VerifyRequest is backup-verify.
 type VerifyRequest struct {
 	Refs     []string `json:"refs"`

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/api"
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/service"
 )
 
@@ -17,13 +19,17 @@ var extraMemory int64
 
 // connect loads the config of the home, sizes the soft memory limit from it
 // and returns a caller: a client of the catalog's owner, or this process as
-// the owner. Either way it follows hand-overs when the owner exits.
+// the owner. Either way it follows hand-overs when the owner exits. With
+// --os-endpoint it calls that volback serve over HTTP instead.
 func connect(c *cli.Context) (service.Caller, error) {
+	if ep := c.String("os-endpoint"); ep != "" { // a remote volback serve
+		return api.DialHTTP(ep, os.Getenv("OS_AUTH_TOKEN"), os.Getenv("OS_USER_ID"), project(c))
+	}
 	cfg, err := homeConfig(c)
 	if err != nil {
 		return nil, err
 	}
-	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
+	return api.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
 }
 
 // homeConfig loads the config of the chosen home, with the global flags
@@ -40,7 +46,11 @@ func homeConfig(c *cli.Context) (service.Config, error) {
 	}
 	cfg.PasswordFile = c.String("password-file")
 	cfg.Password = service.PasswordFrom(c.Context) // an owner this process becomes unlocks with it too
-	setMemoryLimit(cfg.MemoryLimit() + extraMemory)
+	kdf := int64(0)
+	if cfg.Password != nil {
+		kdf = int64(chunkstore.KDF.MemoryKiB) << 10 // argon2id's memory while it unlocks
+	}
+	setMemoryLimit(cfg.MemoryLimit() + extraMemory + kdf)
 	return cfg, nil
 }
 
