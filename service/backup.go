@@ -66,7 +66,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	var container *index.Repository // --container: a registered repository
 	if req.Container != "" {
 		if container, err = s.findRegistered(req.Container); err != nil {
-			return nil, err
+			return nil, errorf(ErrUsage, "Invalid input: container %q: %v", req.Container, err)
 		}
 		if req.AvailabilityZone != "" && req.AvailabilityZone != container.Zone {
 			return nil, errorf(ErrUsage, "container %s is in availability zone %s, not %s; give one of --container and --availability-zone", req.Container, container.Zone, req.AvailabilityZone)
