@@ -257,9 +257,10 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 	// The reader fills blocks of up to readBlock bytes of consecutive
 	// chunks with one pread (few syscalls, large kernel I/O); workers take
 	// the chunks one by one and return a block to the pool when its last
-	// chunk is done. 2 blocks per worker + 2 bound the memory.
+	// chunk is done. 2 blocks per worker + 2, and one per extra reader,
+	// bound the memory.
 	perBlock := max(1, readBlock/cs)
-	free := make(chan *block, 2*workers+2)
+	free := make(chan *block, 2*workers+1+readers(src))
 	for range cap(free) {
 		free <- &block{buf: make([]byte, perBlock*cs)}
 	}
@@ -337,33 +338,68 @@ type chunkJob struct {
 	blk  *block
 }
 
-// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
-// up to perBlock per pread, and queues them one by one.
-func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
-	for i := 0; i < len(chunks); {
-		n := 1
-		for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
-			n++
-		}
-		var blk *block
-		select {
-		case blk = <-free:
-		case <-ctx.Done():
-			return nil
-		}
-		off := chunks[i] * int64(cs)
-		end := min(off+int64(n*cs), size)
-		if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
-			return fmt.Errorf("reading volume at byte offset %d: %w", off, err)
-		}
-		blk.pending.Store(int32(n))
-		for k := range n {
-			lo := int64(k * cs)
-			jobs <- chunkJob{idx: chunks[i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
-		}
-		i += n
+// readers is how many reads of src to keep in flight: one (a disk's reads
+// stay sequential), or what a source whose reads are round trips asks for.
+func readers(src volume.Source) int {
+	if p, ok := src.(volume.ParallelReader); ok {
+		return max(1, p.Readers())
 	}
-	return nil
+	return 1
+}
+
+// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
+// up to perBlock per pread, on readers(src) goroutines, and queues them one
+// by one. The first failed read stops the others.
+func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var failed error
+	var failOnce sync.Once
+	type run struct{ i, n int } // chunks[i:i+n]
+	runs := make(chan run)
+	go func() {
+		defer close(runs)
+		for i := 0; i < len(chunks); {
+			n := 1
+			for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
+				n++
+			}
+			select {
+			case runs <- run{i, n}:
+			case <-ctx.Done():
+				return
+			}
+			i += n
+		}
+	}()
+	var wg sync.WaitGroup
+	for range readers(src) {
+		wg.Go(func() {
+			for r := range runs {
+				var blk *block
+				select {
+				case blk = <-free:
+				case <-ctx.Done():
+					return
+				}
+				off := chunks[r.i] * int64(cs)
+				end := min(off+int64(r.n*cs), size)
+				if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
+					free <- blk
+					failOnce.Do(func() { failed = fmt.Errorf("reading volume at byte offset %d: %w", off, err) })
+					cancel()
+					return
+				}
+				blk.pending.Store(int32(r.n))
+				for k := range r.n {
+					lo := int64(k * cs)
+					jobs <- chunkJob{idx: chunks[r.i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return failed
 }
 
 // storeChunk hashes one chunk, records it in the manifest and hands it to
