@@ -11,7 +11,7 @@ CEPH_DIR ?= $(CURDIR)/.ceph
 # it is running, else one started now and stopped when the command ends.
 WITH_CEPH := integration/ceph/start.sh run $(CEPH_DIR)
 
-.PHONY: all build deps demo test unit integration lint fuzz bench clean ceph-start ceph-stop
+.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph clean ceph-start ceph-stop
 
 all: build
 
@@ -62,6 +62,13 @@ fuzz:
 # Same workloads through volback, restic, borg and cp; writes docs/BENCHMARKS.md.
 bench: deps build
 	$(GO) run ./bench -volback ./volback -out docs/BENCHMARKS.md
+
+# W7 (RBD) only, on a throwaway cluster of its own with room for its 4 GiB
+# images (memstore keeps them in the OSD's memory: about 10 GiB of RAM);
+# add the table to docs/BENCHMARKS.md with BENCH_OUT=docs/BENCHMARKS.md.
+bench-ceph: deps build
+	VOLBACK_CEPH_DIR= VOLBACK_CEPH_MEMSTORE_BYTES=$$((12 << 30)) integration/ceph/start.sh run $(CURDIR)/.ceph-bench \
+		$(GO) run -tags $(TAGS) ./bench -volback ./volback -ceph -only W7 $(if $(BENCH_OUT),-out $(BENCH_OUT))
 
 clean:
 	rm -f volback
