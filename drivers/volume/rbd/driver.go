@@ -19,7 +19,16 @@ func init() { volume.Register(Scheme, Driver{}) }
 // Driver serves RBD images by rbd:// locator.
 type Driver struct{}
 
-var _ volume.Driver = Driver{}
+var (
+	_ volume.Driver = Driver{}
+	_ volume.Placer = Driver{}
+)
+
+// Place puts new volume id in the pool rbd://POOL[?…] as the image
+// volume-<id>, Cinder's name for it.
+func (Driver) Place(location, id string) (string, error) {
+	return place(location, id)
+}
 
 // Stat opens the image (or snapshot) read-only to learn its size.
 func (Driver) Stat(locator string) (volume.Info, error) {

@@ -126,3 +126,21 @@ func (l Locator) Spec() string {
 	}
 	return s
 }
+
+// ImagePrefix starts the names of the images volback creates in a zone's
+// pool: volume-<id>, as Cinder names them.
+const ImagePrefix = "volume-"
+
+// place is the locator of the new image volume-<id> in the pool that
+// location (rbd://POOL[?conf=…&user=…&namespace=…&timeout=…]) names.
+func place(location, id string) (string, error) {
+	u, err := url.Parse(location)
+	if err != nil || u.Scheme != Scheme || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return "", fmt.Errorf("volume location %q: use rbd://POOL[?conf=PATH&user=ID&namespace=NS] (new images are created in POOL)", location)
+	}
+	l, err := ParseLocator(Scheme + "://" + u.Host + "/" + ImagePrefix + id + "?" + u.RawQuery)
+	if err != nil {
+		return "", fmt.Errorf("volume location %q: %v", location, err)
+	}
+	return l.String(), nil
+}

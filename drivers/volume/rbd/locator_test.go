@@ -34,3 +34,15 @@ func TestParseLocator(t *testing.T) {
 		}
 	}
 }
+
+func TestPlace(t *testing.T) {
+	got, err := place("rbd://vols?conf=/c.conf&namespace=site1", "0d9e")
+	if err != nil || got != "rbd://vols/volume-0d9e?conf=%2Fc.conf&namespace=site1" {
+		t.Fatalf("place = %q, %v", got, err)
+	}
+	for _, bad := range []string{"rbd://vols/img", "rbd:///", "rbd://vols?size=1", "/srv"} {
+		if _, err := place(bad, "0d9e"); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("place in %q: %v; want a refusal naming it", bad, err)
+		}
+	}
+}

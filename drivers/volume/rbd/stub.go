@@ -16,7 +16,10 @@ func init() { volume.Register(Scheme, Driver{}) }
 // Driver answers every rbd:// locator that this build has no Ceph support.
 type Driver struct{}
 
-var _ volume.Driver = Driver{}
+var (
+	_ volume.Driver = Driver{}
+	_ volume.Placer = Driver{}
+)
 
 func unsupported(locator string) error {
 	return fmt.Errorf("volume %q: this volback was built without Ceph support; build it with `make build` (go build -tags ceph,pacific, after scripts/deps.sh installs librbd-dev)", locator)
@@ -32,3 +35,7 @@ func (Driver) DeleteSnapshot(l, _ string) error                      { return un
 func (Driver) Snapshot(_ context.Context, l, _ string) (volume.Snapshot, error) {
 	return volume.Snapshot{}, unsupported(l)
 }
+
+// Place names the image as a Ceph build would; creating it then says
+// that this build has no Ceph support.
+func (Driver) Place(location, id string) (string, error) { return place(location, id) }
