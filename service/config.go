@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/volback/volback/drivers/volume"
 )
 
 // ConfigName is the optional config file inside the home.
@@ -27,9 +28,14 @@ type Config struct {
 	Zones            map[string]Zone `toml:"zones"`
 }
 
-// Zone maps an availability zone to the repository that serves it.
+// Zone maps an availability zone to the repository that serves it and to
+// where its new volumes are created.
 type Zone struct {
 	Repository string `toml:"repository"`
+	// Volumes is where the zone's new volumes (create, restores to a new
+	// volume) go: a directory (image files <id>.img) or rbd://POOL[?conf=…]
+	// (RBD images volume-<id>). Empty: image files under <home>/volumes.
+	Volumes string `toml:"volumes"`
 }
 
 // DefaultHome is /var/lib/volback for root and $XDG_DATA_HOME/volback
@@ -85,6 +91,11 @@ func LoadConfig(home string) (Config, error) {
 	for name, z := range c.Zones {
 		if z.Repository == "" {
 			return Config{}, fmt.Errorf("config %s: zone %q has no repository URL; set repository = \"file:///path\"", path, name)
+		}
+		if z.Volumes != "" {
+			if _, err := volume.Place(z.Volumes, "check"); err != nil {
+				return Config{}, fmt.Errorf("config %s: zone %q: volumes: %v", path, name, err)
+			}
 		}
 	}
 	return c, nil

@@ -138,7 +138,9 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	}
 	id := uuid.NewString()
 	if path == "" {
-		path = s.ownedPath(id)
+		if path, err = s.newLocator(az, id); err != nil {
+			return nil, nil, fmt.Errorf("availability zone %q: %w", az, err)
+		}
 	}
 	tgt, err := volume.CreateTarget(path, size)
 	if err != nil {
