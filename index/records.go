@@ -64,30 +64,37 @@ type Volume struct {
 
 // Backup is a backup's catalog record.
 type Backup struct {
-	ID               string    `json:"id"`
-	Name             string    `json:"name"`
-	Description      string    `json:"description"`
-	Status           string    `json:"status"`
-	FailReason       string    `json:"fail_reason"`
-	VolumeID         string    `json:"volume_id"`
-	VolumeName       string    `json:"volume_name"`
-	ParentID         string    `json:"parent_id"`
-	SnapshotID       string    `json:"snapshot_id"`
-	IsIncremental    bool      `json:"is_incremental"`
-	SizeBytes        int64     `json:"size_bytes"` // volume bytes covered
-	ObjectCount      int       `json:"object_count"`
-	StoredBytes      int64     `json:"stored_bytes"` // new bytes this backup added to the repository
-	AvailabilityZone string    `json:"availability_zone"`
-	Container        string    `json:"container"`     // repository URL
-	RepositoryID     string    `json:"repository_id"` // repository config id
-	ProjectID        string    `json:"project_id"`
-	ManifestDigest   string    `json:"manifest_digest"`
-	RefsApplied      int       `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
-	MissingParent    bool      `json:"missing_parent,omitempty"` // incremental imported before its parent
-	Imported         bool      `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
-	DataTimestamp    time.Time `json:"data_timestamp"`
+	ID               string `json:"id"`
+	Name             string `json:"name"`
+	Description      string `json:"description"`
+	Status           string `json:"status"`
+	FailReason       string `json:"fail_reason"`
+	VolumeID         string `json:"volume_id"`
+	VolumeName       string `json:"volume_name"`
+	ParentID         string `json:"parent_id"`
+	SnapshotID       string `json:"snapshot_id"`
+	IsIncremental    bool   `json:"is_incremental"`
+	SizeBytes        int64  `json:"size_bytes"` // volume bytes covered
+	ObjectCount      int    `json:"object_count"`
+	StoredBytes      int64  `json:"stored_bytes"` // new bytes this backup added to the repository
+	AvailabilityZone string `json:"availability_zone"`
+	Container        string `json:"container"`     // repository URL
+	RepositoryID     string `json:"repository_id"` // repository config id
+	ProjectID        string `json:"project_id"`
+	ManifestDigest   string `json:"manifest_digest"`
+	RefsApplied      int    `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
+	MissingParent    bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
+	Imported         bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
+	// TrackingSnapshot is the driver's name of the volume snapshot this
+	// backup's data equals, kept so the next incremental reads only what
+	// changed since it (RBD: volback.<backup-id>).
+	TrackingSnapshot string `json:"tracking_snapshot,omitempty"`
+	// ChangeTracking says how an incremental found what to read: the
+	// changes since its parent's snapshot, or a full read and why.
+	ChangeTracking string    `json:"change_tracking,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	DataTimestamp  time.Time `json:"data_timestamp"`
 }
 
 // Chunk is one chunk-index entry: where the chunk lives and how many

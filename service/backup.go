@@ -78,7 +78,19 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.runBackup(ctx, r, vol, b, progress); err != nil {
+	src := vol // what is read: the volume, or its change-tracking snapshot
+	snap, err := s.takeTrackingSnapshot(ctx, vol, b)
+	if err != nil {
+		return nil, s.failBackup(ctx, r, b, err)
+	}
+	if snap != nil {
+		sv := *vol
+		sv.Path, src = snap.Locator, &sv
+		b.TrackingSnapshot = snap.Name
+	}
+	err = s.runBackup(ctx, r, src, b, progress)
+	s.settleTracking(vol, b, snap, err == nil)
+	if err != nil {
 		return nil, s.failBackup(ctx, r, b, err)
 	}
 	return s.ShowBackup(ctx, b.ID)
@@ -165,7 +177,10 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 // plan returns the manifest to fill and the chunks to read. Normally that
 // is an empty manifest and every allocated chunk. For an incremental whose
 // source tracks changes since the parent's snapshot (RBD diff), the
-// manifest starts as the parent's and only changed chunks are read.
+// manifest starts as the parent's and only changed chunks are read; chunks
+// whose data was discarded since become zero without a read. How it went
+// is recorded in b.ChangeTracking (a full read when the parent's snapshot
+// is gone).
 func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, error) {
 	size := src.Size()
 	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
@@ -173,19 +188,32 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
 			return nil, nil, err
 		}
-		if parent.SnapshotID != "" {
-			changed, err := ct.Changed(ctx, parent.SnapshotID)
-			if err != nil && !errors.Is(err, volume.ErrNotSupported) {
-				return nil, nil, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
-			}
-			if err == nil {
+		base := parent.TrackingSnapshot
+		b.ChangeTracking = fmt.Sprintf("full read: parent backup %s left no snapshot to diff against", parent.ID)
+		if base != "" {
+			changed, err := ct.Changed(ctx, base)
+			switch {
+			case errors.Is(err, volume.ErrNotFound):
+				b.ChangeTracking = fmt.Sprintf("full read: snapshot %s of parent backup %s no longer exists", base, parent.ID)
+			case errors.Is(err, volume.ErrNotSupported):
+				b.ChangeTracking = fmt.Sprintf("full read: the volume cannot report changes since snapshot %s (%v)", base, err)
+			case err != nil:
+				return nil, nil, fmt.Errorf("changes since snapshot %s: %w", base, err)
+			default:
 				pm, err := s.loadManifest(ctx, r, parent)
 				if err != nil {
 					return nil, nil, err
 				}
 				if pm.ChunkSize == cs {
-					return seeded(pm, size, cs), changedChunks(changed, pm.Size, size, cs), nil
+					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
+					m := seeded(pm, size, cs)
+					read, zero := changedChunks(changed, pm.Size, size, cs)
+					for _, i := range zero {
+						m.SetZero(int(i))
+					}
+					return m, read, nil
 				}
+				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
 		}
 	}
@@ -210,11 +238,40 @@ func seeded(parent *chunkstore.Manifest, size int64, cs int) *chunkstore.Manifes
 
 // changedChunks lists the chunks to read for an incremental from changed
 // extents: those overlapping a change, plus any chunk whose extent differs
-// from the parent's (growth, a short last chunk).
-func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) []int64 {
+// from the parent's (growth, a short last chunk). Chunks that lie wholly
+// in extents marked Zero (discarded) and overlap no other change are
+// listed apart: they become zero without a read.
+func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) (read, zero []int64) {
 	boundary := min(parentSize, size) / int64(cs) // first chunk not whole in both
-	extents := append(changed, volume.Extent{Offset: boundary * int64(cs), Length: max(size, parentSize)})
-	return allocatedChunks(extents, size, cs)
+	data := []volume.Extent{{Offset: boundary * int64(cs), Length: max(size, parentSize)}}
+	var zeros []volume.Extent
+	for _, e := range changed {
+		if !e.Zero {
+			data = append(data, e)
+			continue
+		}
+		// The chunks wholly inside e are zero; partly covered ones are read.
+		first, end := (e.Offset+int64(cs)-1)/int64(cs), (e.Offset+e.Length)/int64(cs)
+		if first < end {
+			zeros = append(zeros, volume.Extent{Offset: first * int64(cs), Length: (end - first) * int64(cs)})
+		}
+		for _, edge := range []volume.Extent{{Offset: e.Offset, Length: first*int64(cs) - e.Offset}, {Offset: max(end, first) * int64(cs), Length: e.Offset + e.Length - max(end, first)*int64(cs)}} {
+			if edge.Length > 0 {
+				data = append(data, edge)
+			}
+		}
+	}
+	read = allocatedChunks(data, size, cs)
+	isRead := make(map[int64]bool, len(read))
+	for _, i := range read {
+		isRead[i] = true
+	}
+	for _, i := range allocatedChunks(zeros, size, cs) {
+		if !isRead[i] {
+			zero = append(zero, i)
+		}
+	}
+	return read, zero
 }
 
 // allocatedChunks lists the chunk indexes that overlap an allocated extent;

@@ -40,10 +40,10 @@ func TestIncrementalReadsOnlyTrackedChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The full backup was taken of snapshot "snap-1".
+	// The full backup was taken of snapshot "snap-1", kept for tracking.
 	s.update(func(tx *index.Tx) error {
 		b, _ := tx.Backup(full.ID)
-		b.SnapshotID = "snap-1"
+		b.TrackingSnapshot = "snap-1"
 		return tx.PutBackup(b)
 	})
 

@@ -26,6 +26,10 @@ type Config struct {
 	ChunkSize        int             `toml:"-"`
 	DefaultZone      string          `toml:"default_availability_zone"`
 	Zones            map[string]Zone `toml:"zones"`
+	// TrackingSnapshots is how many change-tracking snapshots (RBD:
+	// volback.<backup-id>) are kept per volume, newest first; 0 keeps
+	// none, so every incremental of such a volume reads it whole.
+	TrackingSnapshots int `toml:"change_tracking_snapshots"`
 }
 
 // Zone maps an availability zone to the repository that serves it and to
@@ -59,7 +63,7 @@ func LoadConfig(home string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("volback home %q: %v", home, err)
 	}
-	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova"}
+	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova", TrackingSnapshots: 2}
 	path := filepath.Join(abs, ConfigName)
 	md, err := toml.DecodeFile(path, &c)
 	switch {
@@ -76,6 +80,9 @@ func LoadConfig(home string) (Config, error) {
 	}
 	if c.CompressionLevel < 0 || c.CompressionLevel > 22 {
 		return Config{}, fmt.Errorf("config %s: compression_level %d: must be 0 (none) or a zstd level 1..22", path, c.CompressionLevel)
+	}
+	if c.TrackingSnapshots < 0 {
+		return Config{}, fmt.Errorf("config %s: change_tracking_snapshots %d: must be 0 (keep none) or more", path, c.TrackingSnapshots)
 	}
 	cs, err := ParseSize(c.ChunkSizeText)
 	if err != nil || cs < 16<<10 || cs > 4<<20 || cs&(cs-1) != 0 {

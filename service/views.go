@@ -45,6 +45,7 @@ type BackupView struct {
 	DataTimestamp       time.Time  `json:"data_timestamp"`
 	FailReason          *string    `json:"fail_reason"`
 	ProjectID           string     `json:"project_id"`
+	ChangeTracking      *string    `json:"change_tracking,omitempty"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
 }
 
@@ -92,5 +93,5 @@ func backupView(b *index.Backup, parents map[string]bool) BackupView {
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
 		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
-		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID}
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID, ChangeTracking: nullable(b.ChangeTracking)}
 }
