@@ -398,8 +398,8 @@ type chunkJob struct {
 // readers is how many reads of src to keep in flight: one (a disk's reads
 // stay sequential), or what a source whose reads are round trips asks for.
 func readers(src volume.Source) int {
-	if p, ok := src.(volume.ParallelReader); ok {
-		return max(1, p.Readers())
+	if p, ok := src.(volume.Parallel); ok {
+		return max(1, p.InFlight())
 	}
 	return 1
 }

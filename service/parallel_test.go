@@ -23,7 +23,7 @@ type slowSource struct {
 	failAt         int64 // a read at this offset fails; -1 never
 }
 
-func (s *slowSource) Readers() int { return s.readers }
+func (s *slowSource) InFlight() int { return s.readers }
 
 func (s *slowSource) ReadAt(p []byte, off int64) (int, error) {
 	n := s.inFlight.Add(1)

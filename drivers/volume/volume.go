@@ -101,11 +101,12 @@ type ChangeTracker interface {
 	Changed(ctx context.Context, sinceSnapshot string) ([]Extent, error)
 }
 
-// ParallelReader is implemented by sources whose reads are round trips
-// over a network (RBD): a backup keeps Readers() reads in flight at once
-// instead of one, so latency does not bound its throughput.
-type ParallelReader interface {
-	Readers() int
+// Parallel is implemented by sources and targets whose I/O is a round
+// trip over a network (RBD): a backup keeps InFlight() reads in flight at
+// once instead of one, a restore as many writes, so latency does not bound
+// the throughput.
+type Parallel interface {
+	InFlight() int
 }
 
 // Target is a volume opened for restore.

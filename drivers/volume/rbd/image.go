@@ -13,11 +13,12 @@ import (
 	"github.com/volback/volback/drivers/volume"
 )
 
-// readers is how many reads a backup should keep in flight on one image:
-// each read is a round trip to an OSD, so one at a time leaves both the
-// network and the OSDs idle most of the time. 8 reached the throughput of
-// `rbd export` on the test cluster (docs/BENCHMARKS.md, W7).
-const readers = 8
+// inFlight is how many reads (or writes) a backup (or restore) should keep
+// in flight on one image: each is a round trip to an OSD, so one at a time
+// leaves both the network and the OSDs idle most of the time (see
+// docs/BENCHMARKS.md, W7). go-ceph has no AIO for RBD, so callers keep
+// them in flight from goroutines of their own on one handle.
+const inFlight = 16
 
 // source is an image, or a snapshot of one, opened read-only.
 type source struct {
@@ -26,10 +27,11 @@ type source struct {
 }
 
 var (
-	_ volume.Source         = (*source)(nil)
-	_ volume.ChangeTracker  = (*source)(nil)
-	_ volume.ParallelReader = (*source)(nil)
-	_ volume.Target         = (*target)(nil)
+	_ volume.Source        = (*source)(nil)
+	_ volume.ChangeTracker = (*source)(nil)
+	_ volume.Parallel      = (*source)(nil)
+	_ volume.Parallel      = (*target)(nil)
+	_ volume.Target        = (*target)(nil)
 )
 
 func openSource(l Locator) (*source, error) {
@@ -45,9 +47,9 @@ func openSource(l Locator) (*source, error) {
 	return &source{im: im, size: size}, nil
 }
 
-func (s *source) Size() int64  { return s.size }
-func (s *source) Readers() int { return readers }
-func (s *source) Close() error { return s.im.close() }
+func (s *source) Size() int64   { return s.size }
+func (s *source) InFlight() int { return inFlight }
+func (s *source) Close() error  { return s.im.close() }
 
 // ReadAt reads through librbd; it is safe for concurrent use (librbd's
 // image handles are thread safe).
@@ -160,8 +162,9 @@ func newTarget(im *image, fresh bool) (*target, error) {
 	return &target{im: im, size: size, fresh: fresh}, nil
 }
 
-func (t *target) Size() int64 { return t.size }
-func (t *target) Fresh() bool { return t.fresh }
+func (t *target) Size() int64   { return t.size }
+func (t *target) InFlight() int { return inFlight }
+func (t *target) Fresh() bool   { return t.fresh }
 
 // WriteAt writes through librbd; safe for concurrent use on distinct
 // ranges. Writes past the end are refused: an image is never grown.
