@@ -11,7 +11,14 @@ CEPH_DIR ?= $(CURDIR)/.ceph
 # it is running, else one started now and stopped when the command ends.
 WITH_CEPH := integration/ceph/start.sh run $(CEPH_DIR)
 
-.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph clean ceph-start ceph-stop
+# make install: PREFIX and DESTDIR as usual (DESTDIR=/tmp/pkg PREFIX=/usr).
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph clean gen install ceph-start ceph-stop
 
 all: build
 
@@ -19,7 +26,24 @@ deps:
 	scripts/deps.sh
 
 build:
-	$(GO) build -tags $(TAGS) -o volback ./cmd/volback
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o volback ./cmd/volback
+
+# The man page and completions, written by the binary from its command
+# definitions, then checked: the shells parse them, groff renders the page.
+gen: build
+	mkdir -p build
+	./volback man > build/volback.1
+	./volback completion bash > build/volback.bash
+	./volback completion zsh > build/_volback
+	bash -n build/volback.bash
+	if command -v zsh >/dev/null; then zsh -n build/_volback; fi
+	if command -v groff >/dev/null; then test -z "$$(groff -man -Tutf8 -ww -z build/volback.1 2>&1)"; fi
+
+install: gen
+	install -D -m 0755 volback $(DESTDIR)$(PREFIX)/bin/volback
+	install -D -m 0644 build/volback.1 $(DESTDIR)$(PREFIX)/share/man/man1/volback.1
+	install -D -m 0644 build/volback.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/volback
+	install -D -m 0644 build/_volback $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_volback
 
 # The main job on the embedded default: a local repository and catalog under
 # the volback home (/var/lib/volback for root).
@@ -27,7 +51,7 @@ demo: deps build
 	VOLBACK=./volback scripts/demo.sh
 
 # unit and integration share one Ceph cluster, stopped however they end.
-test: deps lint
+test: deps lint gen
 	$(WITH_CEPH) $(MAKE) --no-print-directory unit integration
 	$(MAKE) --no-print-directory fuzz
 
@@ -38,6 +62,7 @@ lint:
 	$(GO) vet -tags $(TAGS) ./...
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(STATICCHECK) -tags $(TAGS) ./...
+	@$(GO) mod tidy -diff >/dev/null || { $(GO) mod tidy -diff; echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
 
 # VOLBACK_CEPH_REQUIRED=1 turns "no Ceph cluster" from a skip into a failure.
 # The rados package also runs without tags (its stub's refusal).
@@ -71,4 +96,4 @@ bench-ceph: deps build
 		$(GO) run -tags $(TAGS) ./bench -volback ./volback -ceph -only W7 $(if $(BENCH_OUT),-out $(BENCH_OUT))
 
 clean:
-	rm -f volback
+	rm -rf volback build

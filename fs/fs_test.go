@@ -678,14 +678,14 @@ func TestUnmount(t *testing.T) {
 
 	t.Run("Unmount", func(t *testing.T) {
 		srv, mp, _ := mountFake(t, newFakeSource(bs...))
-		if err := Unmount(mp); err != nil {
+		if err := Unmount(mp, false); err != nil {
 			t.Fatal(err)
 		}
 		waitReturns(t, srv)
 		if ok, line := inProcMounts(t, mp); ok {
 			t.Fatalf("still in /proc/mounts: %s", line)
 		}
-		err := Unmount(mp)
+		err := Unmount(mp, false)
 		if err == nil || !strings.Contains(err.Error(), "not mounted") {
 			t.Fatalf("Unmount of an unmounted dir: %v, want 'not mounted'", err)
 		}
@@ -700,10 +700,18 @@ func TestUnmount(t *testing.T) {
 		}
 		defer f.Close()
 		err = srv.Unmount()
-		if err == nil || !strings.Contains(err.Error(), "losetup -d") {
+		if err == nil || !strings.Contains(err.Error(), "losetup -a") {
 			t.Fatalf("Server.Unmount of a busy mount: %v, want a refusal that says what to do", err)
 		}
-		err = Unmount(mp)
+		// As umount(8): busy is refused, and the mount stays.
+		err = Unmount(mp, false)
+		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "--lazy") {
+			t.Fatalf("Unmount of a busy mount: %v, want ErrBusy naming --lazy", err)
+		}
+		if ok, _ := inProcMounts(t, mp); !ok {
+			t.Fatal("a refused Unmount of a busy mount unmounted it")
+		}
+		err = Unmount(mp, true)
 		if !errors.Is(err, ErrLazyUnmount) {
 			t.Fatalf("Unmount of a busy mount: %v, want ErrLazyUnmount", err)
 		}
@@ -962,7 +970,7 @@ func TestStaleMount(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not connected") || !strings.Contains(err.Error(), "volback umount "+mp) {
 		t.Fatalf("Mount on a stale mount: %v, want advice to run volback umount", err)
 	}
-	if err := Unmount(mp); err != nil {
+	if err := Unmount(mp, false); err != nil {
 		t.Fatalf("Unmount of a stale mount: %v", err)
 	}
 	if ok, line := inProcMounts(t, mp); ok {

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -138,8 +137,7 @@ func (s *Server) Wait() { <-s.done }
 // or loop devices on the mount are open.
 func (s *Server) Unmount() error {
 	if err := s.srv.Unmount(); err != nil {
-		return fmt.Errorf("unmount %s: %v (close files on it and detach loop devices backed by its images with `losetup -d`, then retry; or `volback umount %s` to detach it lazily)",
-			s.mountpoint, strings.TrimSpace(err.Error()), s.mountpoint)
+		return fmt.Errorf("unmount %s: %v; %s", s.mountpoint, strings.TrimSpace(err.Error()), busyAdvice(s.mountpoint))
 	}
 	<-s.done
 	return nil
@@ -149,44 +147,85 @@ func (s *Server) Unmount() error {
 // was only detached lazily.
 var ErrLazyUnmount = errors.New("detached lazily")
 
-// Unmount unmounts the volback (or any FUSE) mount at mountpoint, also when
-// its server died (a stale mount). It tries fusermount3 -u, then umount;
-// if the mount is busy it detaches it lazily (umount -l) and returns an
-// error wrapping ErrLazyUnmount that says what that means.
-func Unmount(mountpoint string) error {
+// ErrBusy is wrapped by Unmount's error when the mount is in use.
+var ErrBusy = errors.New("target is busy")
+
+// busyAdvice says how to find what keeps a mount busy and what to do.
+func busyAdvice(mp string) string {
+	return fmt.Sprintf("close the files open on it and detach the loop devices backed by its images (find them with `fuser -vm %s` and `losetup -a`), then retry; or `volback umount --lazy %s` to detach it now and let them finish", mp, mp)
+}
+
+// Unmount unmounts the volback mount at mountpoint, also when its server
+// died (a stale mount). It refuses anything volback did not mount (by the
+// file system type and source in /proc/self/mountinfo), and, as umount(8)
+// does, a busy mount. With lazy, a busy mount is detached from the tree
+// (MNT_DETACH) and the error wraps ErrLazyUnmount, saying what that means.
+func Unmount(mountpoint string, lazy bool) error {
 	abs, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mountpoint, err)
 	}
-	mounted, err := isMountpoint(abs)
+	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
+		return fmt.Errorf("reading the mount table: %w", err)
+	}
+	m, found, err := findMount(f, abs)
+	f.Close()
+	switch {
+	case err != nil:
 		return err
-	}
-	if !mounted {
+	case !found:
 		return fmt.Errorf("%s is not mounted (nothing to do; see /proc/self/mountinfo)", abs)
+	case !m.isVolback():
+		return fmt.Errorf("%s is a %s mount of %s, not a volback mount; volback umount only unmounts what volback mounted (use umount(8) for anything else)", abs, m.fstype, m.source)
 	}
-	var tried []string
-	try := func(name string, args ...string) bool {
-		path, err := exec.LookPath(name)
-		if err != nil {
-			tried = append(tried, fmt.Sprintf("%s: not installed", name))
-			return false
-		}
-		out, err := exec.Command(path, append(args, abs)...).CombinedOutput()
-		if err == nil {
-			return true
-		}
-		tried = append(tried, firstLine(out, fmt.Errorf("%s: %v", strings.Join(append([]string{name}, args...), " "), err)))
-		return false
-	}
-	if try("fusermount3", "-u") || try("umount") {
+	err = unmount(abs, false)
+	if err == nil {
 		return nil
 	}
-	if try("umount", "-l") {
-		return fmt.Errorf("%s was busy (%s) and was %w: it is gone from the tree, but processes and loop devices that still have images open keep reading them, and the volback mount process exits once they close (find them with `fuser -vm` or `losetup -a`)",
-			abs, strings.Join(tried, "; "), ErrLazyUnmount)
+	if !errors.Is(err, ErrBusy) {
+		return fmt.Errorf("unmount %s failed: %v (are you root or the user who mounted it?)", abs, err)
 	}
-	return fmt.Errorf("unmount %s failed: %s (are you root or the user who mounted it?)", abs, strings.Join(tried, "; "))
+	if !lazy {
+		return fmt.Errorf("unmount %s: %w; %s", abs, err, busyAdvice(abs))
+	}
+	if err := unmount(abs, true); err != nil {
+		return fmt.Errorf("lazy unmount %s failed: %v", abs, err)
+	}
+	return fmt.Errorf("%s was busy and was %w: it is gone from the tree, but processes and loop devices that still have images open keep reading them, and the volback mount process exits once they close (find them with `fuser -vm` or `losetup -a`)",
+		abs, ErrLazyUnmount)
+}
+
+// unmount unmounts abs: umount2(2) as root, else fusermount3 (which may
+// unmount FUSE mounts its caller made). A busy mount's error wraps ErrBusy.
+func unmount(abs string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = unix.MNT_DETACH
+		}
+		err := unix.Unmount(abs, flags)
+		if errors.Is(err, unix.EBUSY) {
+			return ErrBusy
+		}
+		return err
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	path, err := exec.LookPath("fusermount3")
+	if err != nil {
+		return fmt.Errorf("fusermount3 is not installed (package fuse3)")
+	}
+	out, err := exec.Command(path, append(args, abs)...).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	if strings.Contains(string(out), "busy") {
+		return ErrBusy
+	}
+	return errors.New(firstLine(out, err))
 }
 
 func firstLine(out []byte, err error) string {
@@ -244,19 +283,42 @@ func isMountpoint(path string) (bool, error) {
 }
 
 func mountinfoHas(r io.Reader, path string) (bool, error) {
+	_, found, err := findMount(r, path)
+	return found, err
+}
+
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct{ fstype, source string }
+
+// isVolback tells volback's own FUSE mounts (fs.Mount names them
+// "volback") from every other mount.
+func (m mountEntry) isVolback() bool {
+	return (m.fstype == "fuse.volback" || m.fstype == "fuse") && m.source == "volback"
+}
+
+// findMount returns the topmost mount on path (absolute, clean).
+func findMount(r io.Reader, path string) (m mountEntry, found bool, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": field 5 is the mount point.
-		fields := bytes.Fields(sc.Bytes())
-		if len(fields) >= 5 && unescapeMountinfo(string(fields[4])) == path {
-			return true, nil
+		// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw":
+		// field 5 is the mount point; after "-" come the type and source.
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != path {
+			continue
+		}
+		found, m = true, mountEntry{}
+		for i := 5; i+2 < len(fields); i++ {
+			if fields[i] == "-" {
+				m = mountEntry{fstype: fields[i+1], source: unescapeMountinfo(fields[i+2])}
+				break
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return false, fmt.Errorf("reading the mount table: %w", err)
+		return mountEntry{}, false, fmt.Errorf("reading the mount table: %w", err)
 	}
-	return false, nil
+	return m, found, nil
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for space, ...).

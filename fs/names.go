@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"sort"
 	"strings"
@@ -49,6 +50,20 @@ func sanitizeName(s string) string {
 		return strings.Repeat("_", len(s))
 	}
 	return s
+}
+
+// cutBytes cuts s to at most n bytes on a rune boundary.
+func cutBytes(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // volumeFileBase is the by-volume file name of e without the ".img"
@@ -110,6 +125,7 @@ func newListing(entries []Entry) *listing {
 		return es[i].ID < es[j].ID
 	})
 	l := &listing{byID: make(map[string]*Entry, len(es)), volumes: make(map[string]*volumeDir)}
+	dirOf := map[string]*volumeDir{} // volume key -> its directory
 	for _, e := range es {
 		idName := sanitizeName(e.ID) + imgExt
 		if _, dup := l.byID[idName]; !dup {
@@ -117,13 +133,7 @@ func newListing(entries []Entry) *listing {
 			l.idNames = append(l.idNames, idName)
 		}
 
-		dirName := sanitizeName(e.VolumeName)
-		d := l.volumes[dirName]
-		if d == nil {
-			d = &volumeDir{name: dirName, files: make(map[string]*Entry)}
-			l.volumes[dirName] = d
-			l.volNames = append(l.volNames, dirName)
-		}
+		d := l.volumeDir(e, dirOf)
 		base := volumeFileBase(e)
 		name := base + imgExt
 		if _, dup := d.files[name]; dup {
@@ -148,6 +158,38 @@ func newListing(entries []Entry) *listing {
 		sort.Strings(d.names)
 	}
 	return l
+}
+
+// volumeDir returns the by-volume directory of e's volume, making it on
+// first sight. Volumes are told apart by id: the first one seen with a name
+// (the one with the oldest backup) gets the plain name, and another volume
+// of the same name gets "<name>-<id prefix>" (the whole id if that is
+// taken too), so two volumes never share a directory.
+func (l *listing) volumeDir(e *Entry, dirOf map[string]*volumeDir) *volumeDir {
+	key := e.VolumeID
+	if key == "" {
+		key = "\x00" + e.VolumeName // no id (tests, old owners): by name
+	}
+	if d := dirOf[key]; d != nil {
+		return d
+	}
+	base := sanitizeName(e.VolumeName)
+	id := sanitizeName(e.VolumeID)
+	name := base
+	for n := 0; l.volumes[name] != nil; n++ {
+		suffix := "-" + id[:min(len(id), idPrefixLen)]
+		if n == 1 {
+			suffix = "-" + id
+		} else if n > 1 {
+			suffix = fmt.Sprintf("-%d", n) // only for ids alike in their first 200 bytes
+		}
+		name = sanitizeName(cutBytes(base, maxNameBytes-len(suffix)) + suffix)
+	}
+	d := &volumeDir{name: name, files: make(map[string]*Entry)}
+	l.volumes[name] = d
+	l.volNames = append(l.volNames, name)
+	dirOf[key] = d
+	return d
 }
 
 // catalog caches Source.Backups for ttl so that `ls -l` storms (a LOOKUP

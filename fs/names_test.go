@@ -53,6 +53,36 @@ func TestListingStableNames(t *testing.T) {
 	}
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestListingSameVolumeName: two volumes named alike get two directories,
+// the plain name for the one with the oldest backup and name-<id prefix>
+// for the other, and keep them as more backups come.
+func TestListingSameVolumeName(t *testing.T) {
+	a1 := Entry{ID: "b1", VolumeID: "aaaaaaaa-1111", VolumeName: "db", CreatedAt: t1}
+	b1 := Entry{ID: "b2", VolumeID: "bbbbbbbb-2222", VolumeName: "db", CreatedAt: t1.Add(time.Second)}
+	a2 := Entry{ID: "b3", VolumeID: "aaaaaaaa-1111", VolumeName: "db", CreatedAt: t1.Add(2 * time.Second)}
+	lit := Entry{ID: "b4", VolumeID: "cccccccc-3333", VolumeName: "db-bbbbbbbb", CreatedAt: t1.Add(3 * time.Second)}
+	l := newListing([]Entry{lit, a2, b1, a1})
+	if got := strings.Join(l.volNames, " "); got != "db db-bbbbbbbb db-bbbbbbbb-cccccccc" {
+		t.Fatalf("by-volume = %q", got)
+	}
+	for dir, ids := range map[string]string{"db": "b1 b3", "db-bbbbbbbb": "b2", "db-bbbbbbbb-cccccccc": "b4"} {
+		var got []string
+		for _, n := range l.volumes[dir].names {
+			got = append(got, l.volumes[dir].files[n].ID)
+		}
+		if strings.Join(got, " ") != ids {
+			t.Errorf("%s holds %v, want %s", dir, got, ids)
+		}
+	}
+}
+
 func TestMountinfoUnescape(t *testing.T) {
 	info := "36 35 98:0 / /mnt/with\\040space rw - ext4 /dev/x rw\n" +
 		"37 35 0:50 / /tmp/m rw - fuse.volback volback ro\n"
@@ -60,6 +90,12 @@ func TestMountinfoUnescape(t *testing.T) {
 		got, err := mountinfoHas(strings.NewReader(info), path)
 		if err != nil || got != want {
 			t.Errorf("mountinfoHas(%q) = %v, %v; want %v", path, got, err, want)
+		}
+	}
+	for path, want := range map[string]mountEntry{"/mnt/with space": {"ext4", "/dev/x"}, "/tmp/m": {"fuse.volback", "volback"}} {
+		m, _, _ := findMount(strings.NewReader(info), path)
+		if m != want {
+			t.Errorf("findMount(%q) = %+v, want %+v", path, m, want)
 		}
 	}
 	if got := unescapeMountinfo(`a\134b\0`); got != `a\b\0` {
@@ -76,8 +112,8 @@ func FuzzListing(f *testing.F) {
 	f.Add(strings.Repeat("i", 300), strings.Repeat("ñ", 200), strings.Repeat("v", 256), "i", "ñ", "v")
 	f.Fuzz(func(t *testing.T, id1, name1, vol1, id2, name2, vol2 string) {
 		es := []Entry{
-			{ID: id1, Name: name1, VolumeName: vol1, CreatedAt: t1},
-			{ID: id2, Name: name2, VolumeName: vol2, CreatedAt: t1},
+			{ID: id1, Name: name1, VolumeID: vol1 + "|" + name1, VolumeName: vol1, CreatedAt: t1},
+			{ID: id2, Name: name2, VolumeID: vol2 + "|" + name2, VolumeName: vol2, CreatedAt: t1},
 		}
 		l := newListing(es)
 		valid := func(n string) {
@@ -102,6 +138,9 @@ func FuzzListing(f *testing.F) {
 		}
 		if id1 != id2 && files != 2 {
 			t.Fatalf("two backups, %d by-volume files", files)
+		}
+		if vols := 1 + btoi(es[0].VolumeID != es[1].VolumeID); len(l.volNames) != vols || len(l.volumes) != vols {
+			t.Fatalf("%d volume ids, by-volume has %q", vols, l.volNames)
 		}
 	})
 }

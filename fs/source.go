@@ -13,6 +13,7 @@ import (
 type Entry struct {
 	ID         string
 	Name       string // may be empty: the id is used in by-volume names then
+	VolumeID   string // tells apart volumes that share a name
 	VolumeName string
 	CreatedAt  time.Time
 	Size       int64 // volume bytes = image file size

@@ -10,9 +10,10 @@
 //	chk/<repo id>/<32 raw id bytes> -> Chunk, 50 bytes binary (see encodeChunk)
 //
 // Ids never contain '/', so a prefix scan of "chk/<repo id>/" sees exactly
-// one repository's chunks. Reserved for later versions: "quota/...",
-// "repo/...", "snap/...", "svc/..."; a new prefix that old code ignores
-// does not need a schema bump, a changed value encoding does.
+// one repository's chunks. Lifecycle records (lifecycle.go): "snap/<id>",
+// "quota/<project>", "qguard/<project>", "svc/<binary>/<zone>". Reserved
+// for later: "repo/..."; a new prefix that old code ignores does not need
+// a schema bump, a changed value encoding does.
 //
 // One process owns the catalog at a time (Badger's rule); Open returns an
 // error wrapping ErrLocked when another process holds it.

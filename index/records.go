@@ -58,6 +58,7 @@ type Volume struct {
 	ProjectID        string    `json:"project_id"`
 	PrevStatus       string    `json:"prev_status,omitempty"` // status to return to after a job
 	Placeholder      bool      `json:"placeholder,omitempty"` // rebuilt from a record; source unknown
+	Incomplete       string    `json:"incomplete,omitempty"`  // why the content is incomplete (a cancelled restore)
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
 }
@@ -85,6 +86,10 @@ type Backup struct {
 	RefsApplied      int    `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
 	MissingParent    bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
 	Imported         bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
+	// Consistency says how the data was read (crash-consistent through a
+	// snapshot, or a live read); ConsistencyDetail says how, in words.
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyDetail string `json:"consistency_detail,omitempty"`
 	// TrackingSnapshot is the driver's name of the volume snapshot this
 	// backup's data equals, kept so the next incremental reads only what
 	// changed since it (RBD: volback.<backup-id>).

@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(fakeOwnerEnv); sock != "" {
 		os.Exit(runFakeOwner(sock))
 	}
+	if img := os.Getenv(writerEnv); img != "" {
+		os.Exit(runWriter(img))
+	}
 	if b := os.Getenv("VOLBACK_BIN"); b != "" {
 		bin = b
 		os.Exit(m.Run())

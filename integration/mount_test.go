@@ -173,8 +173,9 @@ func idFile(mnt, id string) string { return filepath.Join(mnt, "by-id", id+".img
 
 // TestMountImage backs up an ext4 image and reads it back through the
 // mount: byte compare, loop-mounted files, a read-only loop device; writes
-// are refused; `volback umount` of a busy mount detaches it lazily with a
-// warning, and the mount process exits 0 once the last file closes.
+// are refused; `volback umount` of a busy mount is refused, `umount --lazy`
+// detaches it with a warning, and the mount process exits 0 once the last
+// file closes.
 func TestMountImage(t *testing.T) {
 	requireLoop(t)
 	requireTool(t, "cmp")
@@ -259,22 +260,28 @@ func TestMountImage(t *testing.T) {
 		t.Errorf("after refused writes %s is %d bytes", byID, got)
 	}
 
-	// Busy: `volback umount` detaches lazily, warns and exits 0; the open
-	// file keeps reading correct bytes; the server exits once it closes.
+	// Busy: `volback umount` refuses as umount(8) does; --lazy detaches,
+	// warns and exits 0; the open file keeps reading correct bytes; the
+	// server exits once it closes.
 	f, err := os.Open(byID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	_, stderr, code := run(t, home, "umount", m.dir)
+	assertRefused(t, "volback umount of a busy mount", stderr, code, "busy", "--lazy")
+	if !mounted(m.dir) {
+		t.Fatal("a refused volback umount unmounted the busy mount")
+	}
+	_, stderr, code = run(t, home, "umount", "--lazy", m.dir)
 	if code != 0 {
-		t.Fatalf("volback umount of a busy mount: exit %d: %s", code, stderr)
+		t.Fatalf("volback umount --lazy of a busy mount: exit %d: %s", code, stderr)
 	}
 	if mounted(m.dir) {
-		t.Fatal("volback umount exited 0 but the mount is still in /proc/mounts")
+		t.Fatal("volback umount --lazy exited 0 but the mount is still in /proc/mounts")
 	}
 	if !strings.Contains(stderr, "warning") || !strings.Contains(stderr, "lazily") {
-		t.Errorf("umount of a busy mount: stderr %q, want a warning that it was detached lazily", stderr)
+		t.Errorf("umount --lazy of a busy mount: stderr %q, want a warning that it was detached lazily", stderr)
 	}
 	orig, err := os.Open(img)
 	if err != nil {

@@ -200,11 +200,8 @@ func TestDiskFull(t *testing.T) {
 // TestRefuseUnknownFormat refuses -f xml as a usage error.
 func TestRefuseUnknownFormat(t *testing.T) {
 	home := newHome(t)
-	_, stderr, code := run(t, home, "-f", "xml", "list")
-	assertRefused(t, "-f xml", stderr, code, "xml")
-	if code != 2 {
-		t.Errorf("-f xml: exit %d, want 2 (usage error)", code)
-	}
+	stdout, stderr, code := run(t, home, "-f", "xml", "list")
+	assertUsage(t, "-f xml", stdout, stderr, code, "", "xml")
 }
 
 // TestRefuseWrongArguments: a verb given the wrong number of arguments or
@@ -219,11 +216,8 @@ func TestRefuseWrongArguments(t *testing.T) {
 		{[]string{"backup-restore", "a", "b"}, []string{"backup-restore", "BACKUP"}},
 		{[]string{"create", "--name", "n", "ten"}, []string{"ten"}},
 	} {
-		_, stderr, code := run(t, home, tc.args...)
-		assertRefused(t, strings.Join(tc.args, " "), stderr, code, tc.words...)
-		if code != 2 {
-			t.Errorf("%s: exit %d, want 2 (usage error)", strings.Join(tc.args, " "), code)
-		}
+		stdout, stderr, code := run(t, home, tc.args...)
+		assertUsage(t, strings.Join(tc.args, " "), stdout, stderr, code, tc.args[0], tc.words...)
 	}
 }
 

@@ -42,8 +42,9 @@ func refusedRestore(t *testing.T, home, target string, b Backup, keepBytes bool,
 			t.Error("the refused restore wrote into the target image")
 		}
 	}
-	if st := showVolume(t, home, "t").Status; st != "available" {
-		t.Errorf("target volume is %s after the refusal, want available", st)
+	// Unclaimed by the refused restore, and shown in-use: it is still held.
+	if st := showVolume(t, home, "t").Status; st != "in-use" {
+		t.Errorf("target volume is %s after the refusal, want in-use (held, not claimed)", st)
 	}
 }
 

@@ -33,6 +33,8 @@ echo "restored  $b"
 echo "demo: OK, restored image is byte-identical ($restored)"
 
 # Leave the repository and catalog as they are (they are the point), but do
-# not keep demo volumes around.
+# not keep demo volumes around, nor the demo's backup: each project has a
+# quota of 10 backups, which repeated demos would otherwise fill.
 $VOLBACK delete "$name-restored" >/dev/null
+$VOLBACK backup-delete "$name-full" >/dev/null
 $VOLBACK delete "$name" >/dev/null

@@ -10,6 +10,7 @@ packages=(
   xfsprogs        # mkfs.xfs: the volume tests' reflink filesystem (snapshots by FICLONE)
   qemu-utils      # qemu-nbd: a real QEMU image lock for the in-use tests
   zstd
+  zsh             # to check the zsh completion script (make gen, integration tests)
   restic borgbackup python3-llfuse fio   # peers and tools for `make bench` (llfuse: borg mount)
   make ca-certificates
   # A throwaway single-node Ceph cluster (integration/ceph/start.sh) for the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 )
 
@@ -19,6 +20,9 @@ type Ref struct {
 	Ref  string   `json:"ref"`
 	Refs []string `json:"refs,omitempty"`
 	Zone string   `json:"zone,omitempty"`
+	// AllProjects: an admin's listing shows every project's resources
+	// (Cinder's --all-projects); ignored for members.
+	AllProjects bool `json:"all_projects,omitempty"`
 }
 
 type handler func(s *Service, ctx context.Context, req json.RawMessage, p ProgressFunc) (any, error)
@@ -45,8 +49,8 @@ var handlers = map[string]handler{
 	"create": decode(func(s *Service, ctx context.Context, r CreateRequest, p ProgressFunc) (*VolumeView, error) {
 		return s.CreateVolume(ctx, r, p)
 	}),
-	"list": decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]VolumeView, error) {
-		return s.ListVolumes(ctx)
+	"list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]VolumeView, error) {
+		return s.ListVolumes(ctx, r.AllProjects)
 	}),
 	"show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*VolumeView, error) {
 		return s.ShowVolume(ctx, r.Ref)
@@ -58,13 +62,16 @@ var handlers = map[string]handler{
 		return s.CreateBackup(ctx, r, p)
 	}),
 	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.ListBackups(ctx, r.Ref)
+		return s.ListBackups(ctx, r.Ref, r.AllProjects)
 	}),
 	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
 		return s.ShowBackup(ctx, r.Ref)
 	}),
-	"backup-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.DeleteBackups(ctx, r.Refs)
+	"backup-delete": decode(func(s *Service, ctx context.Context, r DeleteRequest, _ ProgressFunc) ([]BackupView, error) {
+		return s.DeleteBackups(ctx, r)
+	}),
+	"backup-reset-state": decode(func(s *Service, ctx context.Context, r ResetStateRequest, _ ProgressFunc) (*BackupView, error) {
+		return s.ResetBackupState(ctx, r)
 	}),
 	"backup-restore": decode(func(s *Service, ctx context.Context, r RestoreRequest, p ProgressFunc) (*RestoreView, error) {
 		return s.Restore(ctx, r, p)
@@ -74,6 +81,36 @@ var handlers = map[string]handler{
 	}),
 	"repo-check": decode(func(s *Service, ctx context.Context, r CheckRequest, _ ProgressFunc) ([]CheckReport, error) {
 		return s.Check(ctx, r)
+	}),
+	"quota-show": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) (*QuotaView, error) {
+		return s.ShowQuota(ctx, r)
+	}),
+	"quota-usage": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) ([]QuotaUsage, error) {
+		return s.QuotaUsage(ctx, r)
+	}),
+	"quota-update": decode(func(s *Service, ctx context.Context, r QuotaRequest, _ ProgressFunc) (*QuotaView, error) {
+		return s.UpdateQuota(ctx, r)
+	}),
+	"snapshot-create": decode(func(s *Service, ctx context.Context, r SnapshotRequest, _ ProgressFunc) (*SnapshotView, error) {
+		return s.CreateSnapshot(ctx, r)
+	}),
+	"snapshot-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]SnapshotView, error) {
+		return s.ListSnapshots(ctx, r.Ref, r.AllProjects)
+	}),
+	"snapshot-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*SnapshotView, error) {
+		return s.ShowSnapshot(ctx, r.Ref)
+	}),
+	"snapshot-delete": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*SnapshotView, error) {
+		return s.DeleteSnapshot(ctx, r.Ref)
+	}),
+	"service-list": decode(func(s *Service, ctx context.Context, _ Ref, _ ProgressFunc) ([]ServiceView, error) {
+		return s.ListServices(ctx)
+	}),
+	"service-disable": decode(func(s *Service, ctx context.Context, r ServiceRequest, _ ProgressFunc) (*ServiceView, error) {
+		return s.SetServiceEnabled(ctx, r, false)
+	}),
+	"service-enable": decode(func(s *Service, ctx context.Context, r ServiceRequest, _ ProgressFunc) (*ServiceView, error) {
+		return s.SetServiceEnabled(ctx, r, true)
 	}),
 	"backup-locate": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ImageLocation, error) {
 		return s.LocateImage(ctx, r.Ref)
@@ -102,6 +139,13 @@ func (l Local) Call(ctx context.Context, verb string, req, resp any, p ProgressF
 	}
 	raw, err := json.Marshal(req)
 	if err != nil {
+		return err
+	}
+	ctx, err = l.S.authenticate(ctx, os.Geteuid())
+	if err != nil {
+		return err
+	}
+	if err := authorize(ctx, verb); err != nil {
 		return err
 	}
 	out, err := h(l.S, ctx, raw, p)

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,41 +23,88 @@ type BackupRequest struct {
 	Description string `json:"description"`
 	Incremental bool   `json:"incremental"`
 	Project     string `json:"project"`
+	// Force backs up a volume in use through a snapshot taken at the start
+	// (Cinder's --force); the backup is then crash-consistent.
+	Force bool `json:"force,omitempty"`
+	// AllowInconsistent reads a volume in use live, where no snapshot can
+	// be taken; the backup records that it is not consistent.
+	AllowInconsistent bool `json:"allow_inconsistent,omitempty"`
+	// SnapshotID backs up that snapshot of the volume instead of the volume.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// AvailabilityZone writes the backup to that zone's repository (default:
+	// the volume's zone).
+	AvailabilityZone string `json:"availability_zone,omitempty"`
 }
 
-// CreateBackup backs up a volume. The backup is `available` only once every
-// pack, its manifest, its record and its chunk references are durable; on
-// any failure it ends in `error` with fail_reason set and holds no chunk
-// references.
+// CreateBackup backs up a volume, or one of its snapshots. The backup is
+// `available` only once every pack, its manifest, its record and its chunk
+// references are durable; on any failure it ends in `error` with
+// fail_reason set and holds no chunk references. A volume in use is
+// refused unless Force (read through a snapshot taken now) or
+// AllowInconsistent (read live, recorded as such).
 func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress ProgressFunc) (*BackupView, error) {
 	var vol *index.Volume
-	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, req.Volume); return err }); err != nil {
+	var from *index.Snapshot
+	err := s.cat.View(func(tx *index.Tx) (err error) {
+		if vol, err = findVolume(tx, caller(ctx), req.Volume); err != nil || req.SnapshotID == "" {
+			return err
+		}
+		from, err = backupSnapshot(tx, caller(ctx), vol, req.SnapshotID)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	if err := s.checkSource(vol); err != nil {
 		return nil, err
 	}
-	r, err := s.repoFor(ctx, vol.AvailabilityZone)
+	zone, err := s.zone(cmp.Or(req.AvailabilityZone, vol.AvailabilityZone))
+	if err != nil {
+		return nil, errorf(ErrUsage, "%v", err)
+	}
+	if err := s.zoneAcceptsWork(zone); err != nil {
+		return nil, err
+	}
+	how, err := s.consistencyPlan(vol, req, from)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.cat.View(func(tx *index.Tx) error { return checkBackupQuota(tx, vol.ProjectID, vol.Size) }); err != nil {
+		return nil, err // before any work, a snapshot included
+	}
+	if err := s.zoneReachable(ctx, zone); err != nil {
+		return nil, s.unreachable(ctx, vol, req, zone, err)
+	}
+	r, err := s.repoFor(ctx, zone)
+	if err != nil {
+		return nil, s.unreachable(ctx, vol, req, zone, err)
+	}
+	id := uuid.NewString()
+	var tmp *index.Snapshot
+	if how.snapshot {
+		if tmp, err = s.takeBackupSnapshot(ctx, vol, id); err != nil {
+			return nil, err
+		}
+	}
 	var b *index.Backup
+	s.quotaMu.Lock()
 	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
 		if err != nil {
 			return err
 		}
 		if v.Status != index.StatusAvailable && v.Status != index.StatusInUse {
-			return fmt.Errorf("volume %s (%s) is %s; a backup needs it available or in-use", v.ID, v.Name, v.Status)
+			return errorf(ErrInvalidState, "volume %s (%s) is %s; a backup needs it available or in-use", v.ID, v.Name, v.Status)
 		}
 		if v.Placeholder {
-			return fmt.Errorf("volume %s was rebuilt from a backup record and has no known source; manage the source again", v.ID)
+			return errorf(ErrInvalidState, "volume %s was rebuilt from a backup record and has no known source; manage the source again", v.ID)
 		}
 		t := now()
-		b = &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description,
+		b = &index.Backup{ID: id, Name: req.Name, Description: req.Description,
 			Status: index.StatusCreating, VolumeID: v.ID, VolumeName: v.Name, SizeBytes: v.Size,
-			AvailabilityZone: v.AvailabilityZone, Container: r.url, RepositoryID: r.store.Config().ID,
-			ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t, DataTimestamp: t}
+			AvailabilityZone: zone, Container: r.url, RepositoryID: r.store.Config().ID,
+			ProjectID: v.ProjectID, CreatedAt: t, UpdatedAt: t, DataTimestamp: t,
+			Consistency: how.consistency, ConsistencyDetail: how.detail}
 		if req.Incremental {
 			all, err := tx.Backups()
 			if err != nil {
@@ -64,9 +112,15 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 			}
 			parent := latestBackup(all, v.ID, r.store.Config().ID)
 			if parent == nil {
-				return fmt.Errorf("volume %s (%s) has no available backup to base an incremental on; run backup-create without --incremental first", v.ID, v.Name)
+				return errorf(ErrInvalidState, "volume %s (%s) has no available backup to base an incremental on; run backup-create without --incremental first", v.ID, v.Name)
 			}
 			b.ParentID, b.IsIncremental = parent.ID, true
+		}
+		if err := reserveBackup(tx, b.ProjectID, b.SizeBytes); err != nil {
+			return err
+		}
+		if err := claimSnapshots(tx, b, from, tmp); err != nil {
+			return err
 		}
 		v.PrevStatus, v.Status, v.UpdatedAt = v.Status, index.StatusBackingUp, t
 		vol = v
@@ -75,24 +129,36 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		}
 		return tx.PutBackup(b)
 	})
+	s.quotaMu.Unlock()
 	if err != nil {
+		if tmp != nil {
+			volume.DeleteSnapshot(vol.Path, tmp.DriverName)
+		}
 		return nil, err
 	}
-	src := vol // what is read: the volume, or its change-tracking snapshot
-	snap, err := s.takeTrackingSnapshot(ctx, vol, b)
-	if err != nil {
-		return nil, s.failBackup(ctx, r, b, err)
-	}
-	if snap != nil {
+	src := vol // what is read: the volume, or a snapshot of it
+	if snap := cmp.Or(tmp, from); snap != nil {
 		sv := *vol
-		sv.Path, src = snap.Locator, &sv
-		b.TrackingSnapshot = snap.Name
+		sv.Path = snap.Locator
+		src = &sv
 	}
+	if from != nil {
+		b.TrackingSnapshot = from.DriverName // the next incremental diffs against it while it exists
+	}
+	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
+	defer untrack()
+	start := time.Now()
+	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
+		"incremental", b.IsIncremental, "consistency", b.Consistency)
 	err = s.runBackup(ctx, r, src, b, progress)
-	s.settleTracking(vol, b, snap, err == nil)
+	s.settleSnapshots(ctx, b, from, tmp, how.keep && err == nil)
 	if err != nil {
-		return nil, s.failBackup(ctx, r, b, err)
+		err = s.failBackup(ctx, r, b, err)
+		s.event(ctx, "backup error", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start), "reason", err.Error())
+		return nil, err
 	}
+	s.event(ctx, "backup available", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start),
+		"size_bytes", b.SizeBytes, "stored_bytes", b.StoredBytes)
 	return s.ShowBackup(ctx, b.ID)
 }
 
@@ -188,7 +254,9 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
 			return nil, nil, err
 		}
-		base := parent.TrackingSnapshot
+		// The snapshot the parent's data equals: its own kept one, or the
+		// one it was read from (--snapshot-id).
+		base := cmp.Or(parent.TrackingSnapshot, s.driverSnapshot(parent.SnapshotID))
 		b.ChangeTracking = fmt.Sprintf("full read: parent backup %s left no snapshot to diff against", parent.ID)
 		if base != "" {
 			changed, err := ct.Changed(ctx, base)
@@ -573,7 +641,7 @@ func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, 
 func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup, cause error) error {
 	reason := cause.Error()
 	if cancelled(cause) {
-		reason = "cancelled"
+		reason = "cancelled by the user" // the CLI's words for it too
 	}
 	ctx = context.WithoutCancel(ctx)
 	if err := s.rollbackBackup(ctx, r, b); err != nil {

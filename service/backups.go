@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
@@ -13,13 +14,15 @@ import (
 
 var repoNotFound = repo.ErrNotFound
 
-// ListBackups returns backups, newest first, optionally of one volume.
-func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupView, error) {
+// ListBackups returns the caller's project's backups (every project's
+// for an admin asking for all), newest first, optionally of one volume.
+func (s *Service) ListBackups(ctx context.Context, volumeRef string, allProjects bool) ([]BackupView, error) {
 	out := []BackupView{}
+	who := caller(ctx)
 	err := s.cat.View(func(tx *index.Tx) error {
 		volID := ""
 		if volumeRef != "" {
-			v, err := findVolume(tx, volumeRef)
+			v, err := findVolume(tx, caller(ctx), volumeRef)
 			if err != nil {
 				// the volume may be gone while its backups remain: accept a raw id
 				volID = volumeRef
@@ -33,7 +36,7 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 		}
 		ps := parents(all)
 		for _, b := range all {
-			if volID == "" || b.VolumeID == volID {
+			if (volID == "" || b.VolumeID == volID) && who.lists(b.ProjectID, allProjects || volumeRef != "") {
 				out = append(out, backupView(b, ps))
 			}
 		}
@@ -47,7 +50,7 @@ func (s *Service) ListBackups(ctx context.Context, volumeRef string) ([]BackupVi
 func (s *Service) ShowBackup(ctx context.Context, ref string) (*BackupView, error) {
 	var bv BackupView
 	err := s.cat.View(func(tx *index.Tx) error {
-		b, err := findBackup(tx, ref)
+		b, err := findBackup(tx, caller(ctx), ref)
 		if err != nil {
 			return err
 		}
@@ -78,28 +81,109 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 	return m, nil
 }
 
+// DeleteRequest is backup-delete.
+type DeleteRequest struct {
+	Refs []string `json:"refs"`
+	// Force (admins only) also cancels a backup being created: the job
+	// stops, rolls back, and the backup is deleted.
+	Force bool `json:"force,omitempty"`
+}
+
 // DeleteBackups deletes each named backup in turn, following Cinder's
 // rules: only available or error backups, and never one that incremental
-// backups depend on. Like Cinder's client, a refusal of one does not stop
-// the others; the refusals are returned together.
-func (s *Service) DeleteBackups(ctx context.Context, refs []string) ([]BackupView, error) {
+// backups depend on. When a backup and its incrementals are both named,
+// the incrementals go first, whatever the order given, so a chain can be
+// deleted in one call. Like Cinder's client, a refusal of one does not
+// stop the others; the refusals are returned together.
+func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]BackupView, error) {
+	refs := req.Refs
+	if req.Force {
+		if err := requireAdmin(caller(ctx), "backup:force_delete"); err != nil {
+			return nil, err
+		}
+	}
 	out := []BackupView{}
 	var errs []error
 	touched := map[*repository]bool{}
-	for _, ref := range refs {
-		bv, r, err := s.deleteBackup(ctx, ref)
+	for _, ref := range s.childrenFirst(ctx, refs) {
+		bv, r, err := s.deleteBackup(ctx, ref, req.Force)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		out = append(out, *bv)
-		touched[r] = true
+		if r != nil {
+			touched[r] = true
+		}
 	}
 	s.sweepAfterDelete(ctx, touched)
 	if len(errs) > 0 {
 		return out, fmt.Errorf("deleted %d of %d backups; %w", len(out), len(refs), errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// childrenFirst reorders refs so that no backup comes before one of its
+// descendants that is also named; otherwise the given order is kept. Refs
+// that name no backup stay where they are, for deleteBackup to refuse.
+func (s *Service) childrenFirst(ctx context.Context, refs []string) []string {
+	ids := make([]string, len(refs)) // "" where ref does not resolve
+	parent := map[string]string{}
+	who := caller(ctx)
+	err := s.cat.View(func(tx *index.Tx) error {
+		all, err := tx.Backups()
+		if err != nil {
+			return err
+		}
+		var items []bakRef
+		for _, b := range all {
+			parent[b.ID] = b.ParentID
+			if who.sees(b.ProjectID) {
+				items = append(items, bakRef{b})
+			}
+		}
+		for i, ref := range refs {
+			if b, err := resolve(items, ref, "backup", "backup-list"); err == nil {
+				ids[i] = b.ID
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return refs
+	}
+	// ancestorOf reports whether a is a strict ancestor of d.
+	ancestorOf := func(a, d string) bool {
+		for p, n := parent[d], 0; p != "" && n < len(parent); p, n = parent[p], n+1 {
+			if p == a {
+				return true
+			}
+		}
+		return false
+	}
+	out := make([]string, 0, len(refs))
+	done := make([]bool, len(refs))
+	for len(out) < len(refs) {
+		next := -1
+		for i := range refs {
+			if done[i] {
+				continue
+			}
+			if next < 0 {
+				next = i // if every one waits (a damaged chain), keep the given order
+			}
+			waits := false
+			for j := range refs {
+				waits = waits || (!done[j] && ids[i] != "" && ids[j] != "" && ancestorOf(ids[i], ids[j]))
+			}
+			if !waits {
+				next = i
+				break
+			}
+		}
+		out, done[next] = append(out, refs[next]), true
+	}
+	return out
 }
 
 // sweepAfterDelete removes, once per repository, the packs that deletes
@@ -112,12 +196,17 @@ func (s *Service) sweepAfterDelete(ctx context.Context, repos map[*repository]bo
 	}
 }
 
-func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *repository, error) {
+func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*BackupView, *repository, error) {
+	if force {
+		if err := s.cancelCreating(ctx, ref); err != nil {
+			return nil, nil, err
+		}
+	}
 	var b *index.Backup
 	var view BackupView
 	err := s.update(func(tx *index.Tx) error {
 		var err error
-		if b, err = findBackup(tx, ref); err != nil {
+		if b, err = findBackup(tx, caller(ctx), ref); err != nil {
 			return err
 		}
 		if b.Status != index.StatusAvailable && b.Status != index.StatusError {
@@ -144,6 +233,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *r
 		return nil, nil, err
 	}
 	view.Status = "deleted"
+	s.event(ctx, "backup deleted", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID)
 	return &view, r, nil
 }
 
@@ -153,6 +243,9 @@ func (s *Service) deleteBackup(ctx context.Context, ref string) (*BackupView, *r
 // repository for packs nobody uses (once, however many it deleted). It is
 // also how recovery resumes an interrupted delete.
 func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repository, error) {
+	if b.RepositoryID == "" && b.RefsApplied == 0 { // never reached a repository (unreachable)
+		return nil, s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) })
+	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
 		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
@@ -179,4 +272,24 @@ func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repositor
 		return nil, err
 	}
 	return r, nil
+}
+
+// cancelCreating stops the job creating backup ref, if it is being
+// created, and waits until its rollback has released every reference and
+// given the volume its status back; the backup is then `error` and a
+// plain delete removes it.
+func (s *Service) cancelCreating(ctx context.Context, ref string) error {
+	var b *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
+		return err
+	}
+	if b.Status != index.StatusCreating {
+		return nil
+	}
+	start := time.Now()
+	if err := s.cancelJob(backupJob(b.ID), errForceDeleted, cancelWait); err != nil {
+		return errorf(ErrInvalidState, "backup %s is creating and cannot be cancelled: %v; run backup-delete --force again, or restart the volback process that owns the catalog (it rolls the backup back when it starts)", b.ID, err)
+	}
+	s.event(ctx, "backup cancelled", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID, "duration", since(start))
+	return nil
 }

@@ -40,10 +40,15 @@ func TestIncrementalReadsOnlyTrackedChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The full backup was taken of snapshot "snap-1", kept for tracking.
+	// The full backup was taken of a snapshot the driver knows as "snap-1":
+	// the backup records the catalog's snapshot id, which plan maps back.
 	s.update(func(tx *index.Tx) error {
 		b, _ := tx.Backup(full.ID)
-		b.TrackingSnapshot = "snap-1"
+		b.SnapshotID = "3f0c1e9a-snapshot"
+		if err := tx.PutSnapshot(&index.Snapshot{ID: b.SnapshotID, VolumeID: b.VolumeID, Status: index.StatusAvailable,
+			DriverName: "snap-1", ProjectID: b.ProjectID}); err != nil {
+			return err
+		}
 		return tx.PutBackup(b)
 	})
 
@@ -61,7 +66,7 @@ func TestIncrementalReadsOnlyTrackedChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	if src.since != "snap-1" {
-		t.Errorf("asked for changes since %q, want the parent's snapshot snap-1", src.since)
+		t.Errorf("asked for changes since %q, want the driver's name of the parent's snapshot, snap-1", src.since)
 	}
 	if got := src.read.Load(); got != 2*64<<10 {
 		t.Errorf("incremental read %d bytes, want exactly the 2 changed chunks (%d)", got, 2*64<<10)

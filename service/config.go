@@ -26,6 +26,17 @@ type Config struct {
 	ChunkSize        int             `toml:"-"`
 	DefaultZone      string          `toml:"default_availability_zone"`
 	Zones            map[string]Zone `toml:"zones"`
+	// PasswordFile is the CLI's --password-file, reserved for encrypted
+	// repositories: the CLI checks it is readable; nothing uses it yet.
+	PasswordFile string `toml:"-"`
+	// LogStderr: the log goes to stderr too (serve).
+	LogStderr bool `toml:"-"`
+	// Foreign: the config could not be read because the home belongs to
+	// another user; this process can only be a client of its owner.
+	Foreign bool `toml:"-"`
+	// Users maps local users (by name or uid) to a project and role, for
+	// calls through the socket (docs/CLI.md, "Projects").
+	Users map[string]User `toml:"users"`
 	// TrackingSnapshots is how many change-tracking snapshots (RBD:
 	// volback.<backup-id>) are kept per volume, newest first; 0 keeps
 	// none, so every incremental of such a volume reads it whole.
@@ -68,6 +79,8 @@ func LoadConfig(home string) (Config, error) {
 	md, err := toml.DecodeFile(path, &c)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, os.ErrPermission):
+		c.Foreign = true
 	case err != nil:
 		return Config{}, fmt.Errorf("config %s: %v; fix the file (format in docs/CLI.md)", path, err)
 	default:
@@ -95,6 +108,9 @@ func LoadConfig(home string) (Config, error) {
 	if _, ok := c.Zones[c.DefaultZone]; !ok {
 		c.Zones[c.DefaultZone] = Zone{Repository: "file://" + filepath.Join(abs, "repository")}
 	}
+	if err := c.checkUsers(path); err != nil {
+		return Config{}, err
+	}
 	for name, z := range c.Zones {
 		if z.Repository == "" {
 			return Config{}, fmt.Errorf("config %s: zone %q has no repository URL; set repository = \"file:///path\"", path, name)
@@ -107,6 +123,10 @@ func LoadConfig(home string) (Config, error) {
 	}
 	return c, nil
 }
+
+// Shared reports whether other local users call this home's owner (a
+// [users] table), which opens its socket to them (docs/CLI.md, "Projects").
+func (c Config) Shared() bool { return len(c.Users) > 0 || c.Foreign }
 
 // ZoneNames lists the configured availability zones.
 func (c Config) ZoneNames() []string {

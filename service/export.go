@@ -150,7 +150,7 @@ func (r *ExportRecord) Validate() error {
 // backup's record object is there.
 func (s *Service) ExportBackup(ctx context.Context, ref string) (*ExportView, error) {
 	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
 		return nil, err
 	}
 	if b.Status != index.StatusAvailable {

@@ -117,7 +117,7 @@ func (s *Service) repoID(t *testing.T) string {
 
 func backupsOf(t *testing.T, s *Service) map[string]BackupView {
 	t.Helper()
-	bs, err := s.ListBackups(context.Background(), "")
+	bs, err := s.ListBackups(context.Background(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestExportImportAfterLosingCatalog(t *testing.T) {
 	// Imported backups are ordinary: they delete (children first) and the
 	// repository ends empty.
 	for i := 2; i >= 0; i-- {
-		if _, err := s.DeleteBackups(ctx, []string{c.ids[i]}); err != nil {
+		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{c.ids[i]}}); err != nil {
 			t.Fatal(err)
 		}
 	}

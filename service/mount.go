@@ -36,7 +36,7 @@ type ChunkRef struct {
 // restored), its repository and its verified manifest.
 func (s *Service) readable(ctx context.Context, ref string) (*index.Backup, *repository, *chunkstore.Manifest, error) {
 	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, ref); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
 		return nil, nil, nil, err
 	}
 	if b.Status != index.StatusAvailable && b.Status != index.StatusRestoring {
@@ -105,13 +105,13 @@ func NewMountSource(c Caller, cacheBytes int64) *MountSource {
 // Backups lists the available backups.
 func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 	var list []BackupView
-	if err := ms.c.Call(ctx, "backup-list", Ref{}, &list, nil); err != nil {
+	if err := ms.c.Call(ctx, "backup-list", Ref{AllProjects: true}, &list, nil); err != nil { // an admin mounts every project's backups
 		return nil, err
 	}
 	out := make([]fs.Entry, 0, len(list))
 	for _, b := range list {
 		if b.Status == index.StatusAvailable || b.Status == index.StatusRestoring {
-			out = append(out, fs.Entry{ID: b.ID, Name: b.Name, VolumeName: b.VolumeName, CreatedAt: b.CreatedAt, Size: b.SizeBytes})
+			out = append(out, fs.Entry{ID: b.ID, Name: b.Name, VolumeID: b.VolumeID, VolumeName: b.VolumeName, CreatedAt: b.CreatedAt, Size: b.SizeBytes})
 		}
 	}
 	return out, nil

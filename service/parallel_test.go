@@ -14,18 +14,18 @@ import (
 	"github.com/volback/volback/index"
 )
 
-// slowSource is a file source whose reads take a while, as round trips
+// latentSource is a file source whose reads take a while, as round trips
 // to a Ceph OSD do, and that asks for several readers (as RBD's does).
-type slowSource struct {
+type latentSource struct {
 	volume.Source
 	readers        int
 	inFlight, peak atomic.Int32
 	failAt         int64 // a read at this offset fails; -1 never
 }
 
-func (s *slowSource) InFlight() int { return s.readers }
+func (s *latentSource) InFlight() int { return s.readers }
 
-func (s *slowSource) ReadAt(p []byte, off int64) (int, error) {
+func (s *latentSource) ReadAt(p []byte, off int64) (int, error) {
 	n := s.inFlight.Add(1)
 	defer s.inFlight.Add(-1)
 	for old := s.peak.Load(); n > old && !s.peak.CompareAndSwap(old, n); old = s.peak.Load() {
@@ -45,10 +45,10 @@ func TestParallelReaderKeepsReadsInFlight(t *testing.T) {
 	if _, err := s.Manage(ctx, ManageRequest{Name: "vol", Source: img}); err != nil {
 		t.Fatal(err)
 	}
-	var src *slowSource
+	var src *latentSource
 	s.openSource = func(v *index.Volume) (volume.Source, error) {
 		f, err := volume.OpenSource(v.Path)
-		src = &slowSource{Source: f, readers: 4, failAt: -1}
+		src = &latentSource{Source: f, readers: 4, failAt: -1}
 		return src, err
 	}
 	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
@@ -65,7 +65,7 @@ func TestParallelReaderKeepsReadsInFlight(t *testing.T) {
 	// A read that fails stops the backup, naming where.
 	s.openSource = func(v *index.Volume) (volume.Source, error) {
 		f, err := volume.OpenSource(v.Path)
-		src = &slowSource{Source: f, readers: 4, failAt: 17 << 20}
+		src = &latentSource{Source: f, readers: 4, failAt: 17 << 20}
 		return src, err
 	}
 	_, err = s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)

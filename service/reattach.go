@@ -35,9 +35,9 @@ func detached(v *index.Volume) bool {
 // volume req.ID names, which must be detached, else the one detached
 // volume of the project named req.Name (several are refused), else nil
 // for a new volume.
-func reattachTarget(tx *index.Tx, vols []*index.Volume, req ManageRequest, info volume.Info) (*index.Volume, error) {
+func reattachTarget(tx *index.Tx, who Identity, vols []*index.Volume, req ManageRequest, info volume.Info) (*index.Volume, error) {
 	if req.ID != "" {
-		v, err := findVolume(tx, req.ID)
+		v, err := findVolume(tx, who, req.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -52,7 +52,7 @@ func reattachTarget(tx *index.Tx, vols []*index.Volume, req ManageRequest, info 
 	}
 	var cands []*index.Volume
 	for _, v := range vols {
-		if v.Name == req.Name && v.ProjectID == project(req.Project) && detached(v) {
+		if v.Name == req.Name && v.ProjectID == who.Project && detached(v) {
 			cands = append(cands, v)
 		}
 	}

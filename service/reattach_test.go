@@ -14,7 +14,7 @@ import (
 
 func volumes(t *testing.T, s *Service) []VolumeView {
 	t.Helper()
-	vs, err := s.ListVolumes(context.Background())
+	vs, err := s.ListVolumes(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSourceGone(t *testing.T) {
 			t.Fatalf("backup of a volume whose source is gone: %v", err)
 		}
 	}
-	if bs, _ := s.ListBackups(ctx, ""); len(bs) != 1 {
+	if bs, _ := s.ListBackups(ctx, "", false); len(bs) != 1 {
 		t.Fatalf("%d backups after the refusals, want only the first", len(bs))
 	}
 	if vv, _ := s.ShowVolume(ctx, "vol"); vv.Status != index.StatusError {

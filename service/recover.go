@@ -44,10 +44,15 @@ func (s *Service) recover(ctx context.Context) error {
 				s.log.Printf("backup %s: finishing an interrupted delete: %v", b.ID, err)
 				continue
 			}
-			s.sweepAfterDelete(ctx, map[*repository]bool{r: true})
+			if r != nil {
+				s.sweepAfterDelete(ctx, map[*repository]bool{r: true})
+			}
 		case index.StatusRestoring:
 			s.setBackupStatus(b.ID, index.StatusAvailable)
 		}
+	}
+	if err := s.recoverSnapshots(); err != nil {
+		return err
 	}
 	return s.update(func(tx *index.Tx) error {
 		for _, v := range vols {

@@ -12,7 +12,7 @@ import (
 func setVolume(t *testing.T, s *Service, ref string, change func(*index.Volume)) {
 	t.Helper()
 	if err := s.update(func(tx *index.Tx) error {
-		v, err := findVolume(tx, ref)
+		v, err := findVolume(tx, caller(context.Background()), ref)
 		if err != nil {
 			return err
 		}
@@ -115,7 +115,7 @@ func TestServiceRefusals(t *testing.T) {
 	if _, err := s.Restore(ctx, RestoreRequest{Backup: b.ID}, nil); err == nil || !strings.Contains(err.Error(), "only available backups") {
 		t.Errorf("restore of a restoring backup: %v", err)
 	}
-	if _, err := s.DeleteBackups(ctx, []string{b.ID}); err == nil || !strings.Contains(err.Error(), "only available or error") {
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.ID}}); err == nil || !strings.Contains(err.Error(), "only available or error") {
 		t.Errorf("delete of a restoring backup: %v", err)
 	}
 	if catalogState(t, s) != before {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -26,6 +27,10 @@ type owner struct {
 
 // serveOwner serves s on dir's socket; on failure it closes s.
 func serveOwner(s *Service, dir *socketDir) (*owner, error) {
+	if err := dir.share(s.cfg.Home); err != nil {
+		s.Close()
+		return nil, err
+	}
 	ln, err := dir.listen()
 	if err != nil {
 		s.Close()
@@ -64,14 +69,18 @@ type line struct {
 	Progress *Progress       `json:"progress,omitempty"`
 	Result   json.RawMessage `json:"result,omitempty"`
 	Error    string          `json:"error,omitempty"`
+	Kind     string          `json:"kind,omitempty"` // the error's kind (KindOf)
 }
+
+// projectHeader carries the project a client asks to act for.
+const projectHeader = "Volback-Project"
 
 // serveHTTP answers one call. The 200 status line is sent before the verb
 // runs: a client that has not received it knows the call never started
 // here and can safely make it again elsewhere.
 func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	cred, _ := r.Context().Value(peerKey{}).(*unix.Ucred)
-	if cred == nil || !trustedUID(cred.Uid) {
+	if cred == nil || !(trustedUID(cred.Uid) || o.S.cfg.HasUser(int(cred.Uid))) {
 		uid := "unknown"
 		if cred != nil {
 			uid = fmt.Sprint(cred.Uid)
@@ -80,8 +89,8 @@ func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if os.Geteuid() != 0 {
 			as = fmt.Sprintf("uid %d or root", os.Geteuid())
 		}
-		http.Error(w, fmt.Sprintf("the volback process that owns the catalog in %s (pid %d) runs as uid %d and refuses calls from uid %s: run volback as %s, or use a home of your own (--home)",
-			o.S.cfg.Home, os.Getpid(), os.Geteuid(), uid, as), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("the volback process that owns the catalog in %s (pid %d) runs as uid %d and refuses calls from uid %s: run volback as %s, or use a home of your own (--home), or have an admin add the user to [users] in %s",
+			o.S.cfg.Home, os.Getpid(), os.Geteuid(), uid, as, filepath.Join(o.S.cfg.Home, ConfigName)), http.StatusForbidden)
 		return
 	}
 	verb := strings.TrimPrefix(r.URL.Path, "/v1/")
@@ -110,9 +119,21 @@ func (o *owner) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
-	out, err := h(o.S, r.Context(), body, func(p Progress) { send(line{Progress: &p}) })
+	ctx := r.Context()
+	if p := r.Header.Get(projectHeader); p != "" {
+		ctx = WithProject(ctx, p)
+	}
+	ctx, err = o.S.authenticate(ctx, int(cred.Uid))
+	if err == nil {
+		err = authorize(ctx, verb)
+	}
 	if err != nil {
-		send(line{Error: err.Error()})
+		send(line{Error: err.Error(), Kind: KindOf(err)})
+		return
+	}
+	out, err := h(o.S, ctx, body, func(p Progress) { send(line{Progress: &p}) })
+	if err != nil {
+		send(line{Error: err.Error(), Kind: KindOf(err)})
 		return
 	}
 	raw, err := json.Marshal(out)
@@ -198,6 +219,9 @@ func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p Progres
 	if err != nil {
 		return err
 	}
+	if p := RequestedProject(ctx); p != "" {
+		hreq.Header.Set(projectHeader, p)
+	}
 	res, err := r.client.Do(hreq)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -231,7 +255,7 @@ func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p Progres
 		case l.Progress != nil:
 			p.report(*l.Progress)
 		case l.Error != "":
-			return errors.New(l.Error)
+			return KindError(l.Kind, l.Error)
 		default:
 			if resp == nil {
 				return nil

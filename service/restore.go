@@ -1,7 +1,9 @@
 package service
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -27,8 +29,11 @@ type RestoreRequest struct {
 // at least as large. On failure the volume ends `error_restoring` and the
 // backup is `available` again, as in Cinder.
 func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress ProgressFunc) (*RestoreView, error) {
+	if err := requirePathAdmin(ctx, req.Path); err != nil {
+		return nil, err
+	}
 	var b *index.Backup
-	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, req.Backup); return err }); err != nil {
+	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), req.Backup); return err }); err != nil {
 		return nil, err
 	}
 	if b.Status != index.StatusAvailable {
@@ -37,6 +42,9 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	if b.MissingParent {
 		return nil, fmt.Errorf("backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
 			b.ID, b.ParentID, b.ParentID)
+	}
+	if err := s.zoneAcceptsWork(cmp.Or(b.AvailabilityZone, s.cfg.DefaultZone)); err != nil {
+		return nil, err
 	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
@@ -50,7 +58,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	var vol *index.Volume
 	var tgt volume.Target
 	if req.Volume != "" {
-		if vol, tgt, err = s.claimTarget(req.Volume, b); err != nil {
+		if vol, tgt, err = s.claimTarget(ctx, req.Volume, b); err != nil {
 			return nil, err
 		}
 	} else {
@@ -68,7 +76,11 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		// Whole sectors: a backup made before volumes had to be (an odd-sized
 		// file) restores into a volume rounded up, its tail zeros.
 		size := volume.RoundUp(max(req.Size, b.SizeBytes))
-		if vol, tgt, err = s.newVolume(name, req.Path, az, req.Project, size, index.StatusRestoringBackup); err != nil {
+		proj, err := actingProject(ctx, req.Project)
+		if err != nil {
+			return nil, err
+		}
+		if vol, tgt, err = s.newVolume(name, req.Path, az, proj, size, index.StatusRestoringBackup); err != nil {
 			return nil, err
 		}
 	}
@@ -77,26 +89,39 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
 		return nil, err
 	}
+	ctx, untrack := s.track(ctx, restoreJob(b.ID)) // backup-reset-state cancels it
+	defer untrack()
+	start := time.Now()
+	s.event(ctx, "restore started", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID)
 	err = s.writeImage(ctx, r, b, m, tgt, progress)
 	if cerr := tgt.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("closing volume %s: %w", vol.Path, cerr)
 	}
+	if err != nil && errors.Is(context.Cause(ctx), errResetState) {
+		if err := s.endCancelledRestore(vol.ID, b.ID, time.Now()); err != nil {
+			return nil, err
+		}
+		s.event(ctx, "restore cancelled", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start))
+		return nil, fmt.Errorf("restore of backup %s to volume %s was cancelled by backup-reset-state; the volume is available with incomplete content", b.ID, vol.ID)
+	}
 	if err != nil {
 		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
+		s.event(ctx, "restore error", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start), "reason", err.Error())
 		return nil, fmt.Errorf("restore of backup %s to volume %s failed: %w", b.ID, vol.ID, err)
 	}
 	if err := s.endRestore(vol.ID, b.ID, index.StatusAvailable); err != nil {
 		return nil, err
 	}
+	s.event(ctx, "restore done", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID, "duration", since(start))
 	return &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name}, nil
 }
 
 // claimTarget checks an existing volume can take the backup and marks it
 // restoring-backup.
-func (s *Service) claimTarget(ref string, b *index.Backup) (*index.Volume, volume.Target, error) {
+func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup) (*index.Volume, volume.Target, error) {
 	var vol *index.Volume
 	err := s.update(func(tx *index.Tx) error {
-		v, err := findVolume(tx, ref)
+		v, err := findVolume(tx, caller(ctx), ref)
 		if err != nil {
 			return err
 		}
@@ -155,6 +180,9 @@ func (s *Service) endRestore(volID, backupID, volStatus string) error {
 	return s.update(func(tx *index.Tx) error {
 		if v, err := tx.Volume(volID); err == nil {
 			v.Status, v.UpdatedAt = volStatus, now()
+			if volStatus == index.StatusAvailable {
+				v.Incomplete = "" // a whole backup is in it now
+			}
 			if err := tx.PutVolume(v); err != nil {
 				return err
 			}
@@ -272,8 +300,14 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 	return nil
 }
 
+// restoreDelay slows each chunk written, so tests can act mid-restore.
+var restoreDelay time.Duration
+
 func (s *Service) writeChunk(ctx context.Context, r *repository, loc catalogLocator, m *chunkstore.Manifest,
 	tgt volume.Target, idx, off, length int64, buf *[]byte) error {
+	if restoreDelay > 0 {
+		time.Sleep(restoreDelay)
+	}
 	id, ok := m.Chunk(int(idx))
 	if !ok {
 		return tgt.Zero(off, length)

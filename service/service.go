@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,12 +34,20 @@ type Service struct {
 	cfg Config
 	cat *index.Catalog
 	log *log.Logger
+	ev  *slog.Logger // state changes (logs.go)
+	evf io.Closer
 
 	// openSource opens a volume for reading; tests replace it.
 	openSource func(*index.Volume) (volume.Source, error)
 
 	mu     sync.Mutex
 	stores map[string]*repository // by zone
+
+	jobs jobs // running backups and restores, for cancel (jobs.go)
+	// quotaMu serializes this owner's quota claims, so a burst of creates
+	// in one project queues instead of exhausting Update's conflict
+	// retries on the project's guard key (which stays for correctness).
+	quotaMu sync.Mutex
 }
 
 // repository is an opened repository with the lock that keeps pack removal
@@ -63,8 +73,12 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	}
 	s := &Service{cfg: cfg, cat: cat, log: logger, stores: map[string]*repository{},
 		openSource: func(v *index.Volume) (volume.Source, error) { return volume.OpenSource(v.Path) }}
-	if err := s.recover(ctx); err != nil {
+	if s.ev, s.evf, err = openEvents(cfg); err != nil {
 		cat.Close()
+		return nil, err
+	}
+	if err := s.recover(ctx); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -78,7 +92,11 @@ func (s *Service) Close() error {
 	}
 	s.stores = map[string]*repository{}
 	s.mu.Unlock()
-	return s.cat.Close()
+	err := s.cat.Close()
+	if s.evf != nil {
+		s.evf.Close()
+	}
+	return err
 }
 
 // Config returns the configuration the service runs with.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -139,7 +140,7 @@ func TestIncrementalChain(t *testing.T) {
 		!strings.Contains(err.Error(), "no available backup") {
 		t.Fatalf("incremental without a full backup: got %v", err)
 	}
-	if bs, _ := s.ListBackups(ctx, ""); len(bs) != 0 {
+	if bs, _ := s.ListBackups(ctx, "", false); len(bs) != 0 {
 		t.Fatalf("refused incremental left %d backups", len(bs))
 	}
 
@@ -175,13 +176,13 @@ func TestIncrementalChain(t *testing.T) {
 		t.Error("full backup does not report has_dependent_backups")
 	}
 	for _, id := range ids[:3] {
-		_, err := s.DeleteBackups(ctx, []string{id})
+		_, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{id}})
 		if err == nil || !strings.Contains(err.Error(), "Incremental backups exist for this backup") {
 			t.Fatalf("delete of %s with dependents: got %v", id, err)
 		}
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
-		if _, err := s.DeleteBackups(ctx, []string{ids[i]}); err != nil {
+		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{ids[i]}}); err != nil {
 			t.Fatalf("delete %d: %v", i, err)
 		}
 		mustCheck(t, s)
@@ -194,6 +195,49 @@ func TestIncrementalChain(t *testing.T) {
 	if n := packCount(t, s); n != 0 {
 		t.Errorf("%d packs left after deleting every backup", n)
 	}
+}
+
+// TestDeleteChainAtOnce: naming a chain's backups in any order deletes
+// them all, children first; a name that is not a backup is refused without
+// stopping the others.
+func TestDeleteChainAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	img := filepath.Join(t.TempDir(), "vol.img")
+	data := writeImage(t, img, 4<<20, 9)
+	if _, err := s.Manage(ctx, ManageRequest{Name: "vol", Source: img}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 3 {
+		b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Name: fmt.Sprint("b", i), Incremental: i > 0}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+		scribble(t, img, data, 2, uint64(i))
+	}
+	other, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Name: "other"}, nil) // a second full: not in the chain
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Parent first, by name and id, with a missing ref in the middle.
+	got, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{"b0", "no-such-backup", ids[2], "b1"}})
+	if err == nil || !strings.Contains(err.Error(), "no-such-backup") || strings.Contains(err.Error(), "Incremental backups exist") {
+		t.Fatalf("delete b0, missing, b2, b1: %v; want only the missing name refused", err)
+	}
+	var order []string
+	for _, b := range got {
+		order = append(order, b.ID)
+	}
+	if want := []string{ids[2], ids[1], ids[0]}; strings.Join(order, " ") != strings.Join(want, " ") {
+		t.Errorf("deleted %v, want children first %v", order, want)
+	}
+	left, _ := s.ListBackups(ctx, "", false)
+	if len(left) != 1 || left[0].ID != other.ID {
+		t.Errorf("after deleting the chain, backups %+v; want only %s", left, other.ID)
+	}
+	mustCheck(t, s)
 }
 
 func TestGrownAndShrunkVolume(t *testing.T) {
@@ -253,7 +297,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 	if err == nil {
 		t.Fatal("backup of a missing source succeeded")
 	}
-	bs, _ := s.ListBackups(ctx, "")
+	bs, _ := s.ListBackups(ctx, "", false)
 	if len(bs) != 2 || bs[0].Status != index.StatusError || bs[0].FailReason == nil {
 		t.Fatalf("failed backup: got %+v", bs[0])
 	}
@@ -261,7 +305,7 @@ func TestFailedBackupHoldsNoReferences(t *testing.T) {
 		t.Errorf("volume status after a failed backup: %s", v.Status)
 	}
 	mustCheck(t, s)
-	if _, err := s.DeleteBackups(ctx, []string{bs[0].ID}); err != nil {
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{bs[0].ID}}); err != nil {
 		t.Fatalf("deleting the failed backup: %v", err)
 	}
 }
@@ -282,8 +326,8 @@ func TestCancelledBackup(t *testing.T) {
 	if err == nil {
 		t.Skip("backup finished before the first progress report; nothing to cancel")
 	}
-	bs, _ := s.ListBackups(context.Background(), "")
-	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled" {
+	bs, _ := s.ListBackups(context.Background(), "", false)
+	if len(bs) != 1 || bs[0].Status != index.StatusError || bs[0].FailReason == nil || *bs[0].FailReason != "cancelled by the user" {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}
 	mustCheck(t, s)

@@ -102,7 +102,7 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 			return err
 		}
 		if s.dir == nil {
-			d, err := openSocketDir(s.cfg.Home, false)
+			d, err := openSocketDir(s.cfg.Home, false, s.cfg.Shared())
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
@@ -123,7 +123,7 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 		svc, err := Open(ctx, s.cfg, s.log)
 		if err == nil {
 			if s.dir == nil {
-				if s.dir, err = openSocketDir(s.cfg.Home, true); err != nil {
+				if s.dir, err = openSocketDir(s.cfg.Home, true, s.cfg.Shared()); err != nil {
 					svc.Close()
 					return err
 				}
@@ -134,6 +134,10 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 			}
 			s.cur = o
 			return nil
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("no volback process serves the catalog in %s, and uid %d may not open it itself (%w): ask its admin to run 'volback serve' for this home",
+				s.cfg.Home, os.Geteuid(), err)
 		}
 		if !errors.Is(err, index.ErrLocked) {
 			return err
@@ -169,6 +173,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 var idempotent = map[string]bool{
 	"list": true, "show": true, "backup-list": true, "backup-show": true,
 	"backup-locate": true, "backup-export": true, "repo-check": true,
+	"snapshot-list": true, "snapshot-show": true, "quota-show": true, "quota-usage": true, "service-list": true,
 }
 
 // checkAfterLoss tells the user of a call whose outcome is unknown how to

@@ -39,13 +39,18 @@ var errNoOwner = errors.New("no volback process answers on the socket")
 type socketDir struct {
 	path string
 	fd   int
+	// shared: other local users call this home's owner (volback.toml has
+	// a [users] table), so the directory may be 0755 and the socket 0666;
+	// the owner checks every caller against [users]. Nobody else may ever
+	// write the directory.
+	shared bool
 }
 
 // openSocketDir opens home's socket directory, creating it (0700, never
 // wider: mkdir applies the mode at creation) when create is set. It
 // returns an error wrapping fs.ErrNotExist when the directory is absent
 // and create is not set.
-func openSocketDir(home string, create bool) (*socketDir, error) {
+func openSocketDir(home string, create, shared bool) (*socketDir, error) {
 	path := filepath.Join(home, socketDirName)
 	if create {
 		if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -59,11 +64,11 @@ func openSocketDir(home string, create bool) (*socketDir, error) {
 	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR):
 		return nil, fmt.Errorf("socket directory %s is not a directory (a symlink or a file): remove it; volback creates it again", path)
 	case errors.Is(err, unix.EACCES):
-		return nil, fmt.Errorf("socket directory %s: permission denied: the volback home %s belongs to another user; run volback as that user, or use a home of your own (--home)", path, home)
+		return nil, fmt.Errorf("socket directory %s: permission denied: the volback home %s belongs to another user; run volback as that user, or use a home of your own (--home), or have its admin add you to [users] in its volback.toml and run 'volback serve' there", path, home)
 	case err != nil:
 		return nil, fmt.Errorf("socket directory %s: %w", path, err)
 	}
-	d := &socketDir{path: path, fd: fd}
+	d := &socketDir{path: path, fd: fd, shared: shared}
 	if err := d.check(); err != nil {
 		d.Close()
 		return nil, err
@@ -92,11 +97,39 @@ func (d *socketDir) check() error {
 		return fmt.Errorf("socket directory %s belongs to uid %d, not to %s: another user could answer volback's calls there; remove it (volback creates it again) and check who can write to %s",
 			d.path, st.Uid, trustedUsers(), filepath.Dir(d.path))
 	}
-	if st.Mode&0o077 != 0 {
-		return fmt.Errorf("socket directory %s has mode %#o: other users can reach the catalog's socket; run chmod 700 %s",
+	if st.Mode&0o022 != 0 || (!d.shared && st.Mode&0o077 != 0) {
+		return fmt.Errorf("socket directory %s has mode %#o: other users can reach the catalog's socket; run chmod 700 %s (or 755 where volback.toml's [users] lets other users call it)",
 			d.path, st.Mode&0o777, d.path)
 	}
 	return nil
+}
+
+// share opens the way to the socket for the users of [users]: the home
+// and the directory become enterable by others (never writable), and
+// the socket connectable; the owner checks each caller's uid.
+func (d *socketDir) share(home string) error {
+	if !d.shared {
+		return nil
+	}
+	st, err := os.Stat(home)
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(home, st.Mode().Perm()|0o011); err != nil {
+		return fmt.Errorf("letting the users of [users] reach %s: %w", home, err)
+	}
+	if err := unix.Fchmod(d.fd, 0o755); err != nil {
+		return fmt.Errorf("letting the users of [users] reach %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// socketMode is the socket's mode: 0600, or 0666 in a shared home.
+func (d *socketDir) socketMode() uint32 {
+	if d.shared {
+		return 0o666
+	}
+	return 0o600
 }
 
 // Close closes the directory.
@@ -158,14 +191,14 @@ func (d *socketDir) listen() (net.Listener, error) {
 	}
 	f := os.NewFile(uintptr(fd), d.sockPath())
 	defer f.Close() // FileListener keeps its own copy
-	if err := unix.Fchmod(fd, 0o600); err != nil {
+	if err := unix.Fchmod(fd, d.socketMode()); err != nil {
 		return nil, fmt.Errorf("socket for %s: %w", d.sockPath(), err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: d.addr()}); err != nil {
 		return nil, fmt.Errorf("serving the API on %s: %w", d.sockPath(), err)
 	}
-	// The umask may have removed bits from 0600; put back only those.
-	if err := unix.Fchmodat(d.fd, socketName, 0o600, 0); err != nil {
+	// The umask may have removed bits from the mode; put back only those.
+	if err := unix.Fchmodat(d.fd, socketName, d.socketMode(), 0); err != nil {
 		d.removeSocket()
 		return nil, fmt.Errorf("socket %s: %w", d.sockPath(), err)
 	}

@@ -144,8 +144,8 @@ func TestChangeTracking(t *testing.T) {
 	if got := tr.read.Load(); got != 64<<10 {
 		t.Errorf("incremental read %d bytes, want only the changed chunk (65536): discarded chunks need no read", got)
 	}
-	if !strings.Contains(ptr(b2.ChangeTracking), "read only the changes since snapshot volback."+b1.ID) {
-		t.Errorf("change_tracking of the incremental: %q", ptr(b2.ChangeTracking))
+	if !strings.Contains(deref(b2.ChangeTracking), "read only the changes since snapshot volback."+b1.ID) {
+		t.Errorf("change_tracking of the incremental: %q", deref(b2.ChangeTracking))
 	}
 
 	copy(data[5<<20:], bytes.Repeat([]byte{9}, 70_000))
@@ -175,6 +175,17 @@ func TestChangeTracking(t *testing.T) {
 		t.Fatal(err)
 	}
 	b4 := backup(true)
+	snaps, err := s.ListSnapshots(ctx, "vol", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]bool{}
+	for _, sn := range snaps {
+		kept[deref(sn.BackupID)] = true
+	}
+	if len(snaps) != 2 || !kept[b4.ID] || !kept[b3.ID] {
+		t.Errorf("snapshot-list after retention: %+v; want the records of the 2 newest backups' snapshots (%s, %s)", snaps, b3.ID, b4.ID)
+	}
 	if got := tr.read.Load(); got < 6<<20 {
 		t.Errorf("incremental without its parent's snapshot read %d bytes, want the whole allocated volume", got)
 	}
@@ -182,20 +193,24 @@ func TestChangeTracking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := ptr(shown.ChangeTracking); !strings.Contains(c, "full read") || !strings.Contains(c, "volback."+b3.ID) || !strings.Contains(c, "no longer exists") {
+	if c := deref(shown.ChangeTracking); !strings.Contains(c, "full read") || !strings.Contains(c, "volback."+b3.ID) || !strings.Contains(c, "no longer exists") {
 		t.Errorf("backup-show of the fallback: change_tracking %q, want the full read and the missing snapshot", c)
 	}
 	if shown, _ := s.ShowBackup(ctx, b1.ID); shown.ChangeTracking != nil {
 		t.Errorf("a full backup shows change_tracking %q", *shown.ChangeTracking)
 	}
 	mustCheck(t, s)
-}
 
-func ptr(s *string) string {
-	if s == nil {
-		return ""
+	// Deleting the volume takes its change-tracking snapshots along.
+	if _, err := s.DeleteVolume(ctx, "vol"); err != nil {
+		t.Fatalf("delete a volume with only change-tracking snapshots: %v", err)
 	}
-	return *s
+	if got := snapshotsOf(t, img); len(got) != 0 {
+		t.Errorf("snapshots left after deleting the volume: %v", got)
+	}
+	if snaps, _ := s.ListSnapshots(ctx, "", true); len(snaps) != 0 {
+		t.Errorf("snapshot records left after deleting the volume: %+v", snaps)
+	}
 }
 
 func TestChangedChunksZeroAndEdges(t *testing.T) {
@@ -220,4 +235,11 @@ func TestChangedChunksZeroAndEdges(t *testing.T) {
 	if want := []int64{4, 5}; !reflect.DeepEqual(read, want) || zero != nil {
 		t.Errorf("after growth: read %v zero %v, want %v and none", read, zero, want)
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

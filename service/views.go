@@ -20,13 +20,16 @@ type VolumeView struct {
 	ProjectID        string    `json:"project_id"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+	// IncompleteContent says why the volume's content is incomplete (a
+	// restore into it was cancelled); null when it is not.
+	IncompleteContent *string `json:"incomplete_content"`
 }
 
 // BackupView is a backup as printed, with Cinder's field names.
 type BackupView struct {
 	ID                  string     `json:"id"`
 	Name                string     `json:"name"`
-	Description         string     `json:"description"`
+	Description         *string    `json:"description"`
 	Status              string     `json:"status"`
 	VolumeID            string     `json:"volume_id"`
 	VolumeName          string     `json:"volume_name"`
@@ -47,6 +50,8 @@ type BackupView struct {
 	ProjectID           string     `json:"project_id"`
 	ChangeTracking      *string    `json:"change_tracking,omitempty"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
+	Consistency         *string    `json:"consistency"`
+	ConsistencyDetail   *string    `json:"consistency_detail"`
 }
 
 // RestoreView is what backup-restore prints (Cinder's restore response).
@@ -69,7 +74,7 @@ func nullable(s string) *string {
 func volumeView(v *index.Volume) VolumeView {
 	return VolumeView{ID: v.ID, Name: v.Name, Status: v.Status, Size: GiB(v.Size), SizeBytes: v.Size,
 		Source: v.Path, Path: v.Path, Driver: v.Driver, AvailabilityZone: v.AvailabilityZone,
-		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		ProjectID: v.ProjectID, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, IncompleteContent: nullable(v.Incomplete)}
 }
 
 // parents is the set of backups that have a dependent (non-error) child.
@@ -87,11 +92,12 @@ func parents(all []*index.Backup) map[string]bool {
 // dependent backups.
 func backupView(b *index.Backup, parents map[string]bool) BackupView {
 	dep := parents[b.ID]
-	return BackupView{ID: b.ID, Name: b.Name, Description: b.Description, Status: b.Status,
+	return BackupView{ID: b.ID, Name: b.Name, Description: nullable(b.Description), Status: b.Status,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, Size: GiB(b.SizeBytes), SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
 		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
-		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID, ChangeTracking: nullable(b.ChangeTracking)}
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID, ChangeTracking: nullable(b.ChangeTracking),
+		Consistency: nullable(b.Consistency), ConsistencyDetail: nullable(b.ConsistencyDetail)}
 }

@@ -42,11 +42,18 @@ func (s *Service) zone(az string) (string, error) {
 	return az, nil
 }
 
-func project(p string) string {
-	if p == "" {
-		return DefaultProject
+// actingProject is the project a request acts for: its own Project
+// field when set (an admin acting for another project), else the
+// caller's.
+func actingProject(ctx context.Context, p string) (string, error) {
+	who := caller(ctx)
+	switch {
+	case p == "" || p == who.Project:
+		return who.Project, nil
+	case !who.Admin():
+		return "", errorf(ErrForbidden, "uid %d is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)", who.UID, who.Project, p)
 	}
-	return p
+	return p, checkProject(p)
 }
 
 // Manage registers SOURCE as a volume; its driver (file, block, ...) and
@@ -56,6 +63,10 @@ func project(p string) string {
 func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, error) {
 	if req.Name == "" && req.ID == "" {
 		return nil, errors.New("manage: --name is required; name the volume")
+	}
+	proj, err := actingProject(ctx, req.Project)
+	if err != nil {
+		return nil, err
 	}
 	info, err := volume.Stat(req.Source)
 	if err != nil {
@@ -69,13 +80,13 @@ func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, e
 	}
 	t := now()
 	v := &index.Volume{ID: uuid.NewString(), Name: req.Name, Status: index.StatusAvailable, Size: info.Size,
-		Path: info.Locator, Driver: info.Driver, AvailabilityZone: az, ProjectID: project(req.Project), CreatedAt: t, UpdatedAt: t}
+		Path: info.Locator, Driver: info.Driver, AvailabilityZone: az, ProjectID: proj, CreatedAt: t, UpdatedAt: t}
 	err = s.update(func(tx *index.Tx) error {
 		vols, err := tx.Volumes()
 		if err != nil {
 			return err
 		}
-		old, err := reattachTarget(tx, vols, req, info)
+		old, err := reattachTarget(tx, Identity{UID: caller(ctx).UID, Project: proj, Role: caller(ctx).Role}, vols, req, info)
 		if err != nil {
 			return err
 		}
@@ -107,6 +118,9 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress 
 	if req.Name == "" {
 		return nil, errors.New("create: --name is required; name the volume")
 	}
+	if err := requirePathAdmin(ctx, req.Path); err != nil {
+		return nil, err
+	}
 	if req.BackupID != "" {
 		rv, err := s.Restore(ctx, RestoreRequest{Backup: req.BackupID, Name: req.Name, Size: req.Size,
 			Path: req.Path, AvailabilityZone: req.AvailabilityZone, Project: req.Project}, progress)
@@ -118,7 +132,11 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress 
 	if req.Size <= 0 {
 		return nil, errors.New("create: SIZE must be positive (GiB, or with a unit such as 256M)")
 	}
-	v, tgt, err := s.newVolume(req.Name, req.Path, req.AvailabilityZone, req.Project, req.Size, index.StatusAvailable)
+	proj, err := actingProject(ctx, req.Project)
+	if err != nil {
+		return nil, err
+	}
+	v, tgt, err := s.newVolume(req.Name, req.Path, req.AvailabilityZone, proj, req.Size, index.StatusAvailable)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +168,7 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	if err == nil {
 		t := now()
 		v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: info.Locator, Driver: info.Driver,
-			Owned: true, AvailabilityZone: az, ProjectID: project(proj), CreatedAt: t, UpdatedAt: t}
+			Owned: true, AvailabilityZone: az, ProjectID: proj, CreatedAt: t, UpdatedAt: t}
 		if err = s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err == nil {
 			return v, tgt, nil
 		}
@@ -160,13 +178,17 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	return nil, nil, err
 }
 
-// ListVolumes returns every volume.
-func (s *Service) ListVolumes(ctx context.Context) ([]VolumeView, error) {
+// ListVolumes returns the caller's project's volumes, or with all every
+// project's when the caller is an admin.
+func (s *Service) ListVolumes(ctx context.Context, all bool) ([]VolumeView, error) {
 	out := []VolumeView{}
+	who := caller(ctx)
 	err := s.cat.View(func(tx *index.Tx) error {
 		vols, err := tx.Volumes()
 		for _, v := range vols {
-			out = append(out, volumeView(v))
+			if who.lists(v.ProjectID, all) {
+				out = append(out, liveView(v))
+			}
 		}
 		return err
 	})
@@ -177,9 +199,9 @@ func (s *Service) ListVolumes(ctx context.Context) ([]VolumeView, error) {
 func (s *Service) ShowVolume(ctx context.Context, ref string) (*VolumeView, error) {
 	var vv VolumeView
 	err := s.cat.View(func(tx *index.Tx) error {
-		v, err := findVolume(tx, ref)
+		v, err := findVolume(tx, caller(ctx), ref)
 		if err == nil {
-			vv = volumeView(v)
+			vv = liveView(v)
 		}
 		return err
 	})
@@ -189,28 +211,75 @@ func (s *Service) ShowVolume(ctx context.Context, ref string) (*VolumeView, erro
 	return &vv, nil
 }
 
-// DeleteVolume forgets a volume; its file is removed only when volback created it.
+// DeleteVolume forgets a volume; its file (image) is removed only when
+// volback created it. Snapshots volback kept for change tracking go with
+// it; other snapshots must be deleted first.
 func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, error) {
 	var v *index.Volume
+	var tracking []*index.Snapshot
 	err := s.update(func(tx *index.Tx) error {
 		var err error
-		if v, err = findVolume(tx, ref); err != nil {
+		if v, err = findVolume(tx, caller(ctx), ref); err != nil {
 			return err
 		}
 		if v.Status != index.StatusAvailable && v.Status != index.StatusError && v.Status != index.StatusErrorRestoring {
-			return fmt.Errorf("volume %s is %s; wait for the running job to finish (or cancel it) before deleting", v.ID, v.Status)
+			return errorf(ErrInvalidState, "volume %s is %s; wait for the running job to finish (or cancel it) before deleting", v.ID, v.Status)
+		}
+		snaps, err := tx.Snapshots()
+		if err != nil {
+			return err
+		}
+		n := 0
+		tracking = tracking[:0]
+		for _, sn := range snaps {
+			switch {
+			case sn.VolumeID != v.ID:
+			case sn.BackupID != "" && sn.Status == index.StatusAvailable:
+				tracking = append(tracking, sn) // volback's own, kept for change tracking: they go with the volume
+			default:
+				n++
+			}
+		}
+		if n > 0 {
+			return errorf(ErrInvalidState, "Invalid volume: Volume %s still has %d dependent snapshots; delete them first (volback snapshot-list --volume-id %s)", v.ID, n, v.ID)
+		}
+		for _, sn := range tracking {
+			if err := tx.DeleteSnapshot(sn.ID); err != nil {
+				return err
+			}
 		}
 		return tx.DeleteVolume(v.ID)
 	})
 	if err != nil {
 		return nil, err
 	}
+	for _, sn := range tracking {
+		if err := volume.DeleteSnapshot(v.Path, sn.DriverName); err != nil && !errors.Is(err, volume.ErrNotFound) {
+			s.log.Printf("volume %s: deleting its change-tracking snapshot %s: %v (remove it by hand if the volume stays)", v.ID, sn.DriverName, err)
+		}
+	}
 	if v.Owned && v.Path != "" {
 		if err := volume.Delete(v.Path); err != nil && !errors.Is(err, volume.ErrNotFound) {
 			return nil, fmt.Errorf("volume %s forgotten, but deleting %s failed: %v; remove it by hand", v.ID, v.Path, err)
 		}
 	}
+	s.event(ctx, "volume deleted", "volume", v.ID, "project", v.ProjectID)
 	vv := volumeView(v)
 	vv.Status = "deleted"
 	return &vv, nil
+}
+
+// liveView is v as printed with its driver's view of now: an available
+// volume that something holds (a mount, a loop device, QEMU's lock) shows
+// in-use, and an in-use one that nothing holds any more, available.
+func liveView(v *index.Volume) VolumeView {
+	vv := volumeView(v)
+	if v.Status == index.StatusAvailable || v.Status == index.StatusInUse {
+		if usageOf(v).InUse {
+			vv.Status = index.StatusInUse
+		} else {
+			vv.Status = index.StatusAvailable
+		}
+	}
+	return vv
 }

@@ -4,17 +4,19 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"sync"
+	"path/filepath"
+	"strings"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"github.com/volback/volback/service"
-	"golang.org/x/term"
 )
 
-// connect loads the config of the home and returns a caller: a client of
-// the catalog's owner, or this process as the owner. Either way it follows
-// hand-overs when the owner exits.
+// extraMemory is added to the configuration's memory limit (mount's cache).
+var extraMemory int64
+
+// connect loads the config of the home, sizes the soft memory limit from it
+// and returns a caller: a client of the catalog's owner, or this process as
+// the owner. Either way it follows hand-overs when the owner exits.
 func connect(c *cli.Context) (service.Caller, error) {
 	cfg, err := homeConfig(c)
 	if err != nil {
@@ -23,13 +25,21 @@ func connect(c *cli.Context) (service.Caller, error) {
 	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
 }
 
-// homeConfig loads the config of the chosen home.
+// homeConfig loads the config of the chosen home, with the global flags
+// it carries, and sizes this process's soft memory limit from it (the
+// process may become the catalog's owner and do the work).
 func homeConfig(c *cli.Context) (service.Config, error) {
 	home := c.String("home")
 	if home == "" {
 		home = service.DefaultHome()
 	}
-	return service.LoadConfig(home)
+	cfg, err := service.LoadConfig(home)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.PasswordFile = c.String("password-file")
+	setMemoryLimit(cfg.MemoryLimit() + extraMemory)
+	return cfg, nil
 }
 
 // call runs verb and prints its result in the chosen format.
@@ -40,50 +50,62 @@ func call(c *cli.Context, verb string, req, resp any) error {
 	}
 	defer caller.Close()
 	bar := newBar(c)
-	err = caller.Call(c.Context, verb, req, resp, bar.update)
+	err = caller.Call(service.WithProject(c.Context, project(c)), verb, req, resp, bar.update)
 	bar.finish()
 	if err != nil {
 		return err
 	}
-	return print(os.Stdout, c.String("format"), resp)
+	return printOut(c, resp, createdFields[verb]...)
 }
 
-// bar draws progress on a terminal only.
-type bar struct {
-	mu sync.Mutex
-	pb *progressbar.ProgressBar
-	on bool
+// printOut prints v on stdout in the format of -f; only, when set, limits
+// a record's table to those properties.
+func printOut(c *cli.Context, v any, only ...string) error {
+	return print(os.Stdout, c.String("format"), v, only...)
 }
 
-func newBar(c *cli.Context) *bar {
-	return &bar{on: !c.Bool("quiet") && term.IsTerminal(int(os.Stderr.Fd()))}
-}
-
-func (b *bar) update(p service.Progress) {
-	if !b.on || p.Total <= 0 {
-		return
+// checkGlobals checks the global flags that need more than parsing: the
+// output format, the two spellings of the project, the password file.
+func checkGlobals(c *cli.Context) error {
+	if f := c.String("format"); f != "table" && f != "json" {
+		return usageError{fmt.Errorf("unknown --format %q: use table or json", f), ""}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.pb == nil {
-		b.pb = progressbar.NewOptions64(p.Total,
-			progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionSetDescription(p.Phase),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionShowElapsedTimeOnFinish(),
-			progressbar.OptionThrottle(100e6),
-			progressbar.OptionClearOnFinish())
+	if c.IsSet("os-project-id") && c.IsSet("project") && c.String("os-project-id") != c.String("project") {
+		return usageError{fmt.Errorf("--project %q and --os-project-id %q disagree; give one of them", c.String("project"), c.String("os-project-id")), ""}
 	}
-	b.pb.Set64(p.Done)
+	if p := c.String("password-file"); p != "" {
+		// Reserved for encrypted repositories: read now so a wrong path is
+		// found today, not when encryption arrives.
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("--password-file: %v; give a readable file holding the repository password", err)
+		}
+		if strings.TrimSpace(string(b)) == "" {
+			return fmt.Errorf("--password-file %s is empty; put the repository password in it", p)
+		}
+	}
+	return nil
 }
 
-func (b *bar) finish() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.pb != nil {
-		b.pb.Finish()
-		fmt.Fprint(os.Stderr, "")
+// project is the project acting: --os-project-id (Cinder's spelling) or
+// --project.
+func project(c *cli.Context) string {
+	if c.IsSet("os-project-id") {
+		return c.String("os-project-id")
 	}
+	return c.String("project")
+}
+
+// absPath makes a path argument absolute in the caller's directory before
+// it is sent, so that an owner started elsewhere never resolves it in its
+// own. URLs (rbd://pool/image) and "" pass unchanged.
+func absPath(p string) (string, error) {
+	if p == "" || strings.Contains(p, "://") {
+		return p, nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("path %s: %v", p, err)
+	}
+	return abs, nil
 }

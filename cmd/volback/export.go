@@ -9,12 +9,34 @@ import (
 )
 
 func exportCommand() *cli.Command {
-	return refVerb("backup-export", "print the backup_service and backup_url that backup-import needs", "BACKUP", &service.ExportView{})
+	return &cli.Command{Name: "backup-export", Usage: "print the backup_service and backup_url that backup-import needs", ArgsUsage: "BACKUP",
+		Category: "backups",
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, 1, "BACKUP"); err != nil {
+				return err
+			}
+			caller, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer caller.Close()
+			var ex service.ExportView
+			if err := caller.Call(c.Context, "backup-export", service.Ref{Ref: c.Args().First()}, &ex, nil); err != nil {
+				return err
+			}
+			if c.String("format") == "json" {
+				return printOut(c, ex)
+			}
+			// The URL is a few hundred characters: in a table cell it wraps
+			// into the borders. Each value alone on its line copies cleanly.
+			_, err = fmt.Fprintf(os.Stdout, "backup_service:\n%s\n\nbackup_url:\n%s\n", ex.BackupService, ex.BackupURL)
+			return err
+		}}
 }
 
 func importCommand() *cli.Command {
 	return &cli.Command{Name: "backup-import", Usage: "register an exported backup (its data must be in a configured repository)",
-		ArgsUsage: "BACKUP_SERVICE BACKUP_URL",
+		ArgsUsage: "BACKUP_SERVICE BACKUP_URL", Category: "backups",
 		Action: func(c *cli.Context) error {
 			if err := args(c, 2, 2, "BACKUP_SERVICE BACKUP_URL"); err != nil {
 				return err
@@ -26,7 +48,8 @@ func importCommand() *cli.Command {
 
 func rebuildCommand() *cli.Command {
 	return &cli.Command{Name: "catalog-rebuild", Usage: "rebuild an empty catalog from the repositories' records, manifests and packs",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "repository", Usage: "only this configured repository URL"}},
+		Category: "repositories",
+		Flags:    []cli.Flag{&cli.StringFlag{Name: "repository", Usage: "only this configured repository `URL`"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err

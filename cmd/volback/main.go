@@ -8,62 +8,100 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/service"
 )
 
-// usageError marks errors in how volback was called (exit status 2).
-type usageError struct{ error }
-
-// softMemoryLimit keeps the heap (and so peak RSS) bounded whatever the
-// volume size; GOMEMLIMIT overrides it. `mount` raises it by its cache size.
-const softMemoryLimit = 64 << 20
-
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(softMemoryLimit)
-	}
+	setMemoryLimit(service.BaseMemoryLimit) // until the configuration is read (connect)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := app().RunContext(ctx, os.Args)
+	a := app()
+	argv, verb, err := normalize(a, os.Args)
+	if err == nil {
+		err = a.RunContext(ctx, argv)
+	}
 	stopProfile()
 	if err == nil {
 		return
 	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// The same words whether the job ran here or in the catalog's owner
+		// (whose own error never reaches a client that hung up).
+		err = fmt.Errorf("%s cancelled by the user", verb)
+	}
 	fmt.Fprintf(os.Stderr, "volback: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
+		fmt.Fprint(os.Stderr, usageHint(a, ue.verb))
 		os.Exit(2)
 	}
 	os.Exit(1)
 }
 
+// setMemoryLimit sets the soft memory limit, which keeps the heap (and so
+// peak RSS) bounded whatever the volume size, unless GOMEMLIMIT is set.
+func setMemoryLimit(n int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(n)
+	}
+}
+
+// globalFlags are accepted before or after the verb.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "home", EnvVars: []string{"VOLBACK_HOME"},
+			Usage: "state `DIR`: catalog, config, default repository, socket (default /var/lib/volback for root, else $XDG_DATA_HOME/volback)"},
+		&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "output `FORMAT`: table or json"},
+		&cli.StringFlag{Name: "project", EnvVars: []string{"VOLBACK_PROJECT"}, Usage: "act for `PROJECT` (admins only; default: your own)"},
+		&cli.StringFlag{Name: "os-project-id", EnvVars: []string{"OS_PROJECT_ID"},
+			Usage: "Cinder's spelling of --project (`PROJECT`); both given must agree"},
+		&cli.StringFlag{Name: "password-file", EnvVars: []string{"VOLBACK_PASSWORD_FILE"},
+			Usage: "read the repository password from `FILE` (reserved for encrypted repositories: checked, not used yet)"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
+	}
+}
+
 func app() *cli.App {
-	return &cli.App{
+	a := &cli.App{
 		Name:  "volback",
 		Usage: "block-volume backups with Cinder's verbs: deduplicated, compressed, mountable",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "home", EnvVars: []string{"VOLBACK_HOME"}, Usage: "state directory (catalog, config, default repository)"},
-			&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table", Usage: "output format: table or json"},
-			&cli.StringFlag{Name: "project", EnvVars: []string{"VOLBACK_PROJECT"}, Value: "admin", Usage: "project acting"},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
-		},
+		Flags: globalFlags(),
 		Before: func(c *cli.Context) error {
 			if p := os.Getenv("VOLBACK_CPUPROFILE"); p != "" {
 				startProfile(p)
 			}
-			if f := c.String("format"); f != "table" && f != "json" {
-				return usageError{fmt.Errorf("unknown --format %q: use table or json", f)}
-			}
-			return nil
+			return checkGlobals(c)
 		},
-		Commands:        commands(),
-		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // main prints errors and picks the status
+		Commands: append(commands(), helpCommand(), versionCommand(), completionCommand(), manCommand()),
+		// volback prints help and usage itself (help.go), always to the
+		// stream the user expects: help asked for on stdout, usage errors
+		// on stderr.
+		HideHelp:       true,
+		HideVersion:    true,
+		ExitErrHandler: func(*cli.Context, error) {}, // main prints errors and picks the status
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return usageError{fmt.Errorf("%v; see 'volback %s --help'", err, c.Command.Name)}
+			return usageError{flagSpelling(err), ""}
 		},
 	}
+	for _, cmd := range a.Commands {
+		name := cmd.Name
+		cmd.HideHelp = true
+		cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+			return usageError{flagSpelling(err), name}
+		}
+	}
+	return a
 }
+
+// flagSpelling writes the long flags in the errors of Go's flag package
+// ("invalid boolean value "x" for -quiet") as volback spells them (--quiet).
+func flagSpelling(err error) error {
+	return errors.New(longFlag.ReplaceAllString(err.Error(), "$1--$2"))
+}
+
+var longFlag = regexp.MustCompile(`(^|\s)-([a-z][a-z-]+)`)

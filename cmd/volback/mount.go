@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"runtime/debug"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -15,19 +16,24 @@ import (
 
 func mountCommand() *cli.Command {
 	return &cli.Command{Name: "mount", Usage: "show every backup as a read-only image file (foreground)", ArgsUsage: "MOUNTPOINT",
+		Category: "mount and service",
+		Description: "Backups appear as by-id/ID.img and by-volume/VOLUME/TIME_NAME.img; two volumes with the same name get VOLUME and VOLUME-IDPREFIX. " +
+			"Ctrl-C (or SIGTERM) unmounts; while files or loop devices on it are open the mount stays and says so, as umount(8) would.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount"},
-			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache shared by all open images"}},
+			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
 			}
 			cache, err := service.ParseSize(c.String("cache-size"))
 			if err != nil {
-				return usageError{err}
+				return usageError{err, c.Command.Name}
 			}
-			if os.Getenv("GOMEMLIMIT") == "" {
-				debug.SetMemoryLimit(softMemoryLimit + cache)
+			dir, err := absPath(c.Args().First())
+			if err != nil {
+				return err
 			}
+			extraMemory = cache
 			caller, err := connect(c)
 			if err != nil {
 				return err
@@ -38,20 +44,26 @@ func mountCommand() *cli.Command {
 			}
 			src := service.NewMountSource(caller, cache)
 			defer src.Close()
-			srv, err := fs.Mount(c.Args().First(), src, fs.Options{AllowOther: c.Bool("allow-other"),
+			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"),
 				Logger: log.New(os.Stderr, "volback mount: ", log.LstdFlags)})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "volback: backups mounted at %s (by-id/, by-volume/); Ctrl-C or 'volback umount %s' to stop\n",
 				srv.Mountpoint(), srv.Mountpoint())
+			// Every Ctrl-C or SIGTERM tries to unmount. A busy mount stays
+			// (as umount(8) refuses it) and says what to do; only
+			// `volback umount --lazy` detaches it with users left.
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sigs)
 			go func() {
-				<-c.Context.Done()
-				if err := srv.Unmount(); err != nil {
-					// Busy (open files, loop devices): detach lazily so the
-					// tree is gone now; serving ends when the last user closes.
-					fmt.Fprintf(os.Stderr, "volback: %v\n", err)
-					lazyWarning(fs.Unmount(srv.Mountpoint()))
+				for range sigs {
+					err := srv.Unmount()
+					if err == nil {
+						return
+					}
+					fmt.Fprintf(os.Stderr, "volback: still mounted: %v\n", err)
 				}
 			}()
 			srv.Wait()
@@ -60,12 +72,16 @@ func mountCommand() *cli.Command {
 }
 
 func umountCommand() *cli.Command {
-	return &cli.Command{Name: "umount", Usage: "unmount a volback mount", ArgsUsage: "MOUNTPOINT",
+	return &cli.Command{Name: "umount", Usage: "unmount a volback mount (refused while busy unless --lazy)", ArgsUsage: "MOUNTPOINT",
+		Category:    "mount and service",
+		Description: "Only volback's own FUSE mounts are unmounted; anything else at MOUNTPOINT is refused.",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "lazy", Aliases: []string{"l"},
+			Usage: "detach a busy mount now (umount -l); open files keep reading it and the mount process exits when they close"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
 			}
-			return lazyWarning(fs.Unmount(c.Args().First()))
+			return lazyWarning(fs.Unmount(c.Args().First(), c.Bool("lazy")))
 		}}
 }
 
@@ -83,11 +99,16 @@ func lazyWarning(err error) error {
 // interrupted.
 func serveCommand() *cli.Command {
 	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket (foreground)",
+		Category: "mount and service",
 		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0, "no arguments"); err != nil {
+				return err
+			}
 			cfg, err := homeConfig(c)
 			if err != nil {
 				return err
 			}
+			cfg.LogStderr = true // state changes on the terminal too
 			s, err := service.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
 			if err != nil {
 				return err

@@ -5,21 +5,37 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/volback/volback/service"
 )
 
-// listColumns are the columns of list tables, as Cinder's client shows them.
-var listColumns = map[string][]string{
-	"volume": {"id", "name", "status", "size", "availability_zone", "path"},
-	"backup": {"id", "volume_id", "status", "name", "size", "object_count", "is_incremental", "created_at"},
-	"gc":     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
-	"check":  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
+// listColumns are the columns of list tables, as Cinder's client shows
+// them (plus the volume's name beside its id), by the type listed: an
+// empty list still prints its header.
+var listColumns = map[reflect.Type][]string{
+	reflect.TypeFor[service.VolumeView]():   {"id", "name", "status", "size", "availability_zone", "path"},
+	reflect.TypeFor[service.BackupView]():   {"id", "volume_id", "volume_name", "status", "name", "size", "object_count", "is_incremental", "created_at", "availability_zone", "container"},
+	reflect.TypeFor[service.GCReport]():     {"repository", "packs_deleted", "packs_repacked", "orphan_packs_deleted", "bytes_freed"},
+	reflect.TypeFor[service.CheckReport]():  {"repository", "backups", "chunks", "packs", "chunks_read", "references_ok"},
+	reflect.TypeFor[service.QuotaUsage]():   {"type", "in_use", "reserved", "limit"},
+	reflect.TypeFor[service.ServiceView]():  {"binary", "host", "zone", "status", "state", "updated_at", "disabled_reason"},
+	reflect.TypeFor[service.SnapshotView](): {"id", "volume_id", "status", "name", "size", "method"},
+}
+
+// createdFields are the properties Cinder's client prints after a create
+// or an import; -f json prints the whole record.
+var createdFields = map[string][]string{
+	"backup-create": {"id", "name", "volume_id"},
+	"backup-import": {"id", "name"},
 }
 
 // print writes v as JSON, or as a Property/Value table (one record) or a
-// column table (a list).
-func print(w io.Writer, format string, v any) error {
+// column table (a list). only, when set, limits a record's table to those
+// properties.
+func print(w io.Writer, format string, v any, only ...string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -29,12 +45,12 @@ func print(w io.Writer, format string, v any) error {
 	if err != nil {
 		return err
 	}
-	if reflect.Indirect(reflect.ValueOf(v)).Kind() == reflect.Slice {
+	if rv := reflect.Indirect(reflect.ValueOf(v)); rv.Kind() == reflect.Slice {
 		var rows []map[string]any
 		if err := json.Unmarshal(raw, &rows); err != nil {
 			return err
 		}
-		return listTable(w, rows)
+		return listTable(w, listColumns[rv.Type().Elem()], rows)
 	}
 	var rec map[string]any
 	if err := json.Unmarshal(raw, &rec); err != nil {
@@ -42,7 +58,9 @@ func print(w io.Writer, format string, v any) error {
 	}
 	keys := make([]string, 0, len(rec))
 	for k := range rec {
-		keys = append(keys, k)
+		if len(only) == 0 || slices.Contains(only, k) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	cells := [][]string{{"Property", "Value"}}
@@ -53,17 +71,14 @@ func print(w io.Writer, format string, v any) error {
 	return nil
 }
 
-func listTable(w io.Writer, rows []map[string]any) error {
-	cols := listColumns["backup"]
-	if len(rows) > 0 {
-		switch {
-		case rows[0]["path"] != nil:
-			cols = listColumns["volume"]
-		case rows[0]["references_ok"] != nil:
-			cols = listColumns["check"]
-		case rows[0]["repository"] != nil:
-			cols = listColumns["gc"]
+// listTable prints rows under cols; with no columns defined for the type,
+// every key of the first row, sorted.
+func listTable(w io.Writer, cols []string, rows []map[string]any) error {
+	if cols == nil && len(rows) > 0 {
+		for k := range rows[0] {
+			cols = append(cols, k)
 		}
+		sort.Strings(cols)
 	}
 	head := make([]string, len(cols))
 	for i, c := range cols {

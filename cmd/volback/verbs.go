@@ -9,11 +9,19 @@ import (
 	"github.com/volback/volback/service"
 )
 
+// Adding a verb: append a *cli.Command to commands() with a Category (see
+// categoryOrder in help.go), Usage (one line), ArgsUsage (positional
+// arguments in capitals), Flags whose Usage names their value in
+// `backquotes`, and an Action that checks its argument count with args()
+// and calls the service with call(). Help, the man page, completion, usage
+// errors and flags after the arguments then work for it without more edits.
+// Path arguments go through absPath before they are sent.
+
 // args checks the number of positional arguments.
 func args(c *cli.Context, min, max int, names string) error {
 	n := c.NArg()
 	if n < min || (max >= 0 && n > max) {
-		return usageError{fmt.Errorf("%s: expected %s, got %d argument(s); see 'volback %s --help'", c.Command.Name, names, n, c.Command.Name)}
+		return usageError{fmt.Errorf("%s: expected %s, got %d argument(s)", c.Command.Name, names, n), c.Command.Name}
 	}
 	return nil
 }
@@ -30,96 +38,126 @@ func volumeSize(s string) (int64, error) {
 	return service.ParseSize(s)
 }
 
-var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zone (repository) of the volume"}
+var allProjectsFlag = &cli.BoolFlag{Name: "all-projects", Usage: "every project's (admins only)"}
+
+var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zone `AZ` (repository) of the volume"}
 
 func commands() []*cli.Command {
-	return []*cli.Command{
-		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume name"}, azFlag},
+	return append([]*cli.Command{
+		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE", Category: "volumes",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SOURCE"); err != nil {
 					return err
 				}
-				return call(c, "manage", service.ManageRequest{Name: c.String("name"), Source: c.Args().First(),
-					AvailabilityZone: c.String("availability-zone"), Project: c.String("project")}, &service.VolumeView{})
+				src, err := absPath(c.Args().First())
+				if err != nil {
+					return err
+				}
+				return call(c, "manage", service.ManageRequest{Name: c.String("name"), Source: src,
+					AvailabilityZone: c.String("availability-zone"), Project: project(c)}, &service.VolumeView{})
 			}},
-		{Name: "create", Usage: "create a new image-file volume, empty or from a backup", ArgsUsage: "SIZE",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume name"}, azFlag,
-				&cli.StringFlag{Name: "backup-id", Usage: "restore this backup into the new volume"},
-				&cli.StringFlag{Name: "path", Usage: "image file to create (default: under the home)"}},
+		{Name: "create", Usage: "create a new image-file volume, empty or from a backup", ArgsUsage: "SIZE", Category: "volumes",
+			Description: "SIZE is in GiB as in Cinder, or a number with a K, M, G or T suffix (256M); with --backup-id it may be 0 to take the backup's size.",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag,
+				&cli.StringFlag{Name: "backup-id", Usage: "restore `BACKUP` into the new volume"},
+				&cli.StringFlag{Name: "path", Usage: "image `FILE` to create (default: HOME/volumes/ID.img)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SIZE"); err != nil {
 					return err
 				}
 				size, err := volumeSize(c.Args().First())
 				if err != nil {
-					return usageError{err}
+					return usageError{err, c.Command.Name}
+				}
+				path, err := absPath(c.String("path"))
+				if err != nil {
+					return err
 				}
 				return call(c, "create", service.CreateRequest{Name: c.String("name"), BackupID: c.String("backup-id"),
-					AvailabilityZone: c.String("availability-zone"), Path: c.String("path"), Size: size,
-					Project: c.String("project")}, &service.VolumeView{})
+					AvailabilityZone: c.String("availability-zone"), Path: path, Size: size,
+					Project: project(c)}, &service.VolumeView{})
 			}},
-		{Name: "list", Usage: "list volumes", Action: func(c *cli.Context) error {
+		{Name: "list", Usage: "list volumes", Category: "volumes", Flags: []cli.Flag{allProjectsFlag}, Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return call(c, "list", service.Ref{}, &[]service.VolumeView{})
+			return call(c, "list", service.Ref{AllProjects: c.Bool("all-projects")}, &[]service.VolumeView{})
 		}},
-		refVerb("show", "show a volume", "VOLUME", &service.VolumeView{}),
-		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", &service.VolumeView{}),
-		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup name"}, &cli.StringFlag{Name: "description", Usage: "free text"},
-				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the latest backup"}},
+		refVerb("show", "show a volume", "VOLUME", "volumes", &service.VolumeView{}),
+		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", "volumes", &service.VolumeView{}),
+		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME", Category: "backups",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup `NAME`"}, &cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
+				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the volume's latest available backup"},
+				&cli.BoolFlag{Name: "force", Usage: "back up a volume in use through a snapshot taken now (crash-consistent)"},
+				&cli.BoolFlag{Name: "allow-inconsistent", Usage: "read a volume in use live, without a snapshot (recorded as not consistent)"},
+				&cli.StringFlag{Name: "snapshot-id", Usage: "back up `SNAPSHOT` of the volume"},
+				&cli.StringFlag{Name: "availability-zone", Usage: "write to zone `AZ`'s repository (default: the volume's zone)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "VOLUME"); err != nil {
 					return err
 				}
 				return call(c, "backup-create", service.BackupRequest{Volume: c.Args().First(), Name: c.String("name"),
-					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: c.String("project")},
+					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: project(c),
+					Force: c.Bool("force"), AllowInconsistent: c.Bool("allow-inconsistent"), SnapshotID: c.String("snapshot-id"),
+					AvailabilityZone: c.String("availability-zone")},
 					&service.BackupView{})
 			}},
-		{Name: "backup-list", Usage: "list backups, newest first",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only backups of this volume"}},
+		{Name: "backup-list", Usage: "list backups, newest first", Category: "backups",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "volume-id", Usage: "only backups of `VOLUME`"}, allProjectsFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
-				return call(c, "backup-list", service.Ref{Ref: c.String("volume-id")}, &[]service.BackupView{})
+				return call(c, "backup-list", service.Ref{Ref: c.String("volume-id"), AllProjects: c.Bool("all-projects")}, &[]service.BackupView{})
 			}},
-		refVerb("backup-show", "show a backup", "BACKUP", &service.BackupView{}),
-		{Name: "backup-delete", Usage: "delete backups", ArgsUsage: "BACKUP...",
+		refVerb("backup-show", "show a backup", "BACKUP", "backups", &service.BackupView{}),
+		{Name: "backup-delete", Usage: "delete backups (children before their parents when both are named)", ArgsUsage: "BACKUP...", Category: "backups",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also cancel a backup being created (admins only)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, -1, "BACKUP..."); err != nil {
 					return err
 				}
-				return call(c, "backup-delete", service.Ref{Refs: c.Args().Slice()}, &[]service.BackupView{})
+				return call(c, "backup-delete", service.DeleteRequest{Refs: c.Args().Slice(), Force: c.Bool("force")}, &[]service.BackupView{})
 			}},
-		{Name: "backup-restore", Usage: "restore a backup to a new volume or over an existing one", ArgsUsage: "BACKUP",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "volume", Usage: "overwrite this volume"},
-				&cli.StringFlag{Name: "name", Usage: "name of the new volume"}},
+		{Name: "backup-restore", Usage: "restore a backup to a new volume or over an existing one", ArgsUsage: "BACKUP", Category: "backups",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "volume", Usage: "overwrite `VOLUME` (as large as the backup or larger)"},
+				&cli.StringFlag{Name: "name", Usage: "`NAME` of the new volume"},
+				&cli.StringFlag{Name: "path", Usage: "image `FILE` of the new volume (default: HOME/volumes/ID.img)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "BACKUP"); err != nil {
 					return err
 				}
+				if c.IsSet("volume") && (c.IsSet("path") || c.IsSet("name")) {
+					return usageError{fmt.Errorf("backup-restore: --volume overwrites an existing volume; --name and --path are for a new one, give one or the other"), c.Command.Name}
+				}
+				path, err := absPath(c.String("path"))
+				if err != nil {
+					return err
+				}
 				return call(c, "backup-restore", service.RestoreRequest{Backup: c.Args().First(), Volume: c.String("volume"),
-					Name: c.String("name"), Project: c.String("project")}, &service.RestoreView{})
+					Name: c.String("name"), Path: path, Project: project(c)}, &service.RestoreView{})
 			}},
-		{Name: "repo-gc", Usage: "delete unused packs and repack mostly-dead ones",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only this availability zone's repository"}},
+		exportCommand(), importCommand(),
+		{Name: "repo-gc", Usage: "delete unused packs and repack mostly-dead ones", Category: "repositories",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repository"}},
 			Action: func(c *cli.Context) error {
+				if err := args(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
 				return call(c, "repo-gc", service.Ref{Zone: c.String("zone")}, &[]service.GCReport{})
 			}},
 		checkCommand(),
-		exportCommand(), importCommand(), rebuildCommand(),
+		rebuildCommand(),
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),
-	}
+	}, lifecycleCommands()...)
 }
 
 // refVerb is a verb taking one volume or backup.
-func refVerb(name, usage, argName string, resp any) *cli.Command {
-	return &cli.Command{Name: name, Usage: usage, ArgsUsage: argName, Action: func(c *cli.Context) error {
+func refVerb(name, usage, argName, category string, resp any) *cli.Command {
+	return &cli.Command{Name: name, Usage: usage, ArgsUsage: argName, Category: category, Action: func(c *cli.Context) error {
 		if err := args(c, 1, 1, argName); err != nil {
 			return err
 		}
@@ -128,10 +166,14 @@ func refVerb(name, usage, argName string, resp any) *cli.Command {
 }
 
 func checkCommand() *cli.Command {
-	return &cli.Command{Name: "repo-check", Usage: "recount chunk references and check every backup's objects (--read-data: every chunk)",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only this availability zone's repository"},
+	return &cli.Command{Name: "repo-check", Usage: "recount chunk references and check every backup's objects", Category: "repositories",
+		Description: "Exit status 1 when any problem is found; each problem is printed on stderr.",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repository"},
 			&cli.BoolFlag{Name: "read-data", Usage: "also read and verify every referenced chunk"}},
 		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0, "no arguments"); err != nil {
+				return err
+			}
 			var reps []service.CheckReport
 			if err := call(c, "repo-check", service.CheckRequest{Zone: c.String("zone"), ReadData: c.Bool("read-data")}, &reps); err != nil {
 				return err

@@ -1,0 +1,157 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestServiceListAndUnreachableRepository: a zone whose repository is
+// gone shows down with the reason, and a backup to it ends `error` with
+// that reason in fail_reason, leaving no repository created in its place.
+func TestServiceListAndUnreachableRepository(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "a.img")
+	writeImage(t, img, 1<<20, 1)
+	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
+	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.ListServices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byBinary := map[string]ServiceView{}
+	for _, r := range rows {
+		byBinary[r.Binary] = r
+	}
+	if r := byBinary[backupBinary]; r.State != "up" || r.Status != "enabled" || r.Zone != "nova" || r.UpdatedAt == nil {
+		t.Errorf("backup service row %+v, want nova up enabled with a heartbeat", r)
+	}
+	if _, ok := byBinary[volumeBinary]; !ok {
+		t.Error("no volume driver row")
+	}
+	if _, ok := byBinary[catalogBinary]; !ok {
+		t.Error("no catalog owner row")
+	}
+	repoDir := filepath.Join(s.cfg.Home, "repository")
+	if err := os.Rename(repoDir, repoDir+".away"); err != nil { // the NFS export is not mounted
+		t.Fatal(err)
+	}
+	s.Close() // drop opened repositories, as a new owner would start
+	s2, err := Open(ctx, s.cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	rows, _ = s2.ListServices(ctx)
+	for _, r := range rows {
+		if r.Binary == backupBinary && (r.State != "down" || r.Reason == nil || !strings.Contains(*r.Reason, "does not exist")) {
+			t.Errorf("unreachable repository's row %+v, want down with the reason", r)
+		}
+	}
+	_, err = s2.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("backup to an unreachable repository: %v", err)
+	}
+	bs, _ := s2.ListBackups(ctx, "", false)
+	if len(bs) != 2 || bs[0].Status != "error" || bs[0].FailReason == nil || !strings.Contains(*bs[0].FailReason, "unreachable") {
+		t.Errorf("newest backup %+v, want error with the reason", bs[0])
+	}
+	if _, err := os.Stat(repoDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a repository was made in place of the unreachable one: %v", err)
+	}
+	if _, err := s2.DeleteBackups(ctx, DeleteRequest{Refs: []string{bs[0].ID}}); err != nil {
+		t.Errorf("deleting the error backup that never reached a repository: %v", err)
+	}
+}
+
+// TestServiceDisable: a disabled zone takes no new backups or restores,
+// members cannot change services, and enabling lets work in again.
+func TestServiceDisable(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "a.img")
+	writeImage(t, img, 1<<20, 1)
+	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
+	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := authorize(as("p", RoleMember), "service-disable"); !errors.Is(err, ErrForbidden) {
+		t.Errorf("service-disable by a member: %v", err)
+	}
+	if _, err := s.SetServiceEnabled(ctx, ServiceRequest{Zone: "nova", Reason: "maintenance"}, false); err != nil {
+		t.Fatal(err)
+	}
+	before := catalogState(t, s)
+	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), "maintenance") {
+		t.Errorf("backup in a disabled zone: %v", err)
+	}
+	if _, err := s.Restore(ctx, RestoreRequest{Backup: b.ID}, nil); !errors.Is(err, ErrInvalidState) {
+		t.Errorf("restore from a disabled zone: %v", err)
+	}
+	if catalogState(t, s) != before {
+		t.Error("refusals in a disabled zone changed the catalog")
+	}
+	rows, _ := s.ListServices(ctx)
+	if rows[0].Status != "disabled" || rows[0].DisabledReason == nil || *rows[0].DisabledReason != "maintenance" {
+		t.Errorf("service-list row %+v, want disabled (maintenance)", rows[0])
+	}
+	if _, err := s.SetServiceEnabled(ctx, ServiceRequest{Zone: "nova"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); err != nil {
+		t.Errorf("backup after service-enable: %v", err)
+	}
+}
+
+// TestBackupToAnotherZone: backup-create --availability-zone writes to
+// that zone's repository, and create --availability-zone --backup-id
+// restores it into a volume of a third zone's choosing.
+func TestBackupToAnotherZone(t *testing.T) {
+	home := t.TempDir()
+	conf := "[zones.far]\nrepository = \"file://" + filepath.Join(home, "far") + "\"\n"
+	if err := os.WriteFile(filepath.Join(home, ConfigName), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "a.img")
+	want := writeImage(t, img, 2<<20, 1)
+	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
+	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "a", AvailabilityZone: "far"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.AvailabilityZone != "far" || !strings.Contains(b.Container, filepath.Join(home, "far")) {
+		t.Errorf("backup to zone far: zone %s, container %s", b.AvailabilityZone, b.Container)
+	}
+	if _, err := os.Stat(filepath.Join(home, "repository")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the volume's own zone got a repository: %v", err)
+	}
+	v, err := s.CreateVolume(ctx, CreateRequest{Name: "copy", BackupID: b.ID, AvailabilityZone: "nova"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(v.Path)
+	if v.AvailabilityZone != "nova" || !bytes.Equal(got, want) {
+		t.Errorf("restore into zone nova: zone %s, bytes equal %v", v.AvailabilityZone, bytes.Equal(got, want))
+	}
+	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a", AvailabilityZone: "nowhere"}, nil); !errors.Is(err, ErrUsage) {
+		t.Errorf("backup to an unknown zone: %v", err)
+	}
+}
