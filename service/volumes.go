@@ -22,7 +22,8 @@ type ManageRequest struct {
 	Project          string `json:"project"`
 }
 
-// CreateRequest makes a new image-file volume, empty or restored from a backup.
+// CreateRequest makes a new volume (an image file, or an RBD image where
+// the zone's volumes are), empty or restored from a backup.
 type CreateRequest struct {
 	Name             string `json:"name"`
 	BackupID         string `json:"backup_id"`
