@@ -5,8 +5,13 @@ package rbd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/volback/volback/drivers/volume"
@@ -178,5 +183,102 @@ func TestMissingPool(t *testing.T) {
 	_, err := Driver{}.Stat(loc)
 	if !errors.Is(err, volume.ErrNotFound) || !strings.Contains(err.Error(), "no pool no-such-pool") {
 		t.Fatalf("Stat in a missing pool: %v", err)
+	}
+}
+
+// osdWrites is the OSDs' count of write operations so far.
+func osdWrites(t *testing.T, e ceph.Env) int64 {
+	t.Helper()
+	out, err := exec.Command("ceph", "--conf", e.Conf, "--id", e.User, "tell", "osd.*", "perf", "dump", "-f", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var d struct {
+			OSD struct {
+				W int64 `json:"op_w"`
+			} `json:"osd"`
+		}
+		if err := dec.Decode(&d); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		total += d.OSD.W
+	}
+	return total
+}
+
+// TestTargetGathersChunks: 64 KiB writes from several goroutines reach
+// the OSD as a few segment-sized writes, partly written segments beyond
+// the pending limit and at Sync are written as they are, and the image
+// reads back as written.
+func TestTargetGathersChunks(t *testing.T) {
+	e := ceph.Cluster(t)
+	const size = 48 * MiB
+	loc := newImage(t, e, size, 22)
+	data := volumetest.Random(t, size)
+	tg, err := Driver{}.OpenTarget(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(chunks []int64) {
+		var wg sync.WaitGroup
+		next := atomic.Int64{}
+		for range 8 {
+			wg.Go(func() {
+				for k := next.Add(1) - 1; k < int64(len(chunks)); k = next.Add(1) - 1 {
+					off := chunks[k] * 64 << 10
+					if _, err := tg.WriteAt(data[off:off+64<<10], off); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	before := osdWrites(t, e)
+	var whole []int64 // the first 8 MiB, every chunk
+	for i := range int64(128) {
+		whole = append(whole, i)
+	}
+	write(whole)
+	if n := osdWrites(t, e) - before; n > 24 {
+		t.Errorf("8 MiB in 64 KiB writes took %d OSD writes; gathered into 1 MiB segments it takes about 8 (plus object-map updates)", n)
+	}
+	var every []int64 // every other chunk of the next 32 MiB: 32 partial segments
+	for i := int64(128); i < 128+512; i += 2 {
+		every = append(every, i)
+	}
+	write(every)
+	if err := tg.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Zero(MiB+100, 1000); err != nil { // inside a written segment
+		t.Fatal(err)
+	}
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	copy(want, data[:8*MiB])
+	for _, i := range every {
+		off := i * 64 << 10
+		copy(want[off:off+64<<10], data[off:off+64<<10])
+	}
+	clear(want[MiB+100 : MiB+1100])
+	src, err := Driver{}.OpenSource(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	got := make([]byte, size)
+	if _, err := src.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the image does not read as what was written through the gathering target")
 	}
 }
