@@ -122,8 +122,15 @@ func (b *bench) w7(ctx context.Context) {
 		fail("W7 full", fmt.Errorf("importing the image: %w", err))
 		return
 	}
-	os.Remove(file)
 	logf("W7: image %s of %s (the bench's mix) in %.1f s", e.spec(src), mib(size), time.Since(start).Seconds())
+	// The same bytes from a local image file, in a home of their own: what
+	// the pipeline costs without RBD, for comparison.
+	fv := newVolback(b.cfg.volback, b.work)
+	fv.home = filepath.Join(b.work, "volback-file-home")
+	_, fileRow := b.rbdBackupRow(ctx, fv, "W7 full", file, false, size)
+	fileRow.tool, fileRow.note = "volback-file", "the same image as a local file (no RBD)"
+	os.Remove(file)
+	os.RemoveAll(fv.home)
 
 	// Full: rbd export (with an fsync, as cp) against volback backup-create.
 	m, _, err := timed(ctx, command{name: "sh", args: []string{"-c", `rbd --conf "$1" --id "$2" --no-progress export "$3" "$4" && sync "$4"`, "sh", e.conf, e.user, e.spec(src), export}})
@@ -136,6 +143,7 @@ func (b *bench) w7(ctx context.Context) {
 	_, fullRow := b.rbdBackupRow(ctx, v, "W7 full", loc, false, size)
 	b.add(fullRow)
 	b.add(exportRow)
+	b.add(fileRow)
 	if fullRow.err != "" {
 		return
 	}
@@ -196,6 +204,16 @@ func (b *bench) w7(ctx context.Context) {
 	os.Remove(check)
 	b.add(r)
 	b.add(importRow)
+	// The same restore into a local image file: the pipeline without RBD.
+	m, _, err = timed(ctx, v.cmd("create", "--name", "w7-file", "--backup-id", inc, "--path", check, "0"))
+	fileRow = &row{workload: "W7 restore", tool: "volback-file", secs: m.wall.Seconds(), rssKiB: m.rssKiB, bytes: size, note: "the same restore into a local image file (no RBD)"}
+	if err != nil {
+		fileRow = &row{workload: "W7 restore", tool: "volback-file", err: oneLine(err)}
+	} else if got, err := fileSHA256(check); err != nil || got != want {
+		fileRow.badData, fileRow.note = true, "FAIL: the restored file differs from an rbd export of the source"
+	}
+	os.Remove(check)
+	b.add(fileRow)
 }
 
 // rbdBackupRow times one volback backup of the RBD volume at loc into its
