@@ -124,6 +124,10 @@ func benchMain(cfg config) error {
 		return err
 	}
 
+	if !cfg.fileWorkloads() {
+		cfg.tools = []string{"volback"} // W7 alone compares volback with rbd itself
+		b.cfg.tools = cfg.tools
+	}
 	versions := map[string]string{}
 	for _, name := range cfg.tools {
 		st := &state{t: newTool(name, cfg, work)}
@@ -192,7 +196,10 @@ func (b *bench) denseTime() float64 {
 // section is the markdown the -out file gets: facts, then the table.
 func (b *bench) section(table string, versions map[string]string) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "Run %s with `-size %s`", today(), sizeString(b.cfg.size))
+	fmt.Fprintf(&s, "Run %s with", today())
+	if b.cfg.fileWorkloads() {
+		fmt.Fprintf(&s, " `-size %s`", sizeString(b.cfg.size))
+	}
 	if b.cfg.ceph {
 		fmt.Fprintf(&s, " `-ceph -rbd-size %s`", sizeString(b.cfg.rbdSize))
 	}
@@ -207,7 +214,7 @@ func (b *bench) section(table string, versions map[string]string) string {
 		fmt.Fprintf(&s, "- %s\n", f)
 	}
 	for _, name := range b.cfg.tools {
-		fmt.Fprintf(&s, "- %s: %s\n", name, versions[name])
+		fmt.Fprintf(&s, "- %s: %s\n", name, strings.Join(strings.Fields(versions[name]), " "))
 	}
 	if b.cfg.selected("W7") {
 		fmt.Fprintf(&s, "- Ceph: %s\n", cephVersion())
