@@ -18,7 +18,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph clean gen install ceph-start ceph-stop
+.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph soak clean gen install ceph-start ceph-stop
 
 all: build
 
@@ -83,6 +83,12 @@ ceph-stop:
 
 fuzz:
 	FUZZTIME=$${FUZZTIME:-10s} scripts/fuzz.sh
+
+# The model-based test of the data path for SOAKTIME (default 30m) of
+# seeds, and the kill -9 test through the binary with a few more seeds.
+soak:
+	VOLBACK_MODEL_BUDGET=$${SOAKTIME:-30m} $(GO) test -count=1 -timeout 0 -run 'TestModel$$' -v ./service
+	for i in 1 2 3 4 5; do $(GO) test -count=1 -run 'TestKillAtFailpoints|TestModelThroughBinary' ./integration || exit 1; done
 
 # Same workloads through volback, restic, borg and cp; writes docs/BENCHMARKS.md.
 bench: deps build

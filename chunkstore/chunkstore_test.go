@@ -26,7 +26,7 @@ func TestIDParse(t *testing.T) {
 			t.Errorf("ParseID(%q) succeeded", bad)
 		}
 	}
-	if PackName(id) != "packs/"+id.String() || ManifestName("b") != "manifests/b" || RecordName("b") != "backups/b" {
+	if packName(id) != "packs/"+id.String() || ManifestName("b") != "manifests/b" || RecordName("b") != "backups/b" {
 		t.Error("object names do not follow docs/FORMAT.md")
 	}
 }
@@ -168,7 +168,7 @@ func TestPackBuildParse(t *testing.T) {
 	// The same through the backend with ranged reads.
 	s, be := newTestStore(t, 64<<10)
 	ctx := context.Background()
-	be.Put(ctx, PackName(id), pack)
+	be.Put(ctx, packName(id), pack)
 	got2, err := s.ReadPackEntries(ctx, id)
 	if err != nil || len(got2) != len(entries) || got2[3] != entries[3] {
 		t.Fatalf("ReadPackEntries: %v", err)
@@ -293,7 +293,7 @@ func TestPackerConcurrent(t *testing.T) {
 		t.Fatalf("only %d packs for ~23 MiB stored", len(packs))
 	}
 	for id := range packs {
-		data := be.objs[PackName(id)]
+		data := be.objs[packName(id)]
 		if len(data) > packTarget || Sum(data) != id {
 			t.Fatalf("pack %s: %d bytes, hash ok %v", id, len(data), Sum(data) == id)
 		}
@@ -380,7 +380,7 @@ func TestReadChunkCorruption(t *testing.T) {
 	blobs, raws := testBlobs(t, 4)
 	pack, id, entries, _ := EncodePack(blobs)
 	ctx := context.Background()
-	be.Put(ctx, PackName(id), pack)
+	be.Put(ctx, packName(id), pack)
 	for i, e := range entries {
 		raw, err := s.ReadChunk(ctx, e.ID, e.Location, nil)
 		if err != nil || !bytes.Equal(raw, raws[i]) {
@@ -400,7 +400,7 @@ func TestReadChunkCorruption(t *testing.T) {
 	}
 	// A flipped payload byte, for both codecs.
 	for _, e := range entries[:2] {
-		be.corrupt(PackName(id), int(e.Offset+e.Length-2))
+		be.corrupt(packName(id), int(e.Offset+e.Length-2))
 		if _, err := s.ReadChunk(ctx, e.ID, e.Location, nil); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("flipped %s blob: %v", e.Codec, err)
 		}

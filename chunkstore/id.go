@@ -100,11 +100,6 @@ func CheckChunkSize(n int) error {
 	return nil
 }
 
-// Object names.
-func PackName(id ID) string               { return "packs/" + id.String() }
-func ManifestName(backupID string) string { return "manifests/" + backupID }
-func RecordName(backupID string) string   { return "backups/" + backupID }
-
 // corruptf returns an error wrapping ErrCorrupt.
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))

@@ -3,15 +3,26 @@ package chunkstore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+
+	"github.com/volback/volback/drivers/repo"
 )
 
 // Locator finds where a chunk is stored (implemented over the catalog).
 type Locator interface {
 	Locate(ctx context.Context, id ID) (Location, error)
+}
+
+// Relocator is a Locator that can look again when a chunk was not where
+// Locate said (garbage collection moved it since) or was found corrupt.
+// It returns the new location, or an error when there is none (it may
+// then record the chunk as lost). Images call it once per failed read.
+type Relocator interface {
+	Relocate(ctx context.Context, id ID, old Location, cause error) (Location, error)
 }
 
 // maxReadAheadWorkers is the goroutines an image fetches chunks with
@@ -134,7 +145,15 @@ func (im *Image) fill(id ID, buf []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("locating chunk %s: %w", id, err)
 	}
-	return im.s.readChunkInto(im.ctx, id, loc, buf)
+	data, err := im.s.readChunkInto(im.ctx, id, loc, buf)
+	if rl, ok := im.loc.(Relocator); ok && err != nil && (errors.Is(err, repo.ErrNotFound) || errors.Is(err, ErrCorrupt)) {
+		nloc, rerr := rl.Relocate(im.ctx, id, loc, err)
+		if rerr != nil {
+			return nil, fmt.Errorf("%w (looking for another copy: %v)", err, rerr)
+		}
+		return im.s.readChunkInto(im.ctx, id, nloc, buf)
+	}
+	return data, err
 }
 
 // readChunkInto is ReadChunk for the image's hot path: a raw blob is read
@@ -160,7 +179,7 @@ func (s *Store) readChunkInto(ctx context.Context, id ID, loc Location, buf []by
 		}
 		blob = (*bp)[:loc.Length]
 	}
-	if err := s.be.ReadAt(ctx, PackName(loc.Pack), blob, int64(loc.Offset)); err != nil {
+	if err := s.be.ReadAt(ctx, packName(loc.Pack), blob, int64(loc.Offset)); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
 	}
 	codec, rawLen := Codec(blob[0]), binary.LittleEndian.Uint32(blob[1:])

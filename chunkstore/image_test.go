@@ -190,7 +190,7 @@ func TestImageCorruption(t *testing.T) {
 			loc = e.Location
 		}
 	}
-	be.corrupt(PackName(loc.Pack), int(loc.Offset+loc.Length/2))
+	be.corrupt(packName(loc.Pack), int(loc.Offset+loc.Length/2))
 	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{ReadAhead: 4, Name: "backup-1234"})
 	defer im.Close()
 	p := make([]byte, 100)
@@ -217,7 +217,7 @@ func TestImageCorruption(t *testing.T) {
 	id2, _ := m.Chunk(2)
 	for _, e := range entries {
 		if e.ID == id2 {
-			be.Delete(context.Background(), PackName(e.Pack))
+			be.Delete(context.Background(), packName(e.Pack))
 		}
 	}
 	im2 := s.OpenImage(m, newMapLocator(entries), ImageOptions{Name: "b9"})

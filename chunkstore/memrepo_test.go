@@ -125,5 +125,5 @@ var _ repo.Backend = (*memRepo)(nil)
 func (m *memRepo) readCount(loc Location) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.readsAt[fmt.Sprintf("%s@%d", PackName(loc.Pack), loc.Offset)]
+	return m.readsAt[fmt.Sprintf("%s@%d", packName(loc.Pack), loc.Offset)]
 }

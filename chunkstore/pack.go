@@ -182,7 +182,7 @@ func ParsePack(data []byte) ([]PackEntry, error) {
 // ReadPackEntries reads a stored pack's trailer with two ranged reads
 // (after a Stat for its size). It does not read or verify the blobs.
 func (s *Store) ReadPackEntries(ctx context.Context, pack ID) ([]PackEntry, error) {
-	name := PackName(pack)
+	name := packName(pack)
 	info, err := s.be.Stat(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", pack, err)

@@ -44,7 +44,16 @@ type Packer struct {
 	done    []PackEntry // entries of durable packs
 	failed  chan struct{}
 	failOne sync.Once
+
+	onUpload func(ID) error
 }
+
+// OnUpload sets a function the packer calls with each pack's ID while it
+// uploads the pack (concurrently, so its latency hides behind the
+// upload's); the pack counts as written only once both succeeded, and an
+// error fails the packer. A backup records there which packs it wrote, so
+// that they can be removed if it fails. Set it before the first Add.
+func (p *Packer) OnUpload(fn func(pack ID) error) { p.onUpload = fn }
 
 // NewPacker starts a packer writing to s; uploads run on `uploaders` goroutines.
 func (s *Store) NewPacker(ctx context.Context, comp Compression, uploaders int) *Packer {
@@ -111,7 +120,7 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 	if p.closed {
 		return 0, errors.New("chunkstore: Add on a closed packer")
 	}
-	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize > packTarget {
+	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize > p.s.packSize() {
 		p.sealLocked()
 	}
 	if p.cur == nil {
@@ -161,8 +170,19 @@ func (p *Packer) upload(op *openPack) {
 	}
 	*op.buf = appendTrailer(*op.buf, op.entries)
 	id := Sum(*op.buf)
-	if err := p.s.be.Put(p.ctx, PackName(id), *op.buf); err != nil {
+	recorded := make(chan error, 1)
+	if p.onUpload != nil {
+		go func() { recorded <- p.onUpload(id) }()
+	} else {
+		recorded <- nil
+	}
+	if err := p.s.be.Put(p.ctx, packName(id), *op.buf); err != nil {
+		<-recorded
 		p.fail(fmt.Errorf("uploading pack %s (%d chunks, %d bytes): %w", id, len(op.entries), len(*op.buf), err))
+		return
+	}
+	if err := <-recorded; err != nil {
+		p.fail(fmt.Errorf("recording pack %s: %w", id, err))
 		return
 	}
 	for i := range op.entries {

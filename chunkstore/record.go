@@ -32,6 +32,10 @@ type Record struct {
 	RepositoryID     string    `json:"repository_id"`
 	ChunkSize        int       `json:"chunk_size"`
 	ManifestDigest   string    `json:"manifest_digest"`
+	// Consistency says how the volume was read, ConsistencyDetail how in
+	// words (see docs/FORMAT.md); empty in records written before them.
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyDetail string `json:"consistency_detail,omitempty"`
 }
 
 // EncodeRecord serialises a record. It panics only on times JSON cannot

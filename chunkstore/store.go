@@ -29,8 +29,10 @@ type Config struct {
 
 // Store is an opened repository.
 type Store struct {
-	be  repo.Backend
-	cfg Config
+	be         repo.Backend
+	cfg        Config
+	lockOpt    LockOptions
+	packTarget int // 0: packTarget
 }
 
 // Init writes a new config (refusing when one exists) and returns the store.
@@ -111,8 +113,21 @@ func OpenOrInit(ctx context.Context, be repo.Backend, chunkSize int) (*Store, er
 	return s, err
 }
 
-func (s *Store) Config() Config        { return s.cfg }
-func (s *Store) Backend() repo.Backend { return s.be }
+func (s *Store) Config() Config { return s.cfg }
+
+// SetPackSize makes packers close packs at n bytes instead of the 8 MiB
+// default (tests use small packs so a few MiB of data spread over many).
+// n is clamped to what readers accept.
+func (s *Store) SetPackSize(n int) {
+	s.packTarget = max(min(n, maxPackSize), 4<<10)
+}
+
+func (s *Store) packSize() int {
+	if s.packTarget > 0 {
+		return s.packTarget
+	}
+	return packTarget
+}
 
 // blobBufs recycles the buffers compressed blobs are read into.
 var blobBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+blobHeaderSize); return &b }}
@@ -130,7 +145,7 @@ func (s *Store) ReadChunk(ctx context.Context, id ID, loc Location, dst []byte) 
 		*bp = make([]byte, loc.Length)
 	}
 	blob := (*bp)[:loc.Length]
-	if err := s.be.ReadAt(ctx, PackName(loc.Pack), blob, int64(loc.Offset)); err != nil {
+	if err := s.be.ReadAt(ctx, packName(loc.Pack), blob, int64(loc.Offset)); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
 	}
 	raw, codec, err := DecodeBlob(blob, dst)

@@ -95,6 +95,12 @@ func Open(dir string, opt Options) (*Catalog, error) {
 		}
 		c.lock = lock
 	}
+	if !opt.InMemory {
+		if err := dropEmptyLogs(dir); err != nil {
+			c.unlock()
+			return nil, err
+		}
+	}
 	db, err := badger.Open(badgerOptions(dir, opt.InMemory))
 	if err != nil {
 		c.unlock()
@@ -143,6 +149,29 @@ func lockDir(dir string) (*os.File, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// dropEmptyLogs removes zero-length value-log and memtable files. A
+// process killed while Badger creates one leaves it empty (not even its
+// header), and Badger then refuses to open the catalog once ("Create a
+// new file"). An empty log holds no entry, so nothing is lost.
+func dropEmptyLogs(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read catalog directory %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !(strings.HasSuffix(name, ".vlog") || strings.HasSuffix(name, ".mem")) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("remove the empty log %s left by a crash: %w", filepath.Join(dir, name), err)
+			}
+		}
+	}
+	return nil
 }
 
 // LockHolder is the pid the process holding (or that last held) the lock

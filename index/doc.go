@@ -8,11 +8,14 @@
 //	vol/<volume id>                -> Volume as JSON
 //	bak/<backup id>                -> Backup as JSON
 //	chk/<repo id>/<32 raw id bytes> -> Chunk, 50 bytes binary (see encodeChunk)
+//	repo/<repo id>                  -> RepoState as JSON (GC generation)
+//	zone/<zone>                     -> ZoneBinding as JSON (the zone's repository)
+//	bpk/<backup id>/<32 raw pack id> -> empty: a pack the backup uploads
 //
 // Ids never contain '/', so a prefix scan of "chk/<repo id>/" sees exactly
 // one repository's chunks. Lifecycle records (lifecycle.go): "snap/<id>",
-// "quota/<project>", "qguard/<project>", "svc/<binary>/<zone>". Reserved
-// for later: "repo/..."; a new prefix that old code ignores does not need
+// "quota/<project>", "qguard/<project>", "svc/<binary>/<zone>". A new
+// prefix that old code ignores does not need
 // a schema bump, a changed value encoding does.
 //
 // One process owns the catalog at a time (Badger's rule); Open returns an

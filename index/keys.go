@@ -10,12 +10,17 @@ import (
 
 // Key prefixes; see doc.go.
 const (
-	keySchema     = "schema"
-	prefixVolume  = "vol/"
-	prefixBackup  = "bak/"
-	prefixChunk   = "chk/"
-	chunkValueLen = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs
-	chunkVersion  = 1
+	keySchema    = "schema"
+	prefixVolume = "vol/"
+	prefixBackup = "bak/"
+	prefixChunk  = "chk/"
+	prefixRepo   = "repo/"
+	prefixZone   = "zone/"
+	// prefixBackupPack holds the packs a backup uploads, recorded with
+	// each upload, until the backup is available or its packs removed.
+	prefixBackupPack = "bpk/"
+	chunkValueLen    = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs
+	chunkVersion     = 1
 )
 
 // checkID refuses ids that would break the key layout: an empty id or one
@@ -31,6 +36,14 @@ func checkID(kind, id string) error {
 }
 
 func volumeKey(id string) []byte { return []byte(prefixVolume + id) }
+func repoKey(id string) []byte   { return []byte(prefixRepo + id) }
+func zoneKey(name string) []byte { return []byte(prefixZone + name) }
+
+func backupPackPrefix(backupID string) []byte { return []byte(prefixBackupPack + backupID + "/") }
+
+func backupPackKey(backupID string, pack chunkstore.ID) []byte {
+	return append(backupPackPrefix(backupID), pack[:]...)
+}
 func backupKey(id string) []byte { return []byte(prefixBackup + id) }
 
 // chunkPrefix is "chk/<repoID>/".

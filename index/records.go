@@ -43,6 +43,7 @@ const (
 	StatusDeleting        = "deleting"
 	StatusRestoring       = "restoring"
 	StatusErrorRestoring  = "error_restoring"
+	StatusErrorDeleting   = "error_deleting"
 )
 
 // Volume is a registered block source/target.
@@ -86,6 +87,8 @@ type Backup struct {
 	RefsApplied      int    `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
 	MissingParent    bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
 	Imported         bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
+	Damaged          bool   `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
+	DamageReason     string `json:"damage_reason,omitempty"`
 	// Consistency says how the data was read (crash-consistent through a
 	// snapshot, or a live read); ConsistencyDetail says how, in words.
 	Consistency       string `json:"consistency,omitempty"`
@@ -108,3 +111,13 @@ type Chunk struct {
 	chunkstore.Location
 	Refs uint32
 }
+
+// Lost reports whether the entry marks a chunk that a read or check found
+// missing or corrupt: its pack id is all zeros. The entry keeps counting
+// the references of the backups that need it (they are damaged), but it
+// is no location: a backup that meets the chunk again stores it anew and
+// puts the new location here, which heals those backups.
+func (c Chunk) Lost() bool { return c.Pack == chunkstore.ID{} }
+
+// MarkLost turns c into a lost entry, keeping its references.
+func (c *Chunk) MarkLost() { c.Location = chunkstore.Location{} }

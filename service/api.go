@@ -49,8 +49,12 @@ var handlers = map[string]handler{
 	"create": decode(func(s *Service, ctx context.Context, r CreateRequest, p ProgressFunc) (*VolumeView, error) {
 		return s.CreateVolume(ctx, r, p)
 	}),
-	"list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]VolumeView, error) {
-		return s.ListVolumes(ctx, r.AllProjects)
+	"list": decode(func(s *Service, ctx context.Context, r Ref, p ProgressFunc) ([]VolumeView, error) {
+		vols, err := s.ListVolumes(ctx, r.AllProjects)
+		if err == nil && len(vols) == 0 {
+			s.emptyCatalogNotice(ctx, p)
+		}
+		return vols, err
 	}),
 	"show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*VolumeView, error) {
 		return s.ShowVolume(ctx, r.Ref)
@@ -61,8 +65,12 @@ var handlers = map[string]handler{
 	"backup-create": decode(func(s *Service, ctx context.Context, r BackupRequest, p ProgressFunc) (*BackupView, error) {
 		return s.CreateBackup(ctx, r, p)
 	}),
-	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]BackupView, error) {
-		return s.ListBackups(ctx, r.Ref, r.AllProjects)
+	"backup-list": decode(func(s *Service, ctx context.Context, r Ref, p ProgressFunc) ([]BackupView, error) {
+		bs, err := s.ListBackups(ctx, r.Ref, r.AllProjects)
+		if err == nil && len(bs) == 0 {
+			s.emptyCatalogNotice(ctx, p)
+		}
+		return bs, err
 	}),
 	"backup-show": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*BackupView, error) {
 		return s.ShowBackup(ctx, r.Ref)
@@ -76,8 +84,8 @@ var handlers = map[string]handler{
 	"backup-restore": decode(func(s *Service, ctx context.Context, r RestoreRequest, p ProgressFunc) (*RestoreView, error) {
 		return s.Restore(ctx, r, p)
 	}),
-	"repo-gc": decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) ([]GCReport, error) {
-		return s.GC(ctx, r.Zone)
+	"repo-gc": decode(func(s *Service, ctx context.Context, r GCRequest, _ ProgressFunc) ([]GCReport, error) {
+		return s.GC(ctx, r)
 	}),
 	"repo-check": decode(func(s *Service, ctx context.Context, r CheckRequest, _ ProgressFunc) ([]CheckReport, error) {
 		return s.Check(ctx, r)

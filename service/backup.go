@@ -12,7 +12,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/volume"
+	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
 )
 
@@ -176,7 +178,9 @@ func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
 }
 
 // runBackup reads the volume through the pipeline, then commits manifest,
-// record and references. b is updated in place.
+// record and references, all under the shared repository lock (chunks
+// found in the catalog must stay until our references count). b is
+// updated in place.
 func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
 	src, err := s.openSource(vol)
 	if err != nil {
@@ -184,35 +188,63 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	}
 	defer src.Close()
 	b.SizeBytes = src.Size()
+	before := statSource(vol.Path)
 
-	r.gc.RLock() // chunks found in the catalog must stay until our references count
-	defer r.gc.RUnlock()
+	lk, err := s.lock(ctx, r, false, fmt.Sprintf("backup-create %s of volume %s", b.ID, vol.Name), lockWait)
+	if err != nil {
+		return err
+	}
+	defer lk.Release()
+	ctx, cancel := lk.Bind(ctx)
+	defer cancel()
 	st := r.store
 	cs := st.Config().ChunkSize
-	m, chunks, err := s.plan(ctx, r, src, b, cs)
+	m, chunks, seededFrom, err := s.plan(ctx, r, src, b, cs)
 	if err != nil {
 		return err
 	}
-	stored, err := s.pipeline(ctx, r, src, m, chunks, progress)
+	stored, err := s.pipeline(ctx, r, b, src, m, chunks, progress)
 	if err != nil {
 		return err
+	}
+	if b.Consistency == "" { // a live read of a volume not in use: say what it saw
+		b.Consistency, b.ConsistencyDetail = liveConsistency(before, statSource(vol.Path))
 	}
 	ids := m.Unique() // in encoded order: recovery replays RefsApplied against it
+	if seededFrom {
+		stored.dedupPacks, err = s.packsOf(r, ids, stored.locations)
+		if err != nil {
+			return err
+		}
+	}
+	if err := s.verifyDedup(ctx, r, b, stored.dedupPacks); err != nil {
+		return err
+	}
 	b.StoredBytes = stored.bytes
 	b.ObjectCount = len(ids)
 
 	data, digest := m.Encode()
 	b.ManifestDigest = digest.String()
-	if err := st.Backend().Put(ctx, chunkstore.ManifestName(b.ID), data); err != nil {
-		return fmt.Errorf("writing manifest of backup %s: %w", b.ID, err)
+	if err := st.PutManifest(ctx, b.ID, data); err != nil {
+		return err
 	}
-	if err := st.Backend().Put(ctx, chunkstore.RecordName(b.ID), chunkstore.EncodeRecord(record(b, vol, cs))); err != nil {
-		return fmt.Errorf("writing record of backup %s: %w", b.ID, err)
+	failpoint.Hit("backup.manifest-written")
+	if err := st.PutRecord(ctx, record(b, vol, cs)); err != nil {
+		return err
 	}
+	failpoint.Hit("backup.record-written")
 	if err := s.addRefs(r, b, ids, stored.locations); err != nil {
 		return err
 	}
-	return s.update(func(tx *index.Tx) error {
+	if afterRefsHook != nil {
+		if err := afterRefsHook(b); err != nil {
+			return err
+		}
+	}
+	if err := lk.Check(); err != nil {
+		return err
+	}
+	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
 		if err == nil {
 			v.Status, v.PrevStatus, v.Size, v.UpdatedAt = v.PrevStatus, "", b.SizeBytes, now()
@@ -228,6 +260,126 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 		b.Status, b.UpdatedAt = index.StatusAvailable, now()
 		return tx.PutBackup(b)
 	})
+	if err != nil {
+		return err
+	}
+	failpoint.Hit("backup.available")
+	if err := s.forgetBackupPacks(b.ID); err != nil {
+		s.log.Printf("backup %s is available; forgetting its upload records failed (harmless): %v", b.ID, err)
+	}
+	return nil
+}
+
+// afterRefsHook lets tests fail a backup once its references count.
+var afterRefsHook func(*index.Backup) error
+
+// forgetBackupPacks drops the upload records of a backup that completed:
+// its packs are referenced now.
+func (s *Service) forgetBackupPacks(backupID string) error {
+	var packs []chunkstore.ID
+	err := s.cat.View(func(tx *index.Tx) error {
+		return tx.BackupPacks(backupID, func(_ string, p chunkstore.ID) error { packs = append(packs, p); return nil })
+	})
+	for start := 0; err == nil && start < len(packs); start += index.MaxBatch {
+		batch := packs[start:min(start+index.MaxBatch, len(packs))]
+		err = s.update(func(tx *index.Tx) error {
+			for _, p := range batch {
+				if err := tx.DeleteBackupPack(backupID, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return err
+}
+
+// packsOf is the packs holding ids according to the catalog, leaving out
+// the chunks this backup wrote itself.
+func (s *Service) packsOf(r *repository, ids []chunkstore.ID, own map[chunkstore.ID]chunkstore.Location) (map[chunkstore.ID]bool, error) {
+	packs := map[chunkstore.ID]bool{}
+	err := s.cat.View(func(tx *index.Tx) error {
+		for _, id := range ids {
+			if _, mine := own[id]; mine {
+				continue
+			}
+			c, ok, err := tx.Chunk(r.id, id)
+			if err != nil {
+				return err
+			}
+			if ok && !c.Lost() {
+				packs[c.Pack] = true
+			}
+		}
+		return nil
+	})
+	return packs, err
+}
+
+// verifyDedup checks that every pack holding a chunk this backup shares
+// with earlier ones exists, so a backup never becomes available on top of
+// a lost chunk. Entries in a missing pack are dropped (or marked lost when
+// referenced) and the backup fails: the next one stores those chunks again.
+func (s *Service) verifyDedup(ctx context.Context, r *repository, b *index.Backup, packs map[chunkstore.ID]bool) error {
+	var missing []chunkstore.ID
+	for p := range packs {
+		if _, err := r.store.StatPack(ctx, p); errors.Is(err, repo.ErrNotFound) {
+			missing = append(missing, p)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	gone := map[chunkstore.ID]bool{}
+	for _, p := range missing {
+		gone[p] = true
+	}
+	var lost []chunkstore.ID
+	var ids []chunkstore.ID
+	err := s.cat.View(func(tx *index.Tx) error {
+		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
+			if !c.Lost() && gone[c.Pack] {
+				ids = append(ids, id)
+			}
+			return nil
+		})
+	})
+	for start := 0; err == nil && start < len(ids); start += index.MaxBatch {
+		batch := ids[start:min(start+index.MaxBatch, len(ids))]
+		err = s.update(func(tx *index.Tx) error {
+			lost = lost[:0]
+			for _, id := range batch {
+				c, ok, err := tx.Chunk(r.id, id)
+				if err != nil || !ok || c.Lost() || !gone[c.Pack] {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				if c.Refs == 0 {
+					err = tx.DeleteChunk(r.id, id)
+				} else {
+					c.MarkLost()
+					lost = append(lost, id)
+					err = tx.PutChunk(r.id, id, c)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err == nil && len(lost) > 0 {
+		err = s.markDamaged(ctx, r, lost, fmt.Sprintf("pack %s is missing from the repository", missing[0]))
+	}
+	if err != nil {
+		return fmt.Errorf("backup %s: pack %s is missing from repository %s, and recording that failed: %w", b.ID, missing[0], r.url, err)
+	}
+	return fmt.Errorf("backup %s shares %d chunk(s) with earlier backups that were in pack %s (and %d more pack(s)), which is missing from repository %s: the catalog no longer offers them (the next backup stores them again) and backups that need them are marked damaged; run backup-create again, then volback repo-repair",
+		b.ID, len(ids), missing[0], len(missing)-1, r.url)
 }
 
 // record is the repository's copy of a backup record.
@@ -237,22 +389,24 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 		SnapshotID: b.SnapshotID, IsIncremental: b.IsIncremental, SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
 		Container: b.Container, ProjectID: b.ProjectID, CreatedAt: b.CreatedAt, DataTimestamp: b.DataTimestamp,
-		RepositoryID: b.RepositoryID, ChunkSize: chunkSize, ManifestDigest: b.ManifestDigest}
+		RepositoryID: b.RepositoryID, ChunkSize: chunkSize, ManifestDigest: b.ManifestDigest, Consistency: b.Consistency,
+		ConsistencyDetail: b.ConsistencyDetail}
 }
 
 // plan returns the manifest to fill and the chunks to read. Normally that
 // is an empty manifest and every allocated chunk. For an incremental whose
 // source tracks changes since the parent's snapshot (RBD diff), the
-// manifest starts as the parent's and only changed chunks are read; chunks
+// manifest starts as the parent's (seeded is then true) and only changed
+// chunks are read; chunks
 // whose data was discarded since become zero without a read. How it went
 // is recorded in b.ChangeTracking (a full read when the parent's snapshot
 // is gone).
-func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, error) {
+func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, bool, error) {
 	size := src.Size()
 	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
 		var parent *index.Backup
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		// The snapshot the parent's data equals: its own kept one, or the
 		// one it was read from (--snapshot-id).
@@ -266,11 +420,11 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 			case errors.Is(err, volume.ErrNotSupported):
 				b.ChangeTracking = fmt.Sprintf("full read: the volume cannot report changes since snapshot %s (%v)", base, err)
 			case err != nil:
-				return nil, nil, fmt.Errorf("changes since snapshot %s: %w", base, err)
+				return nil, nil, false, fmt.Errorf("changes since snapshot %s: %w", base, err)
 			default:
 				pm, err := s.loadManifest(ctx, r, parent)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, false, err
 				}
 				if pm.ChunkSize == cs {
 					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
@@ -279,7 +433,7 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 					for _, i := range zero {
 						m.SetZero(int(i))
 					}
-					return m, read, nil
+					return m, read, true, nil
 				}
 				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
@@ -287,9 +441,9 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 	}
 	extents, err := src.Allocated(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing allocated extents: %w", err)
+		return nil, nil, false, fmt.Errorf("listing allocated extents: %w", err)
 	}
-	return chunkstore.NewManifest(size, cs), allocatedChunks(extents, size, cs), nil
+	return chunkstore.NewManifest(size, cs), allocatedChunks(extents, size, cs), false, nil
 }
 
 // seeded is a manifest of size bytes holding the parent's chunks wherever
@@ -363,14 +517,15 @@ func allocatedChunks(extents []volume.Extent, size int64, cs int) []int64 {
 }
 
 type pipelineResult struct {
-	bytes     int64 // stored (compressed) bytes of new chunks
-	locations map[chunkstore.ID]chunkstore.Location
+	bytes      int64 // stored (compressed) bytes of new chunks
+	locations  map[chunkstore.ID]chunkstore.Location
+	dedupPacks map[chunkstore.ID]bool // packs of the chunks found in the catalog
 }
 
 // pipeline reads the listed chunks with one reader and hashes, dedups and
 // compresses them on cfg.Workers goroutines through a fixed pool of chunk
 // buffers, so memory does not grow with the volume.
-func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source, m *chunkstore.Manifest, chunks []int64, progress ProgressFunc) (pipelineResult, error) {
+func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, src volume.Source, m *chunkstore.Manifest, chunks []int64, progress ProgressFunc) (pipelineResult, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	st := r.store
@@ -378,6 +533,15 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 	workers := s.cfg.Workers
 	repoID := st.Config().ID
 	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
+	// Each pack is recorded as it is uploaded, so that a failed backup's
+	// packs can be found and removed even after a crash (a pack whose
+	// record a crash lost is an orphan repo-gc removes after its grace).
+	packer.OnUpload(func(p chunkstore.ID) error {
+		err := s.update(func(tx *index.Tx) error { return tx.AddBackupPack(b.ID, p) })
+		failpoint.Hit("backup.pack-recorded")
+		return err
+	})
+	dedup := &packSet{m: map[chunkstore.ID]bool{}}
 
 	// The reader fills blocks of up to readBlock bytes of consecutive
 	// chunks with one pread (few syscalls, large kernel I/O); workers take
@@ -407,7 +571,7 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := s.storeChunk(repoID, packer, m, &mu, j.idx, j.data, &storedBytes); err != nil {
+				if err := s.storeChunk(repoID, packer, m, &mu, j.idx, j.data, &storedBytes, dedup); err != nil {
 					cancel(err)
 				}
 				done.Add(int64(len(j.data)))
@@ -445,7 +609,20 @@ func (s *Service) pipeline(ctx context.Context, r *repository, src volume.Source
 	for _, e := range entries {
 		locs[e.ID] = e.Location
 	}
-	return pipelineResult{bytes: storedBytes.Load(), locations: locs}, nil
+	failpoint.Hit("backup.packs-written")
+	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m}, nil
+}
+
+// packSet is a set of packs shared by the pipeline's workers.
+type packSet struct {
+	mu sync.Mutex
+	m  map[chunkstore.ID]bool
+}
+
+func (p *packSet) add(id chunkstore.ID) {
+	p.mu.Lock()
+	p.m[id] = true
+	p.mu.Unlock()
 }
 
 // readBlock is how many bytes of consecutive chunks one pread fetches.
@@ -530,7 +707,7 @@ func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock
 // storeChunk hashes one chunk, records it in the manifest and hands it to
 // the packer unless it is all zeros or already stored.
 func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
-	idx int64, data []byte, stored *atomic.Int64) error {
+	idx int64, data []byte, stored *atomic.Int64, dedup *packSet) error {
 	if chunkstore.IsZero(data) {
 		mu.Lock()
 		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
@@ -544,11 +721,13 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 	if !added {
 		return nil
 	}
-	var known bool
-	if err := s.cat.View(func(tx *index.Tx) (err error) { _, known, err = tx.Chunk(repoID, id); return err }); err != nil {
+	var c index.Chunk
+	var found bool
+	if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(repoID, id); return err }); err != nil {
 		return err
 	}
-	if known {
+	if found && !c.Lost() { // a lost chunk is stored again
+		dedup.add(c.Pack)
 		return nil
 	}
 	n, err := p.Add(id, data)
@@ -569,12 +748,12 @@ func (s *Service) addRefs(r *repository, b *index.Backup, ids []chunkstore.ID, n
 				if err != nil {
 					return err
 				}
-				if !ok {
+				if !ok || c.Lost() {
 					loc, isNew := newLocs[id]
 					if !isNew {
-						return fmt.Errorf("chunk %s vanished from the catalog during backup %s; run the backup again", id, b.ID)
+						return fmt.Errorf("chunk %s vanished from the catalog during backup %s (found missing or corrupt meanwhile); run the backup again", id, b.ID)
 					}
-					c = index.Chunk{Location: loc}
+					c.Location = loc // a lost entry keeps its references: its backups heal
 				}
 				c.Refs++
 				if err := tx.PutChunk(repoID, id, c); err != nil {
@@ -589,6 +768,7 @@ func (s *Service) addRefs(r *repository, b *index.Backup, ids []chunkstore.ID, n
 			return fmt.Errorf("counting chunk references of backup %s: %w", b.ID, err)
 		}
 		b.RefsApplied = end
+		failpoint.Hit("backup.refs-batch")
 	}
 	return nil
 }
@@ -612,9 +792,9 @@ func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, 
 					return err
 				}
 				if !ok || c.Refs == 0 {
-					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback catalog-rebuild", id, b.ID)
+					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback repo-repair", id, b.ID)
 				}
-				if c.Refs--; c.Refs == 0 && dropUnused {
+				if c.Refs--; c.Refs == 0 && (dropUnused || c.Lost()) {
 					err = tx.DeleteChunk(repoID, id)
 				} else {
 					err = tx.PutChunk(repoID, id, c)
@@ -631,22 +811,27 @@ func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, 
 			return fmt.Errorf("releasing chunk references of backup %s: %w", b.ID, err)
 		}
 		b.RefsApplied = start
+		failpoint.Hit("refs.release-batch")
 	}
 	return nil
 }
 
-// failBackup undoes what a failed backup left (references, repository
-// objects), marks it `error` with the reason and gives the volume its
-// status back. It returns the error to show the user.
+// failBackup undoes what a failed backup left (record, references,
+// manifest, then its packs once nobody can need them), marks it `error`
+// with the reason and gives the volume its status back. A rollback that
+// fails half-way keeps the backup `creating` and is retried in the
+// background until it completes. It returns the error to show the user.
 func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup, cause error) error {
 	reason := cause.Error()
 	if cancelled(cause) {
 		reason = "cancelled by the user" // the CLI's words for it too
 	}
 	ctx = context.WithoutCancel(ctx)
+	rolled := true
 	if err := s.rollbackBackup(ctx, r, b); err != nil {
-		s.log.Printf("backup %s: rolling back: %v", b.ID, err)
-		reason += "; rollback incomplete (" + err.Error() + "), it will be retried when volback restarts"
+		s.log.Printf("backup %s: rolling back: %v (retrying in the background)", b.ID, err)
+		reason += "; rollback incomplete (" + err.Error() + "), being retried"
+		rolled = false
 	}
 	err := s.update(func(tx *index.Tx) error {
 		if v, err := tx.Volume(b.VolumeID); err == nil && v.Status == index.StatusBackingUp {
@@ -662,7 +847,7 @@ func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup
 		if err != nil {
 			return err
 		}
-		if cur.RefsApplied == 0 {
+		if rolled {
 			cur.Status = index.StatusError
 		}
 		cur.FailReason, cur.UpdatedAt = reason, now()
@@ -671,29 +856,89 @@ func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup
 	if err != nil {
 		s.log.Printf("backup %s: recording failure: %v", b.ID, err)
 	}
+	if rolled {
+		s.sweep(ctx, r)
+	} else {
+		s.retryRollback(r, b.ID)
+	}
 	return fmt.Errorf("backup %s of volume %s failed: %w", b.ID, b.VolumeName, cause)
 }
 
-// rollbackBackup releases counted references and removes the record and
-// manifest objects of an unfinished backup.
+// rollbackBackup removes the record of an unfinished backup, releases its
+// counted references, then removes its manifest. (Its packs go in a sweep
+// once it is `error`.)
 func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Backup) error {
 	if b.Imported { // the objects are the imported backup's data, not ours to remove
 		return s.dropImportRefs(ctx, r, b)
 	}
-	be := r.store.Backend()
+	var m *chunkstore.Manifest
 	if b.RefsApplied > 0 {
-		m, err := s.loadManifest(ctx, r, b)
-		if err != nil {
+		var err error
+		if m, err = s.loadManifest(ctx, r, b); err != nil {
 			return err
 		}
+	}
+	if err := r.store.DeleteRecord(ctx, b.ID); err != nil {
+		return err
+	}
+	failpoint.Hit("rollback.record-deleted")
+	if m != nil {
 		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
 			return err
 		}
 	}
-	for _, name := range []string{chunkstore.RecordName(b.ID), chunkstore.ManifestName(b.ID)} {
-		if err := be.Delete(ctx, name); err != nil && !errors.Is(err, repoNotFound) {
-			return err
+	return r.store.DeleteManifest(ctx, b.ID)
+}
+
+// rollbackRetry is the first pause between background rollback attempts;
+// it doubles up to a minute.
+var rollbackRetry = 2 * time.Second
+
+// retryRollback finishes an interrupted rollback in the background, so a
+// long-lived owner (serve, mount) does not leave the backup `creating`
+// until it restarts.
+func (s *Service) retryRollback(r *repository, id string) {
+	s.bg.Add(1)
+	// A job like the backup was: backup-delete --force cancels it (and then
+	// deletes the backup itself), and nothing else may take it meanwhile.
+	ctx, untrack := s.track(s.bgCtx, backupJob(id))
+	go func() {
+		defer s.bg.Done()
+		defer untrack()
+		wait := rollbackRetry
+		for {
+			select {
+			case <-ctx.Done():
+				return // cancelled, or the next start's recovery takes over
+			case <-time.After(wait):
+			}
+			var b *index.Backup
+			err := s.cat.View(func(tx *index.Tx) (err error) { b, err = tx.Backup(id); return err })
+			if err != nil || b.Status != index.StatusCreating {
+				return
+			}
+			if err := s.rollbackBackup(ctx, r, b); err != nil {
+				s.log.Printf("backup %s: rolling back (retry): %v", id, err)
+				wait = min(2*wait, time.Minute)
+				continue
+			}
+			err = s.update(func(tx *index.Tx) error {
+				cur, err := tx.Backup(id)
+				if err != nil {
+					return err
+				}
+				if b.Imported {
+					return tx.DeleteBackup(id)
+				}
+				cur.Status, cur.UpdatedAt = index.StatusError, now()
+				return tx.PutBackup(cur)
+			})
+			if err != nil {
+				s.log.Printf("backup %s: recording the finished rollback: %v", id, err)
+				continue
+			}
+			s.sweep(ctx, r)
+			return
 		}
-	}
-	return nil
+	}()
 }

@@ -7,8 +7,10 @@ import (
 	"sort"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
+	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
 )
 
@@ -67,13 +69,9 @@ func (s *Service) ShowBackup(ctx context.Context, ref string) (*BackupView, erro
 // loadManifest reads a backup's manifest and checks it is the one the
 // catalog recorded.
 func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Backup) (*chunkstore.Manifest, error) {
-	data, err := r.store.Backend().Get(ctx, chunkstore.ManifestName(b.ID))
+	m, digest, err := r.store.LoadManifest(ctx, b.ID)
 	if err != nil {
-		return nil, fmt.Errorf("manifest of backup %s: %w", b.ID, err)
-	}
-	m, digest, err := chunkstore.DecodeManifest(data)
-	if err != nil {
-		return nil, fmt.Errorf("manifest of backup %s: %w", b.ID, err)
+		return nil, err
 	}
 	if b.ManifestDigest != "" && digest.String() != b.ManifestDigest {
 		return nil, fmt.Errorf("manifest of backup %s: digest %s, catalog expects %s: %w", b.ID, digest, b.ManifestDigest, chunkstore.ErrCorrupt)
@@ -84,17 +82,20 @@ func (s *Service) loadManifest(ctx context.Context, r *repository, b *index.Back
 // DeleteRequest is backup-delete.
 type DeleteRequest struct {
 	Refs []string `json:"refs"`
-	// Force (admins only) also cancels a backup being created: the job
-	// stops, rolls back, and the backup is deleted.
+	// Force (admins only) also cancels a backup being created (the job
+	// stops and rolls back, then the backup is deleted), and deletes a
+	// backup whose manifest is gone or damaged, one stuck in another
+	// status, or a record in a repository that the catalog does not know
+	// (by its full id).
 	Force bool `json:"force,omitempty"`
 }
 
 // DeleteBackups deletes each named backup in turn, following Cinder's
-// rules: only available or error backups, and never one that incremental
-// backups depend on. When a backup and its incrementals are both named,
-// the incrementals go first, whatever the order given, so a chain can be
-// deleted in one call. Like Cinder's client, a refusal of one does not
-// stop the others; the refusals are returned together.
+// rules: only available, error or error_deleting backups, and never one
+// that incremental backups depend on. When a backup and its incrementals
+// are both named, the incrementals go first, whatever the order given, so
+// a chain can be deleted in one call. Like Cinder's client, a refusal of
+// one does not stop the others; the refusals are returned together.
 func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]BackupView, error) {
 	refs := req.Refs
 	if req.Force {
@@ -118,7 +119,7 @@ func (s *Service) DeleteBackups(ctx context.Context, req DeleteRequest) ([]Backu
 	}
 	s.sweepAfterDelete(ctx, touched)
 	if len(errs) > 0 {
-		return out, fmt.Errorf("deleted %d of %d backups; %w", len(out), len(refs), errors.Join(errs...))
+		return out, fmt.Errorf("deleted %d of %d backups; %w", len(out), len(req.Refs), errors.Join(errs...))
 	}
 	return out, nil
 }
@@ -187,19 +188,17 @@ func (s *Service) childrenFirst(ctx context.Context, refs []string) []string {
 }
 
 // sweepAfterDelete removes, once per repository, the packs that deletes
-// left without any live chunk.
+// left without any needed chunk (when the exclusive lock is free now).
 func (s *Service) sweepAfterDelete(ctx context.Context, repos map[*repository]bool) {
 	for r := range repos {
-		if _, err := s.sweep(ctx, r, false); err != nil {
-			s.log.Printf("backups deleted; removing unused packs of %s failed (run volback repo-gc): %v", r.url, err)
-		}
+		s.sweep(context.WithoutCancel(ctx), r)
 	}
 }
 
 func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*BackupView, *repository, error) {
 	if force {
-		if err := s.cancelCreating(ctx, ref); err != nil {
-			return nil, nil, err
+		if err := s.cancelCreating(ctx, ref); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, nil, err // (a ref that names no backup is handled below)
 		}
 	}
 	var b *index.Backup
@@ -209,8 +208,15 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 		if b, err = findBackup(tx, caller(ctx), ref); err != nil {
 			return err
 		}
-		if b.Status != index.StatusAvailable && b.Status != index.StatusError {
-			return fmt.Errorf("backup %s is %s; only available or error backups can be deleted", b.ID, b.Status)
+		switch b.Status {
+		case index.StatusAvailable, index.StatusError, index.StatusErrorDeleting:
+		default:
+			if !force {
+				return errorf(ErrInvalidState, "backup %s is %s; only available, error or error_deleting backups can be deleted (--force deletes one stuck in another status)", b.ID, b.Status)
+			}
+			if s.busy(b.ID) {
+				return errorf(ErrInvalidState, "backup %s is %s and a job of this process is working on it; cancel that job first", b.ID, b.Status)
+			}
 		}
 		all, err := tx.Backups()
 		if err != nil {
@@ -225,24 +231,50 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 		b.Status, b.UpdatedAt = index.StatusDeleting, now()
 		return tx.PutBackup(b)
 	})
+	if err != nil && b == nil && s.unknownID(ref) {
+		return s.deleteUnknown(ctx, ref, force, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := s.finishDelete(ctx, b)
-	if err != nil {
-		return nil, nil, err
+	r, derr := s.finishDelete(ctx, b, force)
+	if derr != nil {
+		s.setErrorDeleting(b.ID, derr)
+		hint := "run backup-delete again once the cause is fixed"
+		if !force {
+			hint += " (--force also deletes a backup whose manifest is gone or damaged)"
+		}
+		return nil, nil, fmt.Errorf("deleting backup %s failed, it is now error_deleting: %w; %s", b.ID, derr, hint)
 	}
 	view.Status = "deleted"
 	s.event(ctx, "backup deleted", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID)
 	return &view, r, nil
 }
 
+// setErrorDeleting records that the delete of backup id failed with cause
+// (Cinder's error_deleting: a later delete retries it).
+func (s *Service) setErrorDeleting(id string, cause error) {
+	err := s.update(func(tx *index.Tx) error {
+		cur, err := tx.Backup(id)
+		if err != nil {
+			return err
+		}
+		cur.Status, cur.FailReason, cur.UpdatedAt = index.StatusErrorDeleting, "delete failed: "+cause.Error(), now()
+		return tx.PutBackup(cur)
+	})
+	if err != nil {
+		s.log.Printf("backup %s: recording the failed delete: %v", id, err)
+	}
+}
+
 // finishDelete carries a `deleting` backup to its end: the record goes
-// first (so a catalog rebuild never resurrects it), then the references,
-// the manifest and the catalog entry. The caller then sweeps the returned
-// repository for packs nobody uses (once, however many it deleted). It is
-// also how recovery resumes an interrupted delete.
-func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repository, error) {
+// first (so neither a catalog rebuild nor another home's GC takes it for a
+// live backup), then the references, the manifest and the catalog entry.
+// The caller then sweeps the returned repository for packs nobody uses
+// (once, however many it deleted). It is also how recovery resumes an
+// interrupted delete. With force, a manifest that cannot be read is no
+// obstacle: the repository's reference counts are then recounted.
+func (s *Service) finishDelete(ctx context.Context, b *index.Backup, force bool) (*repository, error) {
 	if b.RepositoryID == "" && b.RefsApplied == 0 { // never reached a repository (unreachable)
 		return nil, s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) })
 	}
@@ -250,28 +282,77 @@ func (s *Service) finishDelete(ctx context.Context, b *index.Backup) (*repositor
 	if err != nil {
 		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
 	}
-	be := r.store.Backend()
+	recount := false
+	var m *chunkstore.Manifest
 	if b.RefsApplied > 0 {
-		m, err := s.loadManifest(ctx, r, b)
-		if err != nil {
-			return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
+		if m, err = s.loadManifest(ctx, r, b); err != nil {
+			if !force {
+				return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
+			}
+			recount = true
 		}
-		if err := be.Delete(ctx, chunkstore.RecordName(b.ID)); err != nil && !errors.Is(err, repoNotFound) {
-			return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
-		}
+	}
+	if err := r.store.DeleteRecord(ctx, b.ID); err != nil {
+		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
+	}
+	failpoint.Hit("delete.record-deleted")
+	if m != nil {
 		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
 			return nil, err
 		}
 	}
-	for _, name := range []string{chunkstore.RecordName(b.ID), chunkstore.ManifestName(b.ID)} {
-		if err := be.Delete(ctx, name); err != nil && !errors.Is(err, repoNotFound) {
-			return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
-		}
+	if err := r.store.DeleteManifest(ctx, b.ID); err != nil {
+		return nil, fmt.Errorf("deleting backup %s: %w", b.ID, err)
 	}
 	if err := s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) }); err != nil {
 		return nil, err
 	}
+	failpoint.Hit("delete.catalog-deleted")
+	if recount {
+		if err := s.recountRefs(ctx, r); err != nil {
+			return nil, fmt.Errorf("backup %s deleted, but recounting the references of %s failed: %w; run volback repo-repair", b.ID, r.url, err)
+		}
+	}
 	return r, nil
+}
+
+// unknownID reports whether ref is a full backup id the catalog does not have.
+func (s *Service) unknownID(ref string) bool {
+	if _, err := uuid.Parse(ref); err != nil || len(ref) != 36 {
+		return false
+	}
+	err := s.cat.View(func(tx *index.Tx) error { _, err := tx.Backup(ref); return err })
+	return errors.Is(err, index.ErrNotFound)
+}
+
+// deleteUnknown handles a backup-delete of an id the catalog does not
+// know: with force, a record of that id is removed from the repository
+// (its chunks become garbage); without, the refusal says what to do.
+func (s *Service) deleteUnknown(ctx context.Context, ref string, force bool, notFound error) (*BackupView, *repository, error) {
+	for _, z := range s.cfg.ZoneNames() {
+		r, err := s.repoFor(ctx, z)
+		if err != nil {
+			continue
+		}
+		has, err := r.store.HasRecord(ctx, ref)
+		if err != nil || !has {
+			continue
+		}
+		if !force {
+			return nil, nil, errorf(ErrNotFound, "backup %s is not in the catalog, but repository %s holds its record (a backup of another volback home, or one not imported yet): import it (backup-import, catalog-rebuild), or, if it is garbage, remove it for good with backup-delete --force %s", ref, r.url, ref)
+		}
+		lk, err := s.lock(ctx, r, false, "backup-delete --force "+ref, lockWait)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = r.store.DeleteBackupObjects(ctx, ref)
+		lk.Release()
+		if err != nil {
+			return nil, nil, err
+		}
+		return &BackupView{ID: ref, Status: "deleted", Container: r.url}, r, nil
+	}
+	return nil, nil, notFound
 }
 
 // cancelCreating stops the job creating backup ref, if it is being
@@ -287,7 +368,9 @@ func (s *Service) cancelCreating(ctx context.Context, ref string) error {
 		return nil
 	}
 	start := time.Now()
-	if err := s.cancelJob(backupJob(b.ID), errForceDeleted, cancelWait); err != nil {
+	if err := s.cancelJob(backupJob(b.ID), errForceDeleted, cancelWait); errors.Is(err, errJobGone) {
+		return nil // stuck (a rollback that failed and waits): the forced delete finishes it
+	} else if err != nil {
 		return errorf(ErrInvalidState, "backup %s is creating and cannot be cancelled: %v; run backup-delete --force again, or restart the volback process that owns the catalog (it rolls the backup back when it starts)", b.ID, err)
 	}
 	s.event(ctx, "backup cancelled", "backup", b.ID, "volume", b.VolumeID, "project", b.ProjectID, "duration", since(start))

@@ -89,7 +89,7 @@ func TestCancelBackup(t *testing.T) {
 	if refs != 0 {
 		t.Errorf("%d chunk references left after the cancel", refs)
 	}
-	if _, err := s.GC(ctx, ""); err != nil {
+	if _, err := s.GC(ctx, GCRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := packCount(t, s); n != 0 {

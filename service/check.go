@@ -19,6 +19,10 @@ type CheckReport struct {
 	Problems      []string `json:"problems"`
 	ReferencesOK  bool     `json:"references_ok"`
 	ReadDataTried bool     `json:"read_data"`
+	// Packs that nothing needs: what repo-gc would delete (once they are
+	// older than the grace period, for packs the catalog does not know).
+	UnreferencedPacks int   `json:"unreferenced_packs"`
+	UnreferencedBytes int64 `json:"unreferenced_bytes"`
 }
 
 // CheckRequest is repo-check.
@@ -29,19 +33,17 @@ type CheckRequest struct {
 
 // Check recounts every chunk reference from the manifests of the catalog's
 // backups and compares with the catalog, checks that every backup's record
-// and manifest and every referenced pack exist, and with readData reads and
-// verifies every referenced chunk.
+// and manifest and every referenced pack exist, reports damaged backups,
+// lost chunks and packs nothing needs, and with readData reads and
+// verifies every referenced chunk (a chunk that fails is recorded as lost
+// at once).
 func (s *Service) Check(ctx context.Context, req CheckRequest) ([]CheckReport, error) {
-	zones := s.cfg.ZoneNames()
-	if req.Zone != "" {
-		zones = []string{req.Zone}
+	repos, err := s.zoneRepos(ctx, req.Zone)
+	if err != nil {
+		return nil, err
 	}
 	var out []CheckReport
-	for _, z := range zones {
-		r, err := s.repoFor(ctx, z)
-		if err != nil {
-			return out, err
-		}
+	for _, r := range repos {
 		rep, err := s.check(ctx, r, req.ReadData)
 		if err != nil {
 			return out, err
@@ -52,11 +54,14 @@ func (s *Service) Check(ctx context.Context, req CheckRequest) ([]CheckReport, e
 }
 
 func (s *Service) check(ctx context.Context, r *repository, readData bool) (CheckReport, error) {
-	r.gc.RLock()
-	defer r.gc.RUnlock()
-	repoID := r.store.Config().ID
-	be := r.store.Backend()
-	rep := CheckReport{Repository: r.url, ReadDataTried: readData}
+	rep := CheckReport{Repository: r.url, ReadDataTried: readData, Problems: []string{}}
+	lk, err := s.lock(ctx, r, false, "repo-check", lockWait)
+	if err != nil {
+		return rep, err
+	}
+	defer lk.Release()
+	ctx, cancel := lk.Bind(ctx)
+	defer cancel()
 	problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
 
 	var backups []*index.Backup
@@ -65,14 +70,17 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 	}
 	want := map[chunkstore.ID]uint32{}
 	for _, b := range backups {
-		if b.RepositoryID != repoID {
+		if b.RepositoryID != r.id {
 			continue
 		}
 		rep.Backups++
 		if b.Status == index.StatusAvailable {
-			if _, err := be.Stat(ctx, chunkstore.RecordName(b.ID)); err != nil {
-				problem("backup %s: record object: %v", b.ID, err)
+			if ok, err := r.store.HasRecord(ctx, b.ID); err != nil || !ok {
+				problem("backup %s: its record %s is missing from the repository (%v)", b.ID, chunkstore.RecordName(b.ID), err)
 			}
+		}
+		if b.Damaged {
+			problem("backup %s is damaged: %s; volback repo-repair --rewrite saves what is readable, backup-delete --force removes it", b.ID, b.DamageReason)
 		}
 		if b.RefsApplied == 0 && b.Status != index.StatusAvailable {
 			continue
@@ -92,19 +100,27 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 		}
 	}
 	packs := map[chunkstore.ID]bool{}
-	var live []index.Chunk
-	var liveIDs []chunkstore.ID
-	err := s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(repoID, func(id chunkstore.ID, c index.Chunk) error {
+	type located struct {
+		id chunkstore.ID
+		c  index.Chunk
+	}
+	var live []located
+	err = s.cat.View(func(tx *index.Tx) error {
+		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
 			rep.Chunks++
 			if c.Refs != want[id] {
 				problem("chunk %s: catalog counts %d references, manifests %d", id, c.Refs, want[id])
 			}
 			delete(want, id)
+			if c.Lost() {
+				if c.Refs > 0 {
+					problem("chunk %s is lost (found missing or corrupt): %d backup(s) need it; run volback repo-repair", id, c.Refs)
+				}
+				return nil
+			}
 			packs[c.Pack] = true
 			if c.Refs > 0 && readData {
-				live = append(live, c)
-				liveIDs = append(liveIDs, id)
+				live = append(live, located{id, c})
 			}
 			return nil
 		})
@@ -121,20 +137,36 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 		problem("chunk %s: referenced by manifests but not in the catalog", id)
 	}
 	rep.Packs = len(packs)
-	for p := range packs {
-		if _, err := be.Stat(ctx, chunkstore.PackName(p)); err != nil {
+	for _, p := range sortedIDs(packs) {
+		if _, err := r.store.StatPack(ctx, p); err != nil {
 			problem("pack %s: %v", p, err)
 		}
 	}
 	var buf []byte
-	for i, c := range live {
-		data, err := r.store.ReadChunk(ctx, liveIDs[i], c.Location, buf)
+	for _, l := range live {
+		data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
 		if err != nil {
-			problem("chunk %s: %v", liveIDs[i], err)
+			if ctx.Err() != nil {
+				return rep, context.Cause(ctx)
+			}
+			problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
 			continue
 		}
 		buf = data
 		rep.ChunksRead++
+	}
+	// What repo-gc would remove; records it could not judge are problems.
+	p, err := s.planGC(ctx, r, gcOptions{orphans: true})
+	if err != nil {
+		problem("%v", err)
+	} else {
+		for _, l := range [][]chunkstore.ID{p.dead, p.orphans} {
+			for _, id := range l {
+				rep.UnreferencedPacks++
+				rep.UnreferencedBytes += p.listing[id].Size
+			}
+		}
+		rep.Problems = append(rep.Problems, p.problems...)
 	}
 	rep.ReferencesOK = len(rep.Problems) == 0
 	return rep, nil

@@ -9,8 +9,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
 )
 
@@ -26,6 +28,18 @@ type Config struct {
 	ChunkSize        int             `toml:"-"`
 	DefaultZone      string          `toml:"default_availability_zone"`
 	Zones            map[string]Zone `toml:"zones"`
+	// GCGraceText is how old a pack no backup references must be before
+	// repo-gc deletes it: a backup in another process may not have
+	// committed its references yet.
+	GCGraceText string        `toml:"gc_grace"`
+	GCGrace     time.Duration `toml:"-"`
+	// GCRepackBelow is the live share (by bytes) under which repo-gc
+	// rewrites a pack; 0 never repacks.
+	GCRepackBelow float64 `toml:"gc_repack_below"`
+
+	// Test hooks, not in the file: pack size and lock lease.
+	packSize    int
+	lockOptions chunkstore.LockOptions
 	// PasswordFile is the CLI's --password-file, reserved for encrypted
 	// repositories: the CLI checks it is readable; nothing uses it yet.
 	PasswordFile string `toml:"-"`
@@ -42,6 +56,12 @@ type Config struct {
 	// none, so every incremental of such a volume reads it whole.
 	TrackingSnapshots int `toml:"change_tracking_snapshots"`
 }
+
+// Defaults of the garbage collector (docs/CLI.md).
+const (
+	DefaultGCGrace       = time.Hour
+	DefaultGCRepackBelow = 0.5
+)
 
 // Zone maps an availability zone to the repository that serves it and to
 // where its new volumes are created.
@@ -74,7 +94,8 @@ func LoadConfig(home string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("volback home %q: %v", home, err)
 	}
-	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova", TrackingSnapshots: 2}
+	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova",
+		GCGraceText: DefaultGCGrace.String(), GCRepackBelow: DefaultGCRepackBelow, TrackingSnapshots: 2}
 	path := filepath.Join(abs, ConfigName)
 	md, err := toml.DecodeFile(path, &c)
 	switch {
@@ -102,6 +123,12 @@ func LoadConfig(home string) (Config, error) {
 		return Config{}, fmt.Errorf("config %s: chunk_size %q: must be a power of two from 16K to 4M", path, c.ChunkSizeText)
 	}
 	c.ChunkSize = int(cs)
+	if c.GCGrace, err = time.ParseDuration(c.GCGraceText); err != nil || c.GCGrace < 0 {
+		return Config{}, fmt.Errorf("config %s: gc_grace %q: must be a duration such as \"1h\" or \"30m\" (0 deletes unreferenced packs at once)", path, c.GCGraceText)
+	}
+	if c.GCRepackBelow < 0 || c.GCRepackBelow > 1 {
+		return Config{}, fmt.Errorf("config %s: gc_repack_below %v: must be a live share from 0 (never repack) to 1", path, c.GCRepackBelow)
+	}
 	if c.Zones == nil {
 		c.Zones = map[string]Zone{}
 	}

@@ -160,11 +160,7 @@ func (s *Service) ExportBackup(ctx context.Context, ref string) (*ExportView, er
 	if err != nil {
 		return nil, err
 	}
-	data, err := r.store.Backend().Get(ctx, chunkstore.RecordName(b.ID))
-	if err != nil {
-		return nil, fmt.Errorf("exporting backup %s: record object: %w; run volback repo-check", b.ID, err)
-	}
-	rec, err := chunkstore.DecodeRecord(data)
+	rec, err := r.store.GetRecord(ctx, b.ID)
 	if err != nil {
 		return nil, fmt.Errorf("exporting backup %s: record object: %w; run volback repo-check", b.ID, err)
 	}
@@ -172,7 +168,7 @@ func (s *Service) ExportBackup(ctx context.Context, ref string) (*ExportView, er
 		return nil, fmt.Errorf("exporting backup %s: the repository's record (id %s, manifest %s) differs from the catalog's (manifest %s); run volback repo-check",
 			b.ID, rec.ID, rec.ManifestDigest, b.ManifestDigest)
 	}
-	er := &ExportRecord{Record: *rec, Service: r.store.Backend().Name(), Status: index.StatusAvailable,
+	er := &ExportRecord{Record: *rec, Service: r.store.DriverName(), Status: index.StatusAvailable,
 		Size: GiB(rec.SizeBytes), ServiceMetadata: serviceMetadata(rec.ID)}
 	return &ExportView{BackupService: er.Service, BackupURL: EncodeBackupURL(er)}, nil
 }
@@ -209,15 +205,19 @@ func (s *Service) ImportBackup(ctx context.Context, req ImportRequest) (*BackupV
 	if err != nil {
 		return nil, err
 	}
-	if name := r.store.Backend().Name(); name != req.BackupService {
+	if name := r.store.DriverName(); name != req.BackupService {
 		return nil, fmt.Errorf("backup_service %q does not match the driver %q of repository %s, which holds backup %s; pass the backup_service backup-export printed",
 			req.BackupService, name, r.url, rec.ID)
 	}
-	r.gc.RLock() // no pack may go between locating the chunks and counting them
+	// No pack may go between locating the chunks and counting them.
+	lk, err := s.lock(ctx, r, false, "backup-import "+rec.ID, lockWait)
+	if err != nil {
+		return nil, err
+	}
 	locked := true
 	defer func() {
 		if locked {
-			r.gc.RUnlock()
+			lk.Release()
 		}
 	}()
 	m, err := s.verifyRecord(ctx, r, &rec.Record)
@@ -243,13 +243,9 @@ func (s *Service) ImportBackup(ctx context.Context, req ImportRequest) (*BackupV
 	}
 	b, err := s.commitImport(r, &rec.Record, m, locs, false)
 	if b != nil && err != nil { // references were being counted: undo them with no backup running
-		r.gc.RUnlock()
+		lk.Release()
 		locked = false
-		r.gc.Lock()
-		if aerr := s.abortImport(context.WithoutCancel(ctx), r, b); aerr != nil {
-			s.log.Printf("backup %s: undoing a failed import: %v (volback retries when it restarts)", b.ID, aerr)
-		}
-		r.gc.Unlock()
+		s.undoImport(ctx, r, b)
 	}
 	if err != nil {
 		return nil, err
@@ -292,15 +288,14 @@ func zoneFor(rec *chunkstore.Record) string {
 // the record names and covers what the record says.
 func (s *Service) verifyRecord(ctx context.Context, r *repository, rec *chunkstore.Record) (*chunkstore.Manifest, error) {
 	name := chunkstore.ManifestName(rec.ID)
-	data, err := r.store.Backend().Get(ctx, name)
+	m, digest, err := r.store.LoadManifest(ctx, rec.ID)
 	if errors.Is(err, repoNotFound) {
 		return nil, fmt.Errorf("backup %s: its manifest %s is missing from repository %s: the backup's data is incomplete and cannot be imported",
 			rec.ID, name, r.url)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, chunkstore.ErrCorrupt) {
 		return nil, fmt.Errorf("backup %s: reading manifest %s from %s: %w", rec.ID, name, r.url, err)
 	}
-	m, digest, err := chunkstore.DecodeManifest(data)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: manifest %s in %s: %w; the backup cannot be imported", rec.ID, name, r.url, err)
 	}
@@ -323,15 +318,14 @@ func (s *Service) verifyRecord(ctx context.Context, r *repository, rec *chunksto
 // (a deleted backup loses its record first) and that it names the same data.
 func (s *Service) matchRecordObject(ctx context.Context, r *repository, rec *chunkstore.Record) error {
 	name := chunkstore.RecordName(rec.ID)
-	data, err := r.store.Backend().Get(ctx, name)
+	stored, err := r.store.GetRecord(ctx, rec.ID)
 	if errors.Is(err, repoNotFound) {
 		return fmt.Errorf("backup %s: its record %s is missing from repository %s: the backup was deleted (or its delete was interrupted) and cannot be imported",
 			rec.ID, name, r.url)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, chunkstore.ErrCorrupt) {
 		return fmt.Errorf("backup %s: reading record %s from %s: %w", rec.ID, name, r.url, err)
 	}
-	stored, err := chunkstore.DecodeRecord(data)
 	if err != nil {
 		return fmt.Errorf("backup %s: record %s in %s: %w", rec.ID, name, r.url, err)
 	}

@@ -285,8 +285,9 @@ func TestImportRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			undo := func() {}
 			if tc.setup != nil {
-				defer tc.setup()()
+				undo = tc.setup()
 			}
 			svc := tc.service
 			if svc == "" {
@@ -304,6 +305,7 @@ func TestImportRefusals(t *testing.T) {
 			if got := catalogState(t, s); got != state {
 				t.Errorf("refused import changed the catalog")
 			}
+			undo() // the damage the case set up, before checking the rest
 			mustCheck(t, s)
 		})
 	}

@@ -67,8 +67,8 @@ func (s *Service) LocateImage(ctx context.Context, ref string) (*ImageLocation, 
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return fmt.Errorf("backup %s: chunk %s is not in the catalog; run volback catalog-rebuild", b.ID, id)
+			if !ok || c.Lost() {
+				return fmt.Errorf("backup %s: chunk %s is lost (not in the catalog, or found missing or corrupt); the backup is damaged: run volback repo-repair", b.ID, id)
 			}
 			loc.Chunks = append(loc.Chunks, ChunkRef{ID: id.String(), Pack: c.Pack.String(), Offset: c.Offset,
 				Length: c.Length, RawLength: c.RawLength, Codec: uint8(c.Codec)})
@@ -117,9 +117,10 @@ func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 	return out, nil
 }
 
-// OpenImage opens one backup for reading. The image keeps working from the
-// locations it was opened with; if its packs are deleted meanwhile, reads
-// fail (never return wrong bytes: every chunk is verified).
+// OpenImage opens one backup for reading. A mount holds no repository
+// lock, so that it never keeps repo-gc waiting: when a chunk is not where
+// it was (a repack moved it), the image looks it up again and retries.
+// Reads never return wrong bytes: every chunk is verified.
 func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, error) {
 	if s := localService(ms.c); s != nil {
 		return ms.openLocal(ctx, s, id)
@@ -132,28 +133,19 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 	if err != nil {
 		return nil, err
 	}
-	data, err := st.Backend().Get(ctx, chunkstore.ManifestName(loc.BackupID))
+	m, digest, err := st.LoadManifest(ctx, loc.BackupID)
 	if err != nil {
-		return nil, fmt.Errorf("manifest of backup %s: %w", loc.BackupID, err)
-	}
-	m, digest, err := chunkstore.DecodeManifest(data)
-	if err != nil {
-		return nil, fmt.Errorf("manifest of backup %s: %w", loc.BackupID, err)
+		return nil, err
 	}
 	if digest.String() != loc.ManifestDigest {
 		return nil, fmt.Errorf("manifest of backup %s does not match the catalog's digest: %w", loc.BackupID, chunkstore.ErrCorrupt)
 	}
-	locs := make(mapLocator, len(loc.Chunks))
-	for _, c := range loc.Chunks {
-		cid, err1 := chunkstore.ParseID(c.ID)
-		pack, err2 := chunkstore.ParseID(c.Pack)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("backup %s: bad chunk location from the catalog owner", loc.BackupID)
-		}
-		locs[cid] = chunkstore.Location{Pack: pack, Offset: c.Offset, Length: c.Length, RawLength: c.RawLength, Codec: chunkstore.Codec(c.Codec)}
+	rl := &remoteLocator{c: ms.c, backup: loc.BackupID}
+	if err := rl.set(&loc); err != nil {
+		return nil, err
 	}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
-	return st.OpenImage(m, locs, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: loc.BackupID}), nil
+	return st.OpenImage(m, rl, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: loc.BackupID}), nil
 }
 
 // openLocal opens an image when this process owns the catalog: chunks are
@@ -165,7 +157,7 @@ func (ms *MountSource) openLocal(ctx context.Context, s *Service, ref string) (f
 		return nil, err
 	}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
-	return r.store.OpenImage(m, catalogLocator{s, b.RepositoryID}, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: b.ID}), nil
+	return r.store.OpenImage(m, &catalogLocator{s: s, r: r}, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: b.ID}), nil
 }
 
 func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.Store, error) {
@@ -196,17 +188,63 @@ func (ms *MountSource) Close() {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	for _, st := range ms.stores {
-		st.Backend().Close()
+		st.Close()
 	}
 }
 
-// mapLocator is a Locator over a snapshot of chunk locations.
-type mapLocator map[chunkstore.ID]chunkstore.Location
+// remoteLocator locates the chunks of one backup from the locations the
+// catalog owner gave; when a chunk is not where they said (a GC moved it
+// since), it asks the owner again, once per miss.
+type remoteLocator struct {
+	c      Caller
+	backup string
 
-func (m mapLocator) Locate(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
-	l, ok := m[id]
-	if !ok {
-		return l, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
+	mu   sync.Mutex
+	locs map[chunkstore.ID]chunkstore.Location
+}
+
+func (l *remoteLocator) set(loc *ImageLocation) error {
+	locs := make(map[chunkstore.ID]chunkstore.Location, len(loc.Chunks))
+	for _, c := range loc.Chunks {
+		cid, err1 := chunkstore.ParseID(c.ID)
+		pack, err2 := chunkstore.ParseID(c.Pack)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("backup %s: bad chunk location from the catalog owner", loc.BackupID)
+		}
+		locs[cid] = chunkstore.Location{Pack: pack, Offset: c.Offset, Length: c.Length, RawLength: c.RawLength, Codec: chunkstore.Codec(c.Codec)}
 	}
-	return l, nil
+	l.mu.Lock()
+	l.locs = locs
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *remoteLocator) Locate(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	loc, ok := l.locs[id]
+	if !ok {
+		return loc, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
+	}
+	return loc, nil
+}
+
+// Relocate asks the owner for fresh locations (unless another reader did
+// meanwhile) and returns the chunk's new one.
+func (l *remoteLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, cause error) (chunkstore.Location, error) {
+	if loc, err := l.Locate(ctx, id); err == nil && loc != old {
+		return loc, nil
+	}
+	var loc ImageLocation
+	if err := l.c.Call(ctx, "backup-locate", Ref{Ref: l.backup}, &loc, nil); err != nil {
+		return chunkstore.Location{}, err
+	}
+	if err := l.set(&loc); err != nil {
+		return chunkstore.Location{}, err
+	}
+	nloc, err := l.Locate(ctx, id)
+	if err == nil && nloc == old {
+		return nloc, fmt.Errorf("the catalog owner still locates chunk %s in pack %s: %w", id, old.Pack, cause)
+	}
+	return nloc, err
 }

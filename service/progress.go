@@ -5,6 +5,9 @@ type Progress struct {
 	Phase string `json:"phase"` // "backup", "restore"
 	Done  int64  `json:"done"`  // bytes
 	Total int64  `json:"total"` // bytes
+	// Notice is a message for the user (printed on stderr) instead of a
+	// position: something the result alone would hide.
+	Notice string `json:"notice,omitempty"`
 }
 
 // ProgressFunc receives progress; nil means nobody is watching.

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/index"
 )
 
@@ -51,19 +50,14 @@ var errScanDone = errors.New("every wanted chunk found")
 func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) (packScan, error) {
 	ps := packScan{locs: map[chunkstore.ID]chunkstore.Location{}}
 	st := r.store
-	err := st.Backend().List(ctx, "packs/", func(info repo.Info) error {
-		id, err := chunkstore.ParseID(strings.TrimPrefix(info.Name, "packs/"))
-		if err != nil {
-			ps.problems = append(ps.problems, fmt.Sprintf("object %s is not a pack name; ignored", info.Name))
-			return nil
-		}
+	err := st.ListPacks(ctx, func(p chunkstore.PackInfo) error {
 		ps.packs++
-		entries, err := st.ReadPackEntries(ctx, id)
+		entries, err := st.ReadPackEntries(ctx, p.ID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			ps.problems = append(ps.problems, fmt.Sprintf("pack %s is unreadable: %v", id, err))
+			ps.problems = append(ps.problems, fmt.Sprintf("pack %s is unreadable: %v", p.ID, err))
 			return nil
 		}
 		ps.chunks += len(entries)
@@ -77,9 +71,11 @@ func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) 
 			}
 		}
 		return nil
+	}, func(name string) {
+		ps.problems = append(ps.problems, fmt.Sprintf("object %s is not a pack name; ignored", name))
 	})
 	if err != nil && !errors.Is(err, errScanDone) {
-		return ps, fmt.Errorf("listing the packs of %s: %w", r.url, err)
+		return ps, err
 	}
 	return ps, nil
 }
@@ -87,13 +83,13 @@ func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) 
 // locateMissing finds, in pack trailers, the chunks of ids the catalog does
 // not know. A chunk in no pack refuses the import.
 func (s *Service) locateMissing(ctx context.Context, r *repository, backupID string, ids []chunkstore.ID) (map[chunkstore.ID]chunkstore.Location, error) {
-	repoID := r.store.Config().ID
+	repoID := r.id
 	want := map[chunkstore.ID]bool{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		for _, id := range ids {
-			if _, ok, err := tx.Chunk(repoID, id); err != nil {
+			if c, ok, err := tx.Chunk(repoID, id); err != nil {
 				return err
-			} else if !ok {
+			} else if !ok || c.Lost() { // a lost chunk found in a pack heals
 				want[id] = true
 			}
 		}
@@ -135,7 +131,8 @@ func backupFromRecord(rec *chunkstore.Record) *index.Backup {
 		IsIncremental: rec.IsIncremental, SizeBytes: rec.SizeBytes, ObjectCount: rec.ObjectCount,
 		StoredBytes: rec.StoredBytes, AvailabilityZone: rec.AvailabilityZone, Container: rec.Container,
 		RepositoryID: rec.RepositoryID, ProjectID: rec.ProjectID, ManifestDigest: rec.ManifestDigest,
-		Imported: true, CreatedAt: rec.CreatedAt, UpdatedAt: now(), DataTimestamp: rec.DataTimestamp}
+		Imported: true, CreatedAt: rec.CreatedAt, UpdatedAt: now(), DataTimestamp: rec.DataTimestamp, Consistency: rec.Consistency,
+		ConsistencyDetail: rec.ConsistencyDetail}
 }
 
 // commitImport registers a verified record: a `creating` entry marked
@@ -226,6 +223,21 @@ func (s *Service) abortImport(ctx context.Context, r *repository, b *index.Backu
 	})
 }
 
+// undoImport aborts an import whose references were being counted, under
+// the exclusive lock: entries it drops must not vanish under a backup's
+// dedup. Failing that, recovery retries when volback restarts.
+func (s *Service) undoImport(ctx context.Context, r *repository, b *index.Backup) {
+	ctx = context.WithoutCancel(ctx)
+	lk, err := s.lock(ctx, r, true, "undo backup-import "+b.ID, lockWait)
+	if err == nil {
+		err = s.abortImport(ctx, r, b)
+		lk.Release()
+	}
+	if err != nil {
+		s.log.Printf("backup %s: undoing a failed import: %v (volback retries when it restarts)", b.ID, err)
+	}
+}
+
 // dropImportRefs releases the counted references of an import, last batch
 // first, and deletes the chunk entries that fall to zero: after a lost
 // catalog those entries would be the only ones naming their packs, and a
@@ -307,10 +319,12 @@ type rebuildItem struct {
 }
 
 func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildReport) error {
-	r.gc.RLock()
-	defer r.gc.RUnlock()
-	be := r.store.Backend()
-	repoID := r.store.Config().ID
+	lk, err := s.lock(ctx, r, false, "catalog-rebuild", lockWait)
+	if err != nil {
+		return err
+	}
+	defer lk.Release()
+	repoID := r.id
 	rep.Repositories = append(rep.Repositories, r.url)
 	problem := func(format string, a ...any) {
 		rep.Problems = append(rep.Problems, r.url+": "+fmt.Sprintf(format, a...))
@@ -322,8 +336,8 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 	}
 
 	var names []string
-	if err := be.List(ctx, "backups/", func(i repo.Info) error { names = append(names, i.Name); return nil }); err != nil {
-		return fmt.Errorf("listing the backup records of %s: %w", r.url, err)
+	if err := r.store.ListRecords(ctx, func(id string) error { names = append(names, id); return nil }); err != nil {
+		return err
 	}
 	sort.Strings(names)
 	rep.Backups += len(names)
@@ -338,18 +352,13 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 	}
 
 	good := map[string]*rebuildItem{}
-	for _, name := range names {
-		id := strings.TrimPrefix(name, "backups/")
-		data, err := be.Get(ctx, name)
+	for _, id := range names {
+		rec, err := r.store.GetRecord(ctx, id)
 		if err != nil {
 			skip(id, "reading its record: %v", err)
 			continue
 		}
-		rec, err := chunkstore.DecodeRecord(data)
-		if err == nil && rec.ID != id {
-			err = fmt.Errorf("the record object %s holds backup %s", name, rec.ID)
-		}
-		if err == nil && rec.RepositoryID != repoID {
+		if rec.RepositoryID != repoID {
 			err = fmt.Errorf("the record names repository %s, this is %s", rec.RepositoryID, repoID)
 		}
 		if err == nil {
@@ -416,6 +425,8 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 		}
 		b, err := s.commitImport(r, it.rec, it.m, ps.locs, true)
 		if b != nil && err != nil {
+			// The catalog was empty: no backup of this home can be
+			// deduplicating against what the abort drops.
 			if aerr := s.abortImport(context.WithoutCancel(ctx), r, b); aerr != nil {
 				return fmt.Errorf("%w; undoing it: %v (volback retries when it restarts)", err, aerr)
 			}

@@ -58,6 +58,7 @@ func TestRebuildCatalog(t *testing.T) {
 	if rep.Backups != 5 || rep.BackupsImported != 3 || rep.VolumesCreated != 1 || rep.Packs == 0 || rep.Chunks == 0 {
 		t.Errorf("report %+v: want 5 records, 3 imported, 1 volume", rep)
 	}
+	noManifest := broken[0]
 	slices.Sort(broken)
 	slices.Sort(rep.Skipped)
 	if !slices.Equal(rep.Skipped, broken) {
@@ -94,6 +95,18 @@ func TestRebuildCatalog(t *testing.T) {
 		if got := restoreBytes(t, s, id); !bytes.Equal(got, c.states[i]) {
 			t.Fatalf("restore of rebuilt backup %d differs", i)
 		}
+	}
+	// The record without a manifest stays a problem (repo-gc cannot judge
+	// its chunks) until it is removed by force.
+	reps, err := s.Check(ctx, CheckRequest{})
+	if err != nil || len(reps[0].Problems) != 1 || !strings.Contains(reps[0].Problems[0], noManifest) {
+		t.Fatalf("check with a record that has no manifest: %v %+v", err, reps)
+	}
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{noManifest}}); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("delete of a record the catalog does not know, without --force: %v", err)
+	}
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{noManifest}, Force: true}); err != nil {
+		t.Fatal(err)
 	}
 	mustCheck(t, s)
 

@@ -7,9 +7,10 @@ import (
 )
 
 // recover resolves what a process that died (kill -9, power loss) left in
-// flight: unfinished backups are rolled back to `error`, interrupted
-// deletes are finished, restores end in `error_restoring` for the volume
-// and `available` for the backup, and volumes return to their status.
+// flight: unfinished backups are rolled back to `error` (their packs
+// removed when the exclusive lock is free), interrupted deletes are
+// finished, restores end in `error_restoring` for the volume and
+// `available` for the backup, and volumes return to their status.
 func (s *Service) recover(ctx context.Context) error {
 	var backups []*index.Backup
 	var vols []*index.Volume
@@ -39,16 +40,22 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.failBackup(ctx, r, b, errInterrupted)
 		case index.StatusDeleting:
-			r, err := s.finishDelete(ctx, b)
+			r, err := s.finishDelete(ctx, b, false)
 			if err != nil {
-				s.log.Printf("backup %s: finishing an interrupted delete: %v", b.ID, err)
+				s.log.Printf("backup %s: finishing an interrupted delete: %v (it is error_deleting: run backup-delete again)", b.ID, err)
+				s.setErrorDeleting(b.ID, err)
 				continue
 			}
 			if r != nil {
-				s.sweepAfterDelete(ctx, map[*repository]bool{r: true})
+				s.sweep(ctx, r)
 			}
 		case index.StatusRestoring:
 			s.setBackupStatus(b.ID, index.StatusAvailable)
+		case index.StatusAvailable:
+			// A crash between `available` and forgetting its uploads.
+			if err := s.forgetBackupPacks(b.ID); err != nil {
+				s.log.Printf("backup %s: %v", b.ID, err)
+			}
 		}
 	}
 	if err := s.recoverSnapshots(); err != nil {

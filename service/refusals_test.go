@@ -115,7 +115,7 @@ func TestServiceRefusals(t *testing.T) {
 	if _, err := s.Restore(ctx, RestoreRequest{Backup: b.ID}, nil); err == nil || !strings.Contains(err.Error(), "only available backups") {
 		t.Errorf("restore of a restoring backup: %v", err)
 	}
-	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.ID}}); err == nil || !strings.Contains(err.Error(), "only available or error") {
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.ID}}); err == nil || !strings.Contains(err.Error(), "only available, error or error_deleting") {
 		t.Errorf("delete of a restoring backup: %v", err)
 	}
 	if catalogState(t, s) != before {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
+	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
 )
 
@@ -26,8 +27,10 @@ type RestoreRequest struct {
 }
 
 // Restore writes a backup to a new volume or over an existing one that is
-// at least as large. On failure the volume ends `error_restoring` and the
-// backup is `available` again, as in Cinder.
+// at least as large, holding the shared repository lock throughout (no
+// pack it reads can go meanwhile). The backup and the volume are checked
+// and claimed in one transaction. On failure the volume ends
+// `error_restoring` and the backup is `available` again, as in Cinder.
 func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress ProgressFunc) (*RestoreView, error) {
 	if err := requirePathAdmin(ctx, req.Path); err != nil {
 		return nil, err
@@ -36,12 +39,8 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), req.Backup); return err }); err != nil {
 		return nil, err
 	}
-	if b.Status != index.StatusAvailable {
-		return nil, fmt.Errorf("backup %s is %s; only available backups can be restored", b.ID, b.Status)
-	}
-	if b.MissingParent {
-		return nil, fmt.Errorf("backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
-			b.ID, b.ParentID, b.ParentID)
+	if err := restorable(b); err != nil {
+		return nil, err
 	}
 	if err := s.zoneAcceptsWork(cmp.Or(b.AvailabilityZone, s.cfg.DefaultZone)); err != nil {
 		return nil, err
@@ -50,15 +49,23 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	if err != nil {
 		return nil, err
 	}
+	lk, err := s.lock(ctx, r, false, "backup-restore "+b.ID, lockWait)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Release()
+	ctx, cancel := lk.Bind(ctx)
+	defer cancel()
 	m, err := s.loadManifest(ctx, r, b)
 	if err != nil {
 		return nil, err
 	}
 
+	claim := func(tx *index.Tx) error { return claimBackup(tx, b.ID) }
 	var vol *index.Volume
 	var tgt volume.Target
 	if req.Volume != "" {
-		if vol, tgt, err = s.claimTarget(ctx, req.Volume, b); err != nil {
+		if vol, tgt, err = s.claimTarget(ctx, req.Volume, b, claim); err != nil {
 			return nil, err
 		}
 	} else {
@@ -80,14 +87,9 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		if err != nil {
 			return nil, err
 		}
-		if vol, tgt, err = s.newVolume(name, req.Path, az, proj, size, index.StatusRestoringBackup); err != nil {
+		if vol, tgt, err = s.newVolume(name, req.Path, az, proj, size, index.StatusRestoringBackup, claim); err != nil {
 			return nil, err
 		}
-	}
-	if err := s.setBackupStatus(b.ID, index.StatusRestoring); err != nil {
-		tgt.Close()
-		s.endRestore(vol.ID, b.ID, index.StatusErrorRestoring)
-		return nil, err
 	}
 	ctx, untrack := s.track(ctx, restoreJob(b.ID)) // backup-reset-state cancels it
 	defer untrack()
@@ -116,26 +118,56 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	return &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name}, nil
 }
 
-// claimTarget checks an existing volume can take the backup and marks it
-// restoring-backup.
-func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup) (*index.Volume, volume.Target, error) {
+// restorable says why b cannot be restored now.
+func restorable(b *index.Backup) error {
+	if b.Status != index.StatusAvailable {
+		return errorf(ErrInvalidState, "backup %s is %s; only available backups can be restored", b.ID, b.Status)
+	}
+	if b.MissingParent {
+		return errorf(ErrInvalidState, "backup %s is an incremental of backup %s, which is not in the catalog; import backup %s first (volback backup-import), then restore",
+			b.ID, b.ParentID, b.ParentID)
+	}
+	return nil
+}
+
+// claimBackup checks backup id can be restored and marks it restoring, in
+// the caller's transaction.
+func claimBackup(tx *index.Tx, id string) error {
+	b, err := tx.Backup(id)
+	if err != nil {
+		return err
+	}
+	if err := restorable(b); err != nil {
+		return err
+	}
+	b.Status, b.UpdatedAt = index.StatusRestoring, now()
+	return tx.PutBackup(b)
+}
+
+// claimTarget opens an existing volume to take the backup, then checks and
+// marks it restoring-backup (and runs claim) in one transaction, so two
+// restores (or a restore and a backup) can never both have it.
+func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup, claim func(*index.Tx) error) (*index.Volume, volume.Target, error) {
 	var vol *index.Volume
-	err := s.update(func(tx *index.Tx) error {
-		v, err := findVolume(tx, caller(ctx), ref)
-		if err != nil {
-			return err
-		}
+	check := func(v *index.Volume) error {
 		if v.Status != index.StatusAvailable && v.Status != index.StatusErrorRestoring && v.Status != index.StatusError {
-			return fmt.Errorf("volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
+			return errorf(ErrInvalidState, "volume %s (%s) is %s; it must be available to restore into", v.ID, v.Name, v.Status)
 		}
 		if v.Placeholder || v.Path == "" {
-			return fmt.Errorf("volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
+			return errorf(ErrInvalidState, "volume %s (%s) was rebuilt from a backup record and has no known source; restore to a new volume instead (omit --volume)", v.ID, v.Name)
 		}
 		if v.Size < b.SizeBytes {
-			return fmt.Errorf("volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
+			return errorf(ErrInvalidState, "volume %s (%s) has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", v.ID, v.Name, v.Size, b.ID, b.SizeBytes)
+		}
+		return nil
+	}
+	err := s.cat.View(func(tx *index.Tx) error {
+		v, err := findVolume(tx, caller(ctx), ref)
+		if err == nil {
+			err = check(v)
 		}
 		vol = v
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, nil, err
@@ -146,11 +178,17 @@ func (s *Service) claimTarget(ctx context.Context, ref string, b *index.Backup) 
 	}
 	if tgt.Size() < b.SizeBytes {
 		tgt.Close()
-		return nil, nil, fmt.Errorf("volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
+		return nil, nil, errorf(ErrInvalidState, "volume %s (%s) at %s has %d bytes, smaller than backup %s (%d bytes); restore to a new volume or a larger one", vol.ID, vol.Name, vol.Path, tgt.Size(), b.ID, b.SizeBytes)
 	}
 	err = s.update(func(tx *index.Tx) error {
 		v, err := tx.Volume(vol.ID)
 		if err != nil {
+			return err
+		}
+		if err := check(v); err != nil {
+			return err
+		}
+		if err := claim(tx); err != nil {
 			return err
 		}
 		v.Status, v.UpdatedAt = index.StatusRestoringBackup, now()
@@ -195,23 +233,47 @@ func (s *Service) endRestore(volID, backupID, volStatus string) error {
 	})
 }
 
-// catalogLocator finds chunks through the catalog.
+// catalogLocator finds chunks through the catalog. For readers that hold
+// no repository lock (mounts), Relocate looks again after a miss: a GC in
+// this process already updated the catalog; one of another home is caught
+// up with under the shared lock. What is nowhere is recorded as lost.
 type catalogLocator struct {
-	s      *Service
-	repoID string
+	s *Service
+	r *repository
 }
 
-func (l catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+func (l *catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunkstore.Location, error) {
 	var c index.Chunk
 	var ok bool
-	err := l.s.cat.View(func(tx *index.Tx) (err error) { c, ok, err = tx.Chunk(l.repoID, id); return err })
+	err := l.s.cat.View(func(tx *index.Tx) (err error) { c, ok, err = tx.Chunk(l.r.id, id); return err })
 	if err != nil {
 		return chunkstore.Location{}, err
 	}
-	if !ok {
-		return chunkstore.Location{}, fmt.Errorf("chunk %s is not in the catalog: %w", id, repoNotFound)
+	if !ok || c.Lost() {
+		return chunkstore.Location{}, fmt.Errorf("chunk %s is lost (not in the catalog, or found missing or corrupt before): the backup is damaged; run volback repo-repair", id)
 	}
 	return c.Location, nil
+}
+
+// Relocate is called after a read at old failed; the failure itself is
+// judged again under the lock, so cause only explains the call.
+func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, _ error) (chunkstore.Location, error) {
+	if loc, err := l.Locate(ctx, id); err != nil || loc != old {
+		return loc, err
+	}
+	lk, err := l.s.lock(ctx, l.r, false, "mount read of chunk "+id.String(), time.Minute)
+	if err != nil {
+		return chunkstore.Location{}, err
+	}
+	defer lk.Release()
+	if loc, err := l.Locate(ctx, id); err != nil || loc != old {
+		return loc, err
+	}
+	_, err = l.r.store.ReadChunk(ctx, id, old, nil)
+	if err == nil {
+		return old, nil // it was a passing failure
+	}
+	return chunkstore.Location{}, l.s.chunkLost(ctx, l.r, id, old, err)
 }
 
 // writeImage writes every chunk of m to tgt on cfg.Workers goroutines,
@@ -221,7 +283,7 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cs := int64(m.ChunkSize)
-	loc := catalogLocator{s, r.store.Config().ID}
+	loc := &catalogLocator{s: s, r: r}
 	type job struct{ first, count int64 } // count > 1 only for zero runs
 	jobs := make(chan job, 64)
 	var done atomic.Int64
@@ -272,6 +334,7 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 					continue
 				}
 				done.Add(length)
+				failpoint.Hit("restore.chunk")
 			}
 		}()
 	}
@@ -303,7 +366,7 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 // restoreDelay slows each chunk written, so tests can act mid-restore.
 var restoreDelay time.Duration
 
-func (s *Service) writeChunk(ctx context.Context, r *repository, loc catalogLocator, m *chunkstore.Manifest,
+func (s *Service) writeChunk(ctx context.Context, r *repository, loc *catalogLocator, m *chunkstore.Manifest,
 	tgt volume.Target, idx, off, length int64, buf *[]byte) error {
 	if restoreDelay > 0 {
 		time.Sleep(restoreDelay)
@@ -318,7 +381,10 @@ func (s *Service) writeChunk(ctx context.Context, r *repository, loc catalogLoca
 	}
 	data, err := r.store.ReadChunk(ctx, id, l, *buf)
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		return s.chunkLost(ctx, r, id, l, err) // under the shared lock: no GC moved it
 	}
 	if cap(data) > cap(*buf) {
 		*buf = data[:cap(data)]

@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/drivers/repo"
 	_ "github.com/volback/volback/drivers/repo/posix" // file:// repositories
 	_ "github.com/volback/volback/drivers/repo/rados" // rados:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/drivers/volume"
@@ -40,22 +38,20 @@ type Service struct {
 	// openSource opens a volume for reading; tests replace it.
 	openSource func(*index.Volume) (volume.Source, error)
 
-	mu     sync.Mutex
-	stores map[string]*repository // by zone
+	mu    sync.Mutex
+	zones map[string]*repository // by zone
+	repos map[string]*repository // by repository id
 
 	jobs jobs // running backups and restores, for cancel (jobs.go)
 	// quotaMu serializes this owner's quota claims, so a burst of creates
 	// in one project queues instead of exhausting Update's conflict
 	// retries on the project's guard key (which stays for correctness).
 	quotaMu sync.Mutex
-}
 
-// repository is an opened repository with the lock that keeps pack removal
-// (delete, GC) from racing backups that dedup against existing chunks.
-type repository struct {
-	store *chunkstore.Store
-	url   string
-	gc    sync.RWMutex // backups hold R; removing packs holds W
+	// Background work (rollbacks that failed and are retried) stops at Close.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 }
 
 // Open opens the catalog in cfg.Home (creating the home on first use) and
@@ -71,8 +67,9 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	if logger == nil {
 		logger = log.New(os.Stderr, "volback: ", 0)
 	}
-	s := &Service{cfg: cfg, cat: cat, log: logger, stores: map[string]*repository{},
+	s := &Service{cfg: cfg, cat: cat, log: logger, zones: map[string]*repository{}, repos: map[string]*repository{},
 		openSource: func(v *index.Volume) (volume.Source, error) { return volume.OpenSource(v.Path) }}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if s.ev, s.evf, err = openEvents(cfg); err != nil {
 		cat.Close()
 		return nil, err
@@ -84,13 +81,15 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	return s, nil
 }
 
-// Close closes the catalog and every repository.
+// Close stops background work and closes the catalog and every repository.
 func (s *Service) Close() error {
+	s.bgCancel()
+	s.bg.Wait()
 	s.mu.Lock()
-	for _, r := range s.stores {
-		r.store.Backend().Close()
+	for _, r := range s.repos {
+		r.store.Close()
 	}
-	s.stores = map[string]*repository{}
+	s.zones, s.repos = map[string]*repository{}, map[string]*repository{}
 	s.mu.Unlock()
 	err := s.cat.Close()
 	if s.evf != nil {
@@ -101,50 +100,6 @@ func (s *Service) Close() error {
 
 // Config returns the configuration the service runs with.
 func (s *Service) Config() Config { return s.cfg }
-
-// repoFor opens (once) the repository serving zone, creating the default
-// one on first use.
-func (s *Service) repoFor(ctx context.Context, zone string) (*repository, error) {
-	if zone == "" {
-		zone = s.cfg.DefaultZone
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.stores[zone]; ok {
-		return r, nil
-	}
-	z, ok := s.cfg.Zones[zone]
-	if !ok {
-		return nil, fmt.Errorf("availability zone %q has no repository; configured zones: %v (add [zones.%s] to %s)",
-			zone, s.cfg.ZoneNames(), zone, filepath.Join(s.cfg.Home, ConfigName))
-	}
-	be, err := repo.Open(ctx, z.Repository, true)
-	if err != nil {
-		return nil, fmt.Errorf("repository of zone %q: %w", zone, err)
-	}
-	st, err := chunkstore.OpenOrInit(ctx, be, s.cfg.ChunkSize)
-	if err != nil {
-		be.Close()
-		return nil, fmt.Errorf("repository %s: %w", z.Repository, err)
-	}
-	r := &repository{store: st, url: z.Repository}
-	s.stores[zone] = r
-	return r, nil
-}
-
-// repoByID finds the opened-or-openable repository whose config id is id.
-func (s *Service) repoByID(ctx context.Context, id, zone string) (*repository, error) {
-	if r, err := s.repoFor(ctx, zone); err == nil && r.store.Config().ID == id {
-		return r, nil
-	}
-	for _, z := range s.cfg.ZoneNames() {
-		r, err := s.repoFor(ctx, z)
-		if err == nil && r.store.Config().ID == id {
-			return r, nil
-		}
-	}
-	return nil, fmt.Errorf("repository %s is not configured in any zone; add it to %s", id, filepath.Join(s.cfg.Home, ConfigName))
-}
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -331,7 +332,7 @@ func TestCancelledBackup(t *testing.T) {
 		t.Fatalf("cancelled backup: %+v", bs)
 	}
 	mustCheck(t, s)
-	if _, err := s.GC(context.Background(), ""); err != nil {
+	if _, err := s.GC(context.Background(), GCRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := packCount(t, s); n != 0 {
@@ -339,27 +340,45 @@ func TestCancelledBackup(t *testing.T) {
 	}
 }
 
-// TestGCRefusesWithUnknownRecords: while the repository holds a backup the
-// catalog does not know (mid disaster recovery), GC must not delete packs.
-func TestGCRefusesWithUnknownRecords(t *testing.T) {
+// TestGCKeepsUnknownRecords: while the repository holds backups the
+// catalog does not know (mid disaster recovery, or another home's), GC
+// keeps every chunk their manifests name, and refuses to delete anything
+// while a record's manifest cannot be read.
+func TestGCKeepsUnknownRecords(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t)
-	img := filepath.Join(t.TempDir(), "vol.img")
-	writeImage(t, img, 2<<20, 8)
-	s.Manage(ctx, ManageRequest{Name: "vol", Source: img})
-	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
+	c := makeChain(t, s)
+	s = loseCatalog(t, s) // every record is unknown now, every pack unreferenced
+	packs := packFiles(t, s)
+	zero := "0"
+	reps, err := s.GC(ctx, GCRequest{Grace: zero})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Forget the backup in the catalog only, as after a lost catalog.
-	if err := s.update(func(tx *index.Tx) error { return tx.DeleteBackup(b.ID) }); err != nil {
+	if got := packFiles(t, s); !slices.Equal(got, packs) || reps[0].OrphansDeleted != 0 {
+		t.Fatalf("repo-gc with unknown records deleted packs: %d -> %d (%+v)", len(packs), len(got), reps[0])
+	}
+
+	manifest := filepath.Join(s.cfg.Home, "repository", "manifests", c.ids[2])
+	if err := os.Rename(manifest, manifest+".away"); err != nil {
 		t.Fatal(err)
 	}
-	packs := packCount(t, s)
-	if _, err := s.GC(ctx, ""); err == nil || !strings.Contains(err.Error(), b.ID) {
-		t.Fatalf("repo-gc with an unknown record: got %v, want a refusal naming %s", err, b.ID)
+	if _, err := s.GC(ctx, GCRequest{Grace: zero}); err == nil || !strings.Contains(err.Error(), c.ids[2]) || !strings.Contains(err.Error(), "backup-delete --force") {
+		t.Fatalf("repo-gc with an unreadable record: got %v, want a refusal naming %s and the way out", err, c.ids[2])
 	}
-	if n := packCount(t, s); n != packs || n == 0 {
-		t.Fatalf("refused repo-gc changed packs from %d to %d", packs, n)
+	if got := packFiles(t, s); !slices.Equal(got, packs) {
+		t.Fatalf("refused repo-gc changed packs from %d to %d", len(packs), len(got))
 	}
+	os.Rename(manifest+".away", manifest)
+	for _, u := range c.urls {
+		if _, err := s.ImportBackup(ctx, ImportRequest{BackupService: "volback.drivers.posix", BackupURL: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range c.ids {
+		if got := restoreBytes(t, s, id); !bytes.Equal(got, c.states[i]) {
+			t.Fatalf("backup %d differs after repo-gc ran with it unknown", i)
+		}
+	}
+	mustCheck(t, s)
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"os"
 	"time"
 
 	"github.com/volback/volback/index"
@@ -48,6 +49,8 @@ type BackupView struct {
 	DataTimestamp       time.Time  `json:"data_timestamp"`
 	FailReason          *string    `json:"fail_reason"`
 	ProjectID           string     `json:"project_id"`
+	Damaged             bool       `json:"damaged"`
+	DamageReason        *string    `json:"damage_reason,omitempty"`
 	ChangeTracking      *string    `json:"change_tracking,omitempty"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
 	Consistency         *string    `json:"consistency"`
@@ -98,6 +101,48 @@ func backupView(b *index.Backup, parents map[string]bool) BackupView {
 		Container: b.Container, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt,
 		IsIncremental: b.IsIncremental, HasDependentBackups: dep, ParentID: nullable(b.ParentID),
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
-		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID, ChangeTracking: nullable(b.ChangeTracking),
-		Consistency: nullable(b.Consistency), ConsistencyDetail: nullable(b.ConsistencyDetail)}
+		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID,
+		Consistency: nullable(b.Consistency), ConsistencyDetail: nullable(b.ConsistencyDetail),
+		Damaged: b.Damaged, DamageReason: nullable(b.DamageReason), ChangeTracking: nullable(b.ChangeTracking)}
+}
+
+// Consistency of a backup read live without a snapshot from a volume not
+// in use (docs/CLI.md), besides consistency.go's values: only a volume
+// nobody writes during its backup is backed up as of one moment.
+const (
+	// ConsistencyUnchanged: the image file's size and modification time
+	// were the same after the read as before it.
+	ConsistencyUnchanged = "unchanged-during-read"
+	// ConsistencyWritten: the image file changed while it was read: the
+	// backup mixes data from different moments and is not crash-consistent.
+	ConsistencyWritten = "written-during-read"
+	// ConsistencyUnknown: a block device, whose writes volback cannot see;
+	// if it was written during the backup, the backup is not crash-consistent.
+	ConsistencyUnknown = "unknown-live-read"
+)
+
+// sourceStamp is what tells whether an image file changed during a read.
+type sourceStamp struct {
+	regular bool
+	size    int64
+	mtime   time.Time
+}
+
+func statSource(path string) sourceStamp {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return sourceStamp{}
+	}
+	return sourceStamp{regular: true, size: fi.Size(), mtime: fi.ModTime()}
+}
+
+// liveConsistency says what a live read (no snapshot) of a volume saw.
+func liveConsistency(before, after sourceStamp) (consistency, detail string) {
+	switch {
+	case !before.regular || !after.regular:
+		return ConsistencyUnknown, "read live, without a snapshot, from a device whose writes volback cannot see: consistent only if nothing wrote to it during the backup (--force reads a snapshot)"
+	case before == after:
+		return ConsistencyUnchanged, "read live, without a snapshot; the image file's size and modification time did not change while it was read"
+	}
+	return ConsistencyWritten, "read live, without a snapshot, and the image file changed while it was read: not crash-consistent (back it up with --force, through a snapshot, or while nothing writes to it)"
 }

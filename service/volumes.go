@@ -137,7 +137,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress 
 	if err != nil {
 		return nil, err
 	}
-	v, tgt, err := s.newVolume(req.Name, req.Path, req.AvailabilityZone, proj, req.Size, index.StatusAvailable)
+	v, tgt, err := s.newVolume(req.Name, req.Path, req.AvailabilityZone, proj, req.Size, index.StatusAvailable, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress 
 
 // newVolume creates the image file and the catalog record (in status) of a
 // volume volback owns. A failure leaves neither behind.
-func (s *Service) newVolume(name, path, az, proj string, size int64, status string) (*index.Volume, volume.Target, error) {
+func (s *Service) newVolume(name, path, az, proj string, size int64, status string, claim func(*index.Tx) error) (*index.Volume, volume.Target, error) {
 	az, err := s.zone(az)
 	if err != nil {
 		return nil, nil, err
@@ -170,7 +170,14 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 		t := now()
 		v := &index.Volume{ID: id, Name: name, Status: status, Size: size, Path: info.Locator, Driver: info.Driver,
 			Owned: true, AvailabilityZone: az, ProjectID: proj, CreatedAt: t, UpdatedAt: t}
-		if err = s.update(func(tx *index.Tx) error { return tx.PutVolume(v) }); err == nil {
+		if err = s.update(func(tx *index.Tx) error {
+			if claim != nil {
+				if err := claim(tx); err != nil {
+					return err
+				}
+			}
+			return tx.PutVolume(v)
+		}); err == nil {
 			return v, tgt, nil
 		}
 	}

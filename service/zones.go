@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -185,11 +186,16 @@ func (s *Service) zoneAcceptsWork(zone string) error {
 // would make a new, empty repository in its place.
 func (s *Service) zoneReachable(ctx context.Context, zone string) error {
 	url := s.cfg.Zones[zone].Repository
-	if !s.zoneUsed(url) {
+	bound, err := s.zoneBinding(zone)
+	if err != nil {
+		return err
+	}
+	if bound.RepositoryID == "" && !s.zoneUsed(url) {
 		return nil
 	}
 	if err := probe(ctx, url); err != nil {
-		return fmt.Errorf("the repository of availability zone %s is unreachable (service-list shows it down): %w", zone, err)
+		return fmt.Errorf("the repository of availability zone %q (%s, repository %s) is unreachable (service-list shows it down): %w; volback does not create a new empty repository for a zone that had one: mount the file system that holds it (an NFS export?), or fix the zone's URL in %s",
+			zone, url, bound.RepositoryID, err, filepath.Join(s.cfg.Home, ConfigName))
 	}
 	return nil
 }

@@ -43,6 +43,16 @@ func newBar(c *cli.Context) *bar {
 }
 
 func (b *bar) update(p service.Progress) {
+	if p.Notice != "" { // a message, not a position: always shown
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.drawn {
+			fmt.Fprint(b.out, "\r\x1b[K")
+			b.drawn = false
+		}
+		fmt.Fprintf(os.Stderr, "volback: %s\n", p.Notice)
+		return
+	}
 	if !b.on || p.Total <= 0 {
 		return
 	}

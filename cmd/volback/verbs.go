@@ -113,7 +113,7 @@ func commands() []*cli.Command {
 			}},
 		refVerb("backup-show", "show a backup", "BACKUP", "backups", &service.BackupView{}),
 		{Name: "backup-delete", Usage: "delete backups (children before their parents when both are named)", ArgsUsage: "BACKUP...", Category: "backups",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also cancel a backup being created (admins only)"}},
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "(admins only) also cancel a backup being created, and delete a damaged backup whose manifest is gone, one stuck in another status, or a record (by full id) the catalog does not know"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, -1, "BACKUP..."); err != nil {
 					return err
@@ -140,12 +140,30 @@ func commands() []*cli.Command {
 			}},
 		exportCommand(), importCommand(),
 		{Name: "repo-gc", Usage: "delete unused packs and repack mostly-dead ones", Category: "repositories",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repository"}},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repository"},
+				&cli.StringFlag{Name: "grace", Usage: "delete packs nothing references once older than `DURATION` (default: gc_grace, 1h; 0: at once)"},
+				&cli.Float64Flag{Name: "repack-below", Usage: "repack packs whose live share is below `SHARE` (default: gc_repack_below, 0.5)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
-				return call(c, "repo-gc", service.Ref{Zone: c.String("zone")}, &[]service.GCReport{})
+				req := service.GCRequest{Zone: c.String("zone"), Grace: c.String("grace")}
+				if c.IsSet("repack-below") {
+					v := c.Float64("repack-below")
+					req.RepackBelow = &v
+				}
+				return call(c, "repo-gc", req, &[]service.GCReport{})
+			}},
+		{Name: "repo-repair", Usage: "find lost chunks, fix references, mark damaged backups (--rewrite: save what is readable)", Category: "repositories",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repository"},
+				&cli.BoolFlag{Name: "read-data", Usage: "also read and verify every chunk"},
+				&cli.BoolFlag{Name: "rewrite", Usage: "write a new backup of what is readable of each damaged backup"}},
+			Action: func(c *cli.Context) error {
+				if err := args(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
+				return call(c, "repo-repair", service.RepairRequest{Zone: c.String("zone"), ReadData: c.Bool("read-data"),
+					Rewrite: c.Bool("rewrite")}, &[]service.RepairReport{})
 			}},
 		checkCommand(),
 		rebuildCommand(),
@@ -183,6 +201,10 @@ func checkCommand() *cli.Command {
 				n += len(r.Problems)
 				for _, p := range r.Problems {
 					fmt.Fprintf(os.Stderr, "volback: %s: %s\n", r.Repository, p)
+				}
+				if r.UnreferencedPacks > 0 {
+					fmt.Fprintf(os.Stderr, "volback: %s: %d pack(s), %d bytes, are referenced by nothing; repo-gc deletes them once they are older than its grace period\n",
+						r.Repository, r.UnreferencedPacks, r.UnreferencedBytes)
 				}
 			}
 			if n > 0 {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/volback/volback/drivers/repo"
@@ -33,6 +34,12 @@ func init() {
 type Backend struct {
 	root    string
 	handles *handleCache
+
+	// durable holds the directories known to be durably linked into
+	// their parents: created and their parent fsynced by this process, or
+	// found there at open. mkMu serialises creating the others.
+	durable sync.Map
+	mkMu    sync.Mutex
 }
 
 // OpenURL opens a file:///absolute/path URL.
@@ -51,8 +58,9 @@ func OpenURL(u *url.URL, create bool) (*Backend, error) {
 // cannot write, so problems show up before any backup work starts.
 func Open(dir string, create bool) (*Backend, error) {
 	root := filepath.Clean(dir)
+	b := &Backend{root: root, handles: newHandleCache(maxHandles)}
 	if create {
-		if err := os.MkdirAll(root, 0o700); err != nil {
+		if err := b.mkdirDurable(root); err != nil {
 			return nil, fmt.Errorf("create repository directory %s: %w (check the parent directory's permissions and free space)", root, err)
 		}
 	}
@@ -71,7 +79,8 @@ func Open(dir string, create bool) (*Backend, error) {
 	}
 	probe.Close()
 	os.Remove(probe.Name())
-	return &Backend{root: root, handles: newHandleCache(maxHandles)}, nil
+	b.durable.Store(root, true)
+	return b, nil
 }
 
 // Name implements repo.Backend.
@@ -92,7 +101,7 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte) error {
 	}
 	path := physical(b.root, name)
 	dir := filepath.Dir(path)
-	if err := mkdirDurable(dir); err != nil {
+	if err := b.mkdirDurable(dir); err != nil {
 		return b.putErr(name, err)
 	}
 	f, err := os.CreateTemp(dir, tmpPrefix+"*")
@@ -179,8 +188,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (repo.Info, error) {
 	return repo.Info{Name: name, Size: st.Size(), ModTime: st.ModTime()}, nil
 }
 
-// Delete removes the object. It does not fsync the directory: a delete lost
-// in a crash only leaves an unreferenced object for the next GC.
+// Delete removes the object and fsyncs its directory before returning: a
+// deleted backup record that came back after a power cut would resurrect
+// a backup whose references are gone.
 func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err := b.check(ctx, name); err != nil {
 		return err
@@ -196,6 +206,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	b.handles.invalidate(path)
 	if err != nil {
 		return fmt.Errorf("delete object: %w", b.readErr(name, err))
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("delete object %s in %s: %w", name, b.root, err)
 	}
 	return nil
 }
@@ -226,22 +239,40 @@ func (b *Backend) readErr(name string, err error) error {
 	return fmt.Errorf("object %s in %s: %w", name, b.root, err)
 }
 
-// mkdirDurable creates dir and missing parents, fsyncing each parent so the
-// new directory entries survive a crash along with the object.
-func mkdirDurable(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
+// mkdirDurable creates dir and missing parents, fsyncing each parent, and
+// returns only once dir is durably linked: also when another goroutine is
+// creating it at the same moment (it waits for that), and when it existed
+// already (its parent is fsynced once, as nobody here knows whether that
+// happened).
+func (b *Backend) mkdirDurable(dir string) error {
+	if _, ok := b.durable.Load(dir); ok {
+		return nil
+	}
+	b.mkMu.Lock()
+	defer b.mkMu.Unlock()
+	return b.mkdirDurableLocked(dir)
+}
+
+func (b *Backend) mkdirDurableLocked(dir string) error {
+	if _, ok := b.durable.Load(dir); ok {
 		return nil
 	}
 	parent := filepath.Dir(dir)
 	if parent != dir {
-		if err := mkdirDurable(parent); err != nil {
+		if err := b.mkdirDurableLocked(parent); err != nil {
 			return err
 		}
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
+	if parent != dir {
+		if err := syncDir(parent); err != nil {
+			return err
+		}
+	}
+	b.durable.Store(dir, true)
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -1,0 +1,548 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/volback/volback/drivers/repo/mem"
+	"github.com/volback/volback/index"
+)
+
+// The model-based test: seeded random sequences of writes to image files,
+// full and incremental backups, deletes, garbage collections (repacking
+// forced often), restores, repairs and catalog rebuilds, by one home or by
+// two homes sharing one repository directory, are checked against a model
+// of what every backup must restore to. After every step repo-check
+// --read-data must be clean in each home and every available backup must
+// restore byte-exact.
+//
+//	VOLBACK_MODEL_BUDGET=10m  run seeds for this long (default 60s; make soak: 30m)
+//	VOLBACK_MODEL_SEED=1234   run this seed only (prints its steps)
+//	VOLBACK_MODEL_STEPS=60    steps per sequence (default 40)
+//
+// A failure prints the seed and the shortest failing sequence found by
+// deleting steps.
+
+type modelOp struct {
+	kind    string
+	home    int
+	vol     int
+	a, b, c uint64
+}
+
+func (o modelOp) String() string {
+	return fmt.Sprintf("%s(home=%d vol=%d %d %d %d)", o.kind, o.home, o.vol, o.a, o.b, o.c)
+}
+
+const (
+	modelChunk    = 16 << 10
+	modelMaxSize  = 320 << 10
+	modelVolumes  = 2
+	modelPackSize = 48 << 10
+)
+
+// genOps makes a sequence from seed. Ops name things by index modulo what
+// exists when they run, so any subsequence is still a valid sequence.
+func genOps(seed uint64, steps int) []modelOp {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	twoHomes := seed%3 != 0
+	ops := make([]modelOp, 0, steps)
+	for range steps {
+		o := modelOp{vol: r.IntN(modelVolumes), a: r.Uint64(), b: r.Uint64(), c: r.Uint64()}
+		if twoHomes && r.IntN(3) == 0 {
+			o.home = 1
+		}
+		switch n := r.IntN(100); {
+		case n < 28:
+			o.kind = "write"
+		case n < 40:
+			o.kind = "backup"
+		case n < 52:
+			o.kind = "incremental"
+		case n < 70:
+			o.kind = "delete"
+		case n < 88:
+			o.kind = "gc"
+		case n < 92:
+			o.kind = "repair"
+		case n < 96:
+			o.kind = "rebuild"
+		default:
+			o.kind = "restore-over"
+		}
+		ops = append(ops, o)
+	}
+	return ops
+}
+
+type modelBackup struct {
+	id     string
+	home   int
+	volID  string
+	parent string
+	data   []byte
+}
+
+type modelHome struct {
+	s     *Service
+	cfg   Config
+	vols  [modelVolumes]string // volume ids
+	paths [modelVolumes]string
+	data  [modelVolumes][]byte
+	gen   int // bumps on every rebuild (volume names)
+}
+
+type world struct {
+	t       testing.TB
+	dir     string
+	cleanup func() // of the repository
+	homes   [2]*modelHome
+	backups map[string]*modelBackup
+}
+
+// modelRepository picks the repository a seed runs on: half the seeds a
+// directory (lock objects), half an in-memory repository shared by both
+// homes (the native lease lock, as RADOS has). The Ceph build replaces it
+// in its own test.
+var modelRepository = func(seed uint64, dir string) (url string, cleanup func()) {
+	if seed%2 == 1 {
+		name := filepath.Base(dir)
+		return "mem://" + name, func() { mem.Remove(name) }
+	}
+	return "file://" + filepath.Join(dir, "repo"), func() {}
+}
+
+func newWorld(t testing.TB, seed uint64) (*world, error) {
+	dir, err := os.MkdirTemp("", "vbmodel-")
+	if err != nil {
+		return nil, err
+	}
+	w := &world{t: t, dir: dir, backups: map[string]*modelBackup{}}
+	repoURL, cleanup := modelRepository(seed, dir)
+	w.cleanup = cleanup
+	for h := range w.homes {
+		home := filepath.Join(dir, fmt.Sprint("home", h))
+		os.MkdirAll(home, 0o700)
+		conf := fmt.Sprintf("chunk_size = \"16K\"\nworkers = 2\n[zones.nova]\nrepository = %q\n", repoURL)
+		if err := os.WriteFile(filepath.Join(home, ConfigName), []byte(conf), 0o600); err != nil {
+			return w, err
+		}
+		cfg, err := LoadConfig(home)
+		if err != nil {
+			return w, err
+		}
+		cfg.packSize = modelPackSize
+		mh := &modelHome{cfg: cfg}
+		w.homes[h] = mh
+		if mh.s, err = Open(context.Background(), cfg, nil); err != nil {
+			return w, err
+		}
+		if err := unlimitedQuota(mh.s); err != nil {
+			return w, err
+		}
+		r := rand.New(rand.NewPCG(seed, uint64(h)))
+		for v := range modelVolumes {
+			mh.paths[v] = filepath.Join(home, fmt.Sprintf("vol%d.img", v))
+			mh.data[v] = randBytes(r, sectors(64<<10+r.IntN(128<<10)))
+			if err := os.WriteFile(mh.paths[v], mh.data[v], 0o600); err != nil {
+				return w, err
+			}
+			if err := w.manage(h, v); err != nil {
+				return w, err
+			}
+		}
+	}
+	return w, nil
+}
+
+// unlimitedQuota lifts the project's backup quota: the model keeps more
+// than Cinder's default 10 backups, and quotas have tests of their own.
+func unlimitedQuota(s *Service) error {
+	unlimited := int64(-1)
+	_, err := s.UpdateQuota(context.Background(), QuotaRequest{Project: DefaultProject, Backups: &unlimited, BackupGigabytes: &unlimited})
+	return err
+}
+
+func (w *world) close() {
+	for _, h := range w.homes {
+		if h != nil && h.s != nil {
+			h.s.Close()
+		}
+	}
+	if w.cleanup != nil {
+		w.cleanup()
+	}
+	os.RemoveAll(w.dir)
+}
+
+func (w *world) manage(h, v int) error {
+	mh := w.homes[h]
+	vv, err := mh.s.Manage(context.Background(), ManageRequest{Name: fmt.Sprintf("h%dv%d-%d", h, v, mh.gen), Source: mh.paths[v]})
+	if err != nil {
+		return err
+	}
+	mh.vols[v] = vv.ID
+	return nil
+}
+
+// sectors rounds n up to whole 512-byte sectors.
+func sectors(n int) int { return (n + 511) &^ 511 }
+
+func randBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// liveBackups are the model's backups of home h, sorted by id.
+func (w *world) liveBackups(h int) []*modelBackup {
+	var out []*modelBackup
+	for _, b := range w.backups {
+		if b.home == h {
+			out = append(out, b)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+func (w *world) step(op modelOp) error {
+	ctx := context.Background()
+	mh := w.homes[op.home]
+	s := mh.s
+	r := rand.New(rand.NewPCG(op.a, op.b))
+	switch op.kind {
+	case "write":
+		d := mh.data[op.vol]
+		switch op.c % 6 {
+		case 0, 1: // random bytes
+			off := r.IntN(len(d))
+			n := min(1+r.IntN(3*modelChunk), len(d)-off)
+			copy(d[off:], randBytes(r, n))
+		case 2: // zeros
+			off := r.IntN(len(d))
+			clear(d[off:min(len(d), off+r.IntN(3*modelChunk)+1)])
+		case 3: // chunk-aligned copy of other data: dedup across volumes and time
+			src := w.homes[r.IntN(2)].data[r.IntN(modelVolumes)]
+			if bs := w.liveBackups(r.IntN(2)); len(bs) > 0 && r.IntN(2) == 0 {
+				src = bs[r.IntN(len(bs))].data
+			}
+			from := r.IntN(len(src)/modelChunk+1) * modelChunk
+			to := r.IntN(len(d)/modelChunk+1) * modelChunk
+			if from < len(src) && to < len(d) {
+				copy(d[to:], src[from:min(len(src), from+r.IntN(4)*modelChunk+modelChunk)])
+			}
+		case 4: // grow (volumes are whole 512-byte sectors)
+			if len(d) < modelMaxSize {
+				d = append(d, randBytes(r, sectors(1+r.IntN(2*modelChunk)))...)
+			}
+		case 5: // shrink
+			if len(d) > 2*modelChunk {
+				d = d[:sectors(len(d)/2+r.IntN(len(d)/2))]
+			}
+		}
+		mh.data[op.vol] = d
+		return os.WriteFile(mh.paths[op.vol], d, 0o600)
+	case "backup", "incremental":
+		incr := op.kind == "incremental"
+		hasParent := false
+		for _, b := range w.liveBackups(op.home) {
+			hasParent = hasParent || b.volID == mh.vols[op.vol]
+		}
+		bv, err := s.CreateBackup(ctx, BackupRequest{Volume: mh.vols[op.vol], Incremental: incr}, nil)
+		if incr && !hasParent {
+			if err == nil || !strings.Contains(err.Error(), "no available backup") {
+				return fmt.Errorf("incremental without a parent: %v, want a refusal", err)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if bv.Status != index.StatusAvailable {
+			return fmt.Errorf("backup %s is %s", bv.ID, bv.Status)
+		}
+		b := &modelBackup{id: bv.ID, home: op.home, volID: mh.vols[op.vol], data: bytes.Clone(mh.data[op.vol])}
+		if bv.ParentID != nil {
+			b.parent = *bv.ParentID
+		}
+		w.backups[b.id] = b
+	case "delete":
+		var cands []*modelBackup
+		for _, b := range w.liveBackups(op.home) {
+			child := false
+			for _, o := range w.backups {
+				child = child || o.parent == b.id
+			}
+			if !child {
+				cands = append(cands, b)
+			}
+		}
+		if len(cands) == 0 {
+			return nil
+		}
+		b := cands[int(op.a%uint64(len(cands)))]
+		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}, Force: op.c%4 == 0}); err != nil {
+			return err
+		}
+		delete(w.backups, b.id)
+	case "gc":
+		req := GCRequest{Grace: "0"}
+		switch op.c % 4 {
+		case 1:
+			v := 0.95
+			req.RepackBelow = &v
+		case 2:
+			v := 1.0
+			req.RepackBelow = &v
+		case 3:
+			req.Grace = "" // the default hour: no orphan is old enough
+		}
+		if _, err := s.GC(ctx, req); err != nil {
+			return err
+		}
+	case "repair":
+		reps, err := s.Repair(ctx, RepairRequest{ReadData: op.c%2 == 0})
+		if err != nil {
+			return err
+		}
+		for _, rp := range reps {
+			if rp.ChunksLost+rp.ChunksRelocated+rp.RefsFixed > 0 || len(rp.Damaged) > 0 || len(rp.Problems) > 0 {
+				return fmt.Errorf("repo-repair of a healthy repository changed or found something: %+v", rp)
+			}
+		}
+	case "rebuild":
+		// Only a home whose backups are its own can rebuild: a rebuilt
+		// catalog imports every record in the repository.
+		if op.home != 0 || len(w.liveBackups(1)) > 0 {
+			return nil
+		}
+		cfg := mh.cfg
+		s.Close()
+		mh.s = nil
+		if err := os.RemoveAll(filepath.Join(cfg.Home, "catalog")); err != nil {
+			return err
+		}
+		ns, err := Open(ctx, cfg, nil)
+		if err != nil {
+			return err
+		}
+		mh.s = ns
+		if err := unlimitedQuota(ns); err != nil {
+			return err
+		}
+		rep, err := ns.RebuildCatalog(ctx, RebuildRequest{})
+		if err != nil {
+			return err
+		}
+		if len(rep.Skipped) > 0 || rep.BackupsImported != len(w.liveBackups(0)) {
+			return fmt.Errorf("catalog-rebuild: %+v, want %d backups imported", rep, len(w.liveBackups(0)))
+		}
+		mh.gen++
+		for v := range modelVolumes {
+			if err := w.manage(0, v); err != nil {
+				return err
+			}
+		}
+	case "restore-over":
+		bs := w.liveBackups(op.home)
+		if len(bs) == 0 {
+			return nil
+		}
+		b := bs[int(op.a%uint64(len(bs)))]
+		if int64(len(b.data)) > int64(len(mh.data[op.vol])) {
+			return nil // the volume is too small: refused, tested elsewhere
+		}
+		if _, err := s.Restore(ctx, RestoreRequest{Backup: b.id, Volume: mh.vols[op.vol]}, nil); err != nil {
+			if strings.Contains(err.Error(), "smaller than backup") {
+				return nil // the catalog knows the volume's size as of its last backup
+			}
+			return err
+		}
+		copy(mh.data[op.vol], b.data)
+		got, err := os.ReadFile(mh.paths[op.vol])
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, mh.data[op.vol]) {
+			return fmt.Errorf("restore of %s over volume %d: contents differ", b.id, op.vol)
+		}
+	default:
+		return fmt.Errorf("unknown op %q", op.kind)
+	}
+	return nil
+}
+
+// verify: repo-check --read-data clean in each home, and every backup of
+// the model available and byte-exact.
+func (w *world) verify() error {
+	ctx := context.Background()
+	for h, mh := range w.homes {
+		reps, err := mh.s.Check(ctx, CheckRequest{ReadData: true})
+		if err != nil {
+			return fmt.Errorf("home %d: repo-check: %w", h, err)
+		}
+		for _, rp := range reps {
+			if len(rp.Problems) > 0 {
+				return fmt.Errorf("home %d: repo-check: %s", h, strings.Join(rp.Problems, "; "))
+			}
+		}
+		bs, err := mh.s.ListBackups(ctx, "", false)
+		if err != nil {
+			return err
+		}
+		listed := map[string]string{}
+		for _, b := range bs {
+			listed[b.ID] = b.Status
+		}
+		for _, b := range w.liveBackups(h) {
+			if listed[b.id] != index.StatusAvailable {
+				return fmt.Errorf("home %d: backup %s is %q, want available", h, b.id, listed[b.id])
+			}
+			delete(listed, b.id)
+			got, err := restoreAll(mh.s, b.id)
+			if err != nil {
+				return fmt.Errorf("home %d: restore of %s: %w", h, b.id, err)
+			}
+			if !bytes.Equal(got, b.data) {
+				return fmt.Errorf("home %d: backup %s restores %d bytes that differ from the %d the model holds", h, b.id, len(got), len(b.data))
+			}
+		}
+		for id, st := range listed {
+			if st != index.StatusError {
+				return fmt.Errorf("home %d: backup %s is %s but the model has no such backup", h, id, st)
+			}
+		}
+	}
+	return nil
+}
+
+func restoreAll(s *Service, id string) ([]byte, error) {
+	ctx := context.Background()
+	rv, err := s.Restore(ctx, RestoreRequest{Backup: id}, nil)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.ShowVolume(ctx, rv.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(v.Path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.DeleteVolume(ctx, rv.VolumeID)
+	return b, err
+}
+
+// runModel runs ops from a fresh world; it returns the index of the
+// failing step (or -1) and the failure.
+func runModel(t testing.TB, seed uint64, ops []modelOp) (int, error) {
+	w, err := newWorld(t, seed)
+	defer w.close()
+	if err != nil {
+		return -1, fmt.Errorf("setting up: %w", err)
+	}
+	for i, op := range ops {
+		if err := w.step(op); err != nil {
+			return i, fmt.Errorf("step %d %s: %w", i, op, err)
+		}
+		if err := w.verify(); err != nil {
+			return i, fmt.Errorf("after step %d %s: %w", i, op, err)
+		}
+	}
+	return -1, nil
+}
+
+// shrink deletes steps while the sequence still fails, within budget.
+func shrink(t testing.TB, seed uint64, ops []modelOp, failAt int, budget time.Duration) ([]modelOp, error) {
+	ops = ops[:failAt+1]
+	_, last := runModel(t, seed, ops)
+	deadline := time.Now().Add(budget)
+	for changed := true; changed && time.Now().Before(deadline); {
+		changed = false
+		for i := len(ops) - 2; i >= 0 && time.Now().Before(deadline); i-- {
+			try := append(append([]modelOp{}, ops[:i]...), ops[i+1:]...)
+			if at, err := runModel(t, seed, try); err != nil {
+				ops, last, changed = try[:at+1], err, true
+				i = min(i, len(ops)-1)
+			}
+		}
+	}
+	return ops, last
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func TestModel(t *testing.T) { modelSeeds(t, 60*time.Second) }
+
+// modelSeeds runs seeds for budget (or VOLBACK_MODEL_BUDGET).
+func modelSeeds(t *testing.T, budget time.Duration) {
+	if testing.Short() {
+		t.Skip("model-based test skipped in -short mode")
+	}
+	steps := envInt("VOLBACK_MODEL_STEPS", 40)
+	if v, err := time.ParseDuration(os.Getenv("VOLBACK_MODEL_BUDGET")); err == nil {
+		budget = v
+	}
+	seeds := []uint64{}
+	if v, err := strconv.ParseUint(os.Getenv("VOLBACK_MODEL_SEED"), 10, 64); err == nil {
+		seeds = append(seeds, v)
+	}
+	start := time.Now()
+	base := uint64(time.Now().UnixNano())
+	ran := 0
+	for i := 0; ; i++ {
+		var seed uint64
+		if len(seeds) > 0 {
+			if i == len(seeds) {
+				break
+			}
+			seed = seeds[i]
+		} else {
+			if time.Since(start) > budget {
+				break
+			}
+			seed = base + uint64(i)
+		}
+		ops := genOps(seed, steps)
+		at, err := runModel(t, seed, ops)
+		ran++
+		if err == nil {
+			continue
+		}
+		min, last := shrink(t, seed, ops, at, 2*time.Minute)
+		var b strings.Builder
+		for i, op := range min {
+			fmt.Fprintf(&b, "\n  %2d %s", i, op)
+		}
+		t.Fatalf("seed %d fails: %v\nshortest failing sequence found (%d of %d steps; rerun with VOLBACK_MODEL_SEED=%d):%s\nits failure: %v",
+			seed, err, len(min), at+1, seed, b.String(), last)
+	}
+	t.Logf("%d seeds of %d steps passed in %v", ran, steps, time.Since(start).Round(time.Millisecond))
+	if ran == 0 {
+		t.Fatal("no seed ran")
+	}
+}
