@@ -65,9 +65,9 @@ lint:
 	@$(GO) mod tidy -diff >/dev/null || { $(GO) mod tidy -diff; echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
 
 # VOLBACK_CEPH_REQUIRED=1 turns "no Ceph cluster" from a skip into a failure.
-# The rados package also runs without tags (its stub's refusal).
+# The rados and rbd packages also run without tags (their stubs' refusals).
 unit:
-	$(GO) test -count=1 ./drivers/repo/rados/
+	$(GO) test -count=1 ./drivers/repo/rados/ ./drivers/volume/rbd/
 	$(WITH_CEPH) env VOLBACK_CEPH_REQUIRED=1 $(GO) test -tags $(TAGS) -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
 integration: build
