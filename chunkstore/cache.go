@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // Cache is a bounded LRU of decoded chunks shared by all images of a store.
@@ -17,6 +18,10 @@ import (
 // chase), and memory stays at the cache size plus the chunks being read.
 type Cache struct {
 	shards []cacheShard
+
+	// hits and misses count lookups (a read joining a fetch in flight is
+	// a hit), for metrics.
+	hits, misses atomic.Uint64
 
 	freeMu sync.Mutex
 	free   map[int][]*[]byte // free buffers by size
@@ -64,6 +69,10 @@ func (c *Cache) shard(id ID) *cacheShard {
 	return &c.shards[int(id[0])&(len(c.shards)-1)]
 }
 
+// Stats returns how many lookups found their chunk cached (or being
+// fetched) and how many had to fetch it.
+func (c *Cache) Stats() (hits, misses uint64) { return c.hits.Load(), c.misses.Load() }
+
 // Contains reports whether id is cached (or being fetched), without
 // touching its recency.
 func (c *Cache) Contains(id ID) bool {
@@ -88,6 +97,7 @@ func (c *Cache) acquire(ctx context.Context, id ID, bufSize int, f filler) (*cac
 	sh := c.shard(id)
 	sh.mu.Lock()
 	if e, ok := sh.items[id]; ok {
+		c.hits.Add(1)
 		e.refs++
 		if e.elem != nil {
 			sh.lru.MoveToFront(e.elem)
@@ -108,6 +118,7 @@ func (c *Cache) acquire(ctx context.Context, id ID, bufSize int, f filler) (*cac
 		}
 		return e, nil
 	}
+	c.misses.Add(1)
 	e := &cacheEntry{id: id, done: make(chan struct{}), refs: 1}
 	sh.items[id] = e
 	sh.mu.Unlock()

@@ -17,6 +17,8 @@ packages=(
   # rados:// repository tests, and the headers go-ceph's cgo builds against.
   ceph-mon ceph-osd ceph-common librados-dev librbd-dev
   gcc libc6-dev   # cgo
+  # The real OpenStack clients the Cinder v3 API tests drive (integration/cinder_test.go).
+  python3-cinderclient python3-openstackclient
 )
 
 missing=()

@@ -149,6 +149,8 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	}
 	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
 	defer untrack()
+	bv := backupView(b, nil)
+	Accepted(ctx, &bv)
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)
@@ -708,7 +710,9 @@ func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock
 // the packer unless it is all zeros or already stored.
 func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
 	idx int64, data []byte, stored *atomic.Int64, dedup *packSet) error {
+	s.stats.read.Add(int64(len(data)))
 	if chunkstore.IsZero(data) {
+		s.stats.zero.Add(int64(len(data)))
 		mu.Lock()
 		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
 		mu.Unlock()
@@ -719,6 +723,7 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
 	mu.Unlock()
 	if !added {
+		s.stats.dedup.Add(int64(len(data)))
 		return nil
 	}
 	var c index.Chunk
@@ -727,11 +732,14 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 		return err
 	}
 	if found && !c.Lost() { // a lost chunk is stored again
+		s.stats.dedup.Add(int64(len(data)))
 		dedup.add(c.Pack)
 		return nil
 	}
 	n, err := p.Add(id, data)
 	stored.Add(int64(n))
+	s.stats.newRaw.Add(int64(len(data)))
+	s.stats.stored.Add(int64(n))
 	return err
 }
 

@@ -224,7 +224,7 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 		}
 		for _, o := range all {
 			if o.ParentID == b.ID && o.Status != index.StatusError {
-				return fmt.Errorf("backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
+				return errorf(ErrInvalidState, "backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
 			}
 		}
 		view = backupView(b, parents(all))

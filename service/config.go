@@ -55,6 +55,24 @@ type Config struct {
 	// volback.<backup-id>) are kept per volume, newest first; 0 keeps
 	// none, so every incremental of such a volume reads it whole.
 	TrackingSnapshots int `toml:"change_tracking_snapshots"`
+	// API configures `volback serve`'s HTTP API (package api, docs/API.md).
+	API APIConfig `toml:"api"`
+}
+
+// APIConfig is volback.toml's [api] table.
+type APIConfig struct {
+	// Listen is the address serve listens on when --listen is not given;
+	// "" serves the socket only.
+	Listen string `toml:"listen"`
+	// AuthStrategy is "noauth" (X-Auth-Token: USER:PROJECT, as Cinder's)
+	// or "tokens" (TokenFile). Unset: tokens when TokenFile is set, else
+	// noauth, which serve then allows on a loopback address only.
+	AuthStrategy string `toml:"auth_strategy"`
+	// TokenFile maps static tokens to a project and role, one per line.
+	TokenFile string `toml:"token_file"`
+	// Jobs is how many backups and restores the HTTP API runs at once;
+	// more wait (creating) for a worker. Default 4.
+	Jobs int `toml:"jobs"`
 }
 
 // Defaults of the garbage collector (docs/CLI.md).
@@ -138,6 +156,9 @@ func LoadConfig(home string) (Config, error) {
 	if err := c.checkUsers(path); err != nil {
 		return Config{}, err
 	}
+	if err := c.API.check(path, abs); err != nil {
+		return Config{}, err
+	}
 	for name, z := range c.Zones {
 		if z.Repository == "" {
 			return Config{}, fmt.Errorf("config %s: zone %q has no repository URL; set repository = \"file:///path\"", path, name)
@@ -191,4 +212,28 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: expected a number with an optional K, M, G or T suffix", s)
 	}
 	return v * mult, nil
+}
+
+// check validates [api] and fills in its defaults; a relative
+// token_file is in the home.
+func (a *APIConfig) check(path, home string) error {
+	if a.Jobs == 0 {
+		a.Jobs = 4
+	}
+	if a.Jobs < 0 {
+		return fmt.Errorf("config %s: api.jobs %d: give how many backups and restores may run at once (1 or more)", path, a.Jobs)
+	}
+	if a.TokenFile != "" && !filepath.IsAbs(a.TokenFile) {
+		a.TokenFile = filepath.Join(home, a.TokenFile)
+	}
+	switch a.AuthStrategy {
+	case "", "noauth": // "": tokens when token_file is set, else noauth (loopback only; package api)
+	case "tokens":
+		if a.TokenFile == "" {
+			return fmt.Errorf("config %s: api.auth_strategy \"tokens\" needs api.token_file (lines of TOKEN PROJECT ROLE [USER])", path)
+		}
+	default:
+		return fmt.Errorf("config %s: api.auth_strategy %q: use \"noauth\" or \"tokens\"", path, a.AuthStrategy)
+	}
+	return nil
 }

@@ -7,8 +7,8 @@ import (
 	"github.com/volback/volback/index"
 )
 
-// Error kinds a transport keeps across the wire (the socket today, the
-// Cinder v3 HTTP API later): callers test them with errors.Is, and the
+// Error kinds a transport keeps across the wire (the socket, the native
+// HTTP calls, the Cinder v3 API's status codes): callers test them with errors.Is, and the
 // message stays the one that names the thing and the fix.
 var (
 	// ErrNotFound: no such volume, snapshot, backup or project, or one the
@@ -48,6 +48,11 @@ func KindError(kind, msg string) error {
 	}
 	return errors.New(msg)
 }
+
+// Errorf is fmt.Errorf whose result also matches kind (ErrNotFound, ...)
+// with errors.Is; the message is unchanged. Transports use it for their
+// own refusals.
+func Errorf(kind error, format string, a ...any) error { return errorf(kind, format, a...) }
 
 // errorf is fmt.Errorf whose result also matches kind with errors.Is; the
 // message is unchanged.

@@ -15,15 +15,6 @@ import (
 	"github.com/volback/volback/index"
 )
 
-func init() {
-	handlers["backup-export"] = decode(func(s *Service, ctx context.Context, r Ref, _ ProgressFunc) (*ExportView, error) {
-		return s.ExportBackup(ctx, r.Ref)
-	})
-	handlers["backup-import"] = decode(func(s *Service, ctx context.Context, r ImportRequest, _ ProgressFunc) (*BackupView, error) {
-		return s.ImportBackup(ctx, r)
-	})
-}
-
 // ExportRecord is what a backup_url holds (base64 of its JSON): the
 // repository's backup record (Cinder's field names plus repository id and
 // URL, chunk size, manifest digest and format version) and the Cinder
@@ -73,7 +64,7 @@ func EncodeBackupURL(r *ExportRecord) string {
 func DecodeBackupURL(s string) (*ExportRecord, error) {
 	const redo = "pass the backup_url exactly as backup-export printed it"
 	if len(s) > maxBackupURL {
-		return nil, fmt.Errorf("backup_url is %d bytes, more than a backup record can be (%d); %s", len(s), maxBackupURL, redo)
+		return nil, errorf(ErrUsage, "backup_url is %d bytes, more than a backup record can be (%d); %s", len(s), maxBackupURL, redo)
 	}
 	s = strings.Join(strings.Fields(s), "")
 	enc := base64.RawStdEncoding
@@ -82,11 +73,11 @@ func DecodeBackupURL(s string) (*ExportRecord, error) {
 	}
 	raw, err := enc.DecodeString(strings.TrimRight(s, "="))
 	if err != nil {
-		return nil, fmt.Errorf("backup_url is not base64: %v; %s", err, redo)
+		return nil, errorf(ErrUsage, "backup_url is not base64: %v; %s", err, redo)
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, fmt.Errorf("backup_url does not hold a backup record (not a JSON object: %v); %s", err, redo)
+		return nil, errorf(ErrUsage, "backup_url does not hold a backup record (not a JSON object: %v); %s", err, redo)
 	}
 	var version struct {
 		V int `json:"format_version"`
@@ -99,15 +90,15 @@ func DecodeBackupURL(s string) (*ExportRecord, error) {
 	dec.DisallowUnknownFields()
 	var r ExportRecord
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("backup_url does not hold a volback backup record: %v; %s", err, redo)
+		return nil, errorf(ErrUsage, "backup_url does not hold a volback backup record: %v; %s", err, redo)
 	}
 	for _, f := range requiredFields {
 		if v, ok := fields[f]; !ok || string(v) == "null" {
-			return nil, fmt.Errorf("backup_url: the backup record has no %q field; %s", f, redo)
+			return nil, errorf(ErrUsage, "backup_url: the backup record has no %q field; %s", f, redo)
 		}
 	}
 	if err := r.Validate(); err != nil {
-		return nil, fmt.Errorf("backup_url: %w; %s", err, redo)
+		return nil, errorf(ErrUsage, "backup_url: %w; %s", err, redo)
 	}
 	return &r, nil
 }
@@ -154,7 +145,7 @@ func (s *Service) ExportBackup(ctx context.Context, ref string) (*ExportView, er
 		return nil, err
 	}
 	if b.Status != index.StatusAvailable {
-		return nil, fmt.Errorf("backup %s is %s; only available backups can be exported (wait for it to finish, or export another backup)", b.ID, b.Status)
+		return nil, errorf(ErrInvalidState, "backup %s is %s; only available backups can be exported (wait for it to finish, or export another backup)", b.ID, b.Status)
 	}
 	r, err := s.repoByID(ctx, b.RepositoryID, b.AvailabilityZone)
 	if err != nil {
@@ -180,7 +171,7 @@ func serviceMetadata(id string) string {
 
 // errBackupExists is Cinder's refusal of an import whose id is taken.
 func errBackupExists(id string) error {
-	return fmt.Errorf("backup %s: Backup already exists in database. (delete it first to import it again)", id)
+	return errorf(ErrInvalidState, "backup %s: Backup already exists in database. (delete it first to import it again)", id)
 }
 
 // ImportBackup registers an exported backup as `available` with its
@@ -195,10 +186,10 @@ func (s *Service) ImportBackup(ctx context.Context, req ImportRequest) (*BackupV
 		return nil, err
 	}
 	if req.BackupService == "" {
-		return nil, errors.New("backup-import: BACKUP_SERVICE is empty; pass the backup_service backup-export printed")
+		return nil, errorf(ErrUsage, "backup-import: BACKUP_SERVICE is empty; pass the backup_service backup-export printed")
 	}
 	if rec.Service != "" && rec.Service != req.BackupService {
-		return nil, fmt.Errorf("backup_service %q does not match the record's service %q; pass the backup_service backup-export printed with this backup_url",
+		return nil, errorf(ErrUsage, "backup_service %q does not match the record's service %q; pass the backup_service backup-export printed with this backup_url",
 			req.BackupService, rec.Service)
 	}
 	r, err := s.repoForRecord(ctx, &rec.Record)
@@ -206,7 +197,7 @@ func (s *Service) ImportBackup(ctx context.Context, req ImportRequest) (*BackupV
 		return nil, err
 	}
 	if name := r.store.DriverName(); name != req.BackupService {
-		return nil, fmt.Errorf("backup_service %q does not match the driver %q of repository %s, which holds backup %s; pass the backup_service backup-export printed",
+		return nil, errorf(ErrUsage, "backup_service %q does not match the driver %q of repository %s, which holds backup %s; pass the backup_service backup-export printed",
 			req.BackupService, name, r.url, rec.ID)
 	}
 	// No pack may go between locating the chunks and counting them.

@@ -25,16 +25,27 @@ type User struct {
 
 // Identity is who calls a service method: the transport authenticates the
 // caller (the socket by SO_PEERCRED, in-process calls by the process's
-// uid) and attaches it with WithIdentity, so every method sees an
-// explicit project and role.
+// uid, the HTTP API by its token) and attaches it with WithIdentity, so
+// every method sees an explicit project and role.
 type Identity struct {
-	UID     int    `json:"uid"`
+	UID int `json:"uid"`
+	// User names an HTTP API caller (its token's user); "" for local
+	// callers, who are known by UID.
+	User    string `json:"user,omitempty"`
 	Project string `json:"project"`
 	Role    string `json:"role"`
 }
 
 // Admin reports whether the identity may act on every project.
 func (i Identity) Admin() bool { return i.Role == RoleAdmin }
+
+// String names the caller in messages: "user alice" or "uid 1000".
+func (i Identity) String() string {
+	if i.User != "" {
+		return "user " + i.User
+	}
+	return "uid " + strconv.Itoa(i.UID)
+}
 
 // sees reports whether a resource of project p exists for the caller.
 func (i Identity) sees(p string) bool { return i.Admin() || p == i.Project }
@@ -73,19 +84,19 @@ func caller(ctx context.Context) Identity {
 	return Identity{UID: os.Geteuid(), Project: DefaultProject, Role: RoleAdmin}
 }
 
-// authenticate maps a local uid to its identity and attaches it to ctx,
+// Authenticate maps a local uid to its identity and attaches it to ctx,
 // honouring the project the caller asked to act for. Root and the user
 // that owns the catalog are admins of project admin unless [users] says
 // otherwise; any other uid needs an entry in [users].
-func (s *Service) authenticate(ctx context.Context, uid int) (context.Context, error) {
+func (s *Service) Authenticate(ctx context.Context, uid int) (context.Context, error) {
 	id, err := s.cfg.identify(uid)
 	if err != nil {
 		return nil, err
 	}
 	if p := RequestedProject(ctx); p != "" && p != id.Project {
 		if !id.Admin() {
-			return nil, errorf(ErrForbidden, "uid %d is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)",
-				uid, id.Project, p)
+			return nil, errorf(ErrForbidden, "%s is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)",
+				id, id.Project, p)
 		}
 		if err := checkProject(p); err != nil {
 			return nil, err
@@ -147,7 +158,9 @@ func (c Config) checkUsers(path string) error {
 	return nil
 }
 
-// checkProject refuses project ids that cannot be catalog key parts.
+// CheckProject refuses project ids that cannot be catalog key parts.
+func CheckProject(p string) error { return checkProject(p) }
+
 func checkProject(p string) error {
 	if p == "" || len(p) > 255 {
 		return errorf(ErrUsage, "project id %q: give 1 to 255 characters", p)
@@ -165,5 +178,23 @@ func requireAdmin(id Identity, action string) error {
 	if id.Admin() {
 		return nil
 	}
-	return errorf(ErrForbidden, "Policy doesn't allow %s to be performed. (uid %d is a member of project %s; this needs an admin)", action, id.UID, id.Project)
+	return errorf(ErrForbidden, "Policy doesn't allow %s to be performed. (%s is a member of project %s; this needs an admin)", action, id, id.Project)
+}
+
+// RequireAdmin refuses a caller that is not an admin, naming the policy
+// action (Cinder's wording): the transports' check of admin-only verbs.
+func RequireAdmin(ctx context.Context, action string) error {
+	return requireAdmin(caller(ctx), action)
+}
+
+// CallerOf is the identity a call runs as (see WithIdentity).
+func CallerOf(ctx context.Context) Identity { return caller(ctx) }
+
+// requirePathAdmin refuses a member naming where volback writes a new
+// image file: the owner writes it with its own rights.
+func requirePathAdmin(ctx context.Context, path string) error {
+	if path == "" {
+		return nil
+	}
+	return requireAdmin(caller(ctx), "volume:create_with_path")
 }

@@ -121,7 +121,12 @@ func (s *Service) event(ctx context.Context, msg string, args ...any) {
 		return
 	}
 	who := caller(ctx)
-	s.ev.Info(msg, append(args, "caller_uid", who.UID, "caller_project", who.Project)...)
+	if who.User != "" { // an HTTP API caller, known by its token's user
+		args = append(args, "caller_user", who.User)
+	} else {
+		args = append(args, "caller_uid", who.UID)
+	}
+	s.ev.Info(msg, append(args, "caller_project", who.Project)...)
 }
 
 // since is a duration rounded for logs.

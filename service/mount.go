@@ -183,6 +183,10 @@ func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.S
 	return st, nil
 }
 
+// CacheStats is how many chunk reads the mount's cache answered (hits) and
+// how many fetched from a repository (misses), for metrics.
+func (ms *MountSource) CacheStats() (hits, misses uint64) { return ms.cache.Stats() }
+
 // Close closes the repositories the source opened.
 func (ms *MountSource) Close() {
 	ms.mu.Lock()

@@ -115,7 +115,7 @@ func quotaProject(ctx context.Context, p string) (string, error) {
 		return who.Project, nil
 	}
 	if !who.Admin() {
-		return "", errorf(ErrForbidden, "Policy doesn't allow volume_extension:quotas:show to be performed. (uid %d is a member of project %s and may see only its quotas)", who.UID, who.Project)
+		return "", errorf(ErrForbidden, "Policy doesn't allow volume_extension:quotas:show to be performed. (%s is a member of project %s and may see only its quotas)", who, who.Project)
 	}
 	return p, checkProject(p)
 }

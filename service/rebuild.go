@@ -12,12 +12,6 @@ import (
 	"github.com/volback/volback/index"
 )
 
-func init() {
-	handlers["catalog-rebuild"] = decode(func(s *Service, ctx context.Context, r RebuildRequest, _ ProgressFunc) (*RebuildReport, error) {
-		return s.RebuildCatalog(ctx, r)
-	})
-}
-
 // RebuildRequest is catalog-rebuild.
 type RebuildRequest struct {
 	Repository string `json:"repository"` // one configured repository URL; empty = every zone's

@@ -10,12 +10,6 @@ import (
 	"github.com/volback/volback/index"
 )
 
-func init() {
-	handlers["repo-repair"] = decode(func(s *Service, ctx context.Context, r RepairRequest, _ ProgressFunc) ([]RepairReport, error) {
-		return s.Repair(ctx, r)
-	})
-}
-
 // RepairRequest is repo-repair.
 type RepairRequest struct {
 	Zone string `json:"zone,omitempty"`

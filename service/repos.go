@@ -227,10 +227,10 @@ func (s *Service) recordsIn(ctx context.Context, zone string) int {
 	return n
 }
 
-// emptyCatalogNotice tells the user, when the catalog has no backups,
+// EmptyCatalogNotice tells the user, when the catalog has no backups,
 // which repositories hold backup records anyway: a lost catalog looks
 // like an empty one.
-func (s *Service) emptyCatalogNotice(ctx context.Context, progress ProgressFunc) {
+func (s *Service) EmptyCatalogNotice(ctx context.Context, progress ProgressFunc) {
 	if progress == nil {
 		return // nobody to tell (a mount's listing)
 	}

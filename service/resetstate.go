@@ -24,7 +24,7 @@ type ResetStateRequest struct {
 // backup-delete --force instead. Only a backup that was restoring may be
 // set available: in any other state its data may be incomplete.
 func (s *Service) ResetBackupState(ctx context.Context, req ResetStateRequest) (*BackupView, error) {
-	if err := requireAdmin(caller(ctx), adminOnly["backup-reset-state"]); err != nil {
+	if err := requireAdmin(caller(ctx), "backup:backup-reset_status"); err != nil {
 		return nil, err
 	}
 	if req.State == "" {

@@ -70,7 +70,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 		}
 	} else {
 		if req.Size != 0 && req.Size < b.SizeBytes {
-			return nil, fmt.Errorf("size %d bytes is smaller than backup %s (%d bytes); give at least the backup's size, or 0 to take it", req.Size, b.ID, b.SizeBytes)
+			return nil, errorf(ErrUsage, "size %d bytes is smaller than backup %s (%d bytes); give at least the backup's size, or 0 to take it", req.Size, b.ID, b.SizeBytes)
 		}
 		name := req.Name
 		if name == "" {
@@ -93,6 +93,7 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest, progress Prog
 	}
 	ctx, untrack := s.track(ctx, restoreJob(b.ID)) // backup-reset-state cancels it
 	defer untrack()
+	Accepted(ctx, &RestoreView{BackupID: b.ID, VolumeID: vol.ID, VolumeName: vol.Name})
 	start := time.Now()
 	s.event(ctx, "restore started", "backup", b.ID, "volume", vol.ID, "project", vol.ProjectID)
 	err = s.writeImage(ctx, r, b, m, tgt, progress)
@@ -334,6 +335,7 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 					continue
 				}
 				done.Add(length)
+				s.stats.restored.Add(length)
 				failpoint.Hit("restore.chunk")
 			}
 		}()

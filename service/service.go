@@ -42,7 +42,8 @@ type Service struct {
 	zones map[string]*repository // by zone
 	repos map[string]*repository // by repository id
 
-	jobs jobs // running backups and restores, for cancel (jobs.go)
+	jobs  jobs  // running backups and restores, for cancel (jobs.go)
+	stats stats // data moved, for metrics (stats.go)
 	// quotaMu serializes this owner's quota claims, so a burst of creates
 	// in one project queues instead of exhausting Update's conflict
 	// retries on the project's guard key (which stays for correctness).
@@ -80,6 +81,14 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	}
 	return s, nil
 }
+
+// ErrCatalogLocked: another process holds the catalog (Open fails with it);
+// that process owns the catalog and answers on its socket.
+var ErrCatalogLocked = index.ErrLocked
+
+// CatalogHolder is the pid of the process holding the catalog in home, or
+// 0 when unknown.
+func CatalogHolder(home string) int { return index.LockHolder(filepath.Join(home, "catalog")) }
 
 // Close stops background work and closes the catalog and every repository.
 func (s *Service) Close() error {

@@ -38,7 +38,7 @@ func (s *Service) zone(az string) (string, error) {
 		return s.cfg.DefaultZone, nil
 	}
 	if _, ok := s.cfg.Zones[az]; !ok {
-		return "", fmt.Errorf("availability zone %q is not configured; configured zones: %v", az, s.cfg.ZoneNames())
+		return "", errorf(ErrUsage, "availability zone %q is not configured; configured zones: %v", az, s.cfg.ZoneNames())
 	}
 	return az, nil
 }
@@ -52,7 +52,7 @@ func actingProject(ctx context.Context, p string) (string, error) {
 	case p == "" || p == who.Project:
 		return who.Project, nil
 	case !who.Admin():
-		return "", errorf(ErrForbidden, "uid %d is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)", who.UID, who.Project, p)
+		return "", errorf(ErrForbidden, "%s is a member of project %s and cannot act for project %s; only an admin can (--os-project-id)", who, who.Project, p)
 	}
 	return p, checkProject(p)
 }
@@ -63,7 +63,7 @@ func actingProject(ctx context.Context, p string) (string, error) {
 // gets SOURCE back instead, so its backup chain continues.
 func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, error) {
 	if req.Name == "" && req.ID == "" {
-		return nil, errors.New("manage: --name is required; name the volume")
+		return nil, errorf(ErrUsage, "manage: --name is required; name the volume")
 	}
 	proj, err := actingProject(ctx, req.Project)
 	if err != nil {
@@ -87,7 +87,7 @@ func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, e
 		if err != nil {
 			return err
 		}
-		old, err := reattachTarget(tx, Identity{UID: caller(ctx).UID, Project: proj, Role: caller(ctx).Role}, vols, req, info)
+		old, err := reattachTarget(tx, Identity{UID: caller(ctx).UID, User: caller(ctx).User, Project: proj, Role: caller(ctx).Role}, vols, req, info)
 		if err != nil {
 			return err
 		}
@@ -117,7 +117,7 @@ func (s *Service) Manage(ctx context.Context, req ManageRequest) (*VolumeView, e
 // CreateVolume makes a new sparse image file, empty or restored from a backup.
 func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress ProgressFunc) (*VolumeView, error) {
 	if req.Name == "" {
-		return nil, errors.New("create: --name is required; name the volume")
+		return nil, errorf(ErrUsage, "create: --name is required; name the volume")
 	}
 	if err := requirePathAdmin(ctx, req.Path); err != nil {
 		return nil, err
@@ -131,7 +131,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest, progress 
 		return s.ShowVolume(ctx, rv.VolumeID)
 	}
 	if req.Size <= 0 {
-		return nil, errors.New("create: SIZE must be positive (GiB, or with a unit such as 256M)")
+		return nil, errorf(ErrUsage, "create: SIZE must be positive (GiB, or with a unit such as 256M)")
 	}
 	proj, err := actingProject(ctx, req.Project)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/api"
 	"github.com/volback/volback/service"
 )
 
@@ -16,13 +17,17 @@ var extraMemory int64
 
 // connect loads the config of the home, sizes the soft memory limit from it
 // and returns a caller: a client of the catalog's owner, or this process as
-// the owner. Either way it follows hand-overs when the owner exits.
+// the owner. Either way it follows hand-overs when the owner exits. With
+// --os-endpoint it calls that volback serve over HTTP instead.
 func connect(c *cli.Context) (service.Caller, error) {
+	if ep := c.String("os-endpoint"); ep != "" { // a remote volback serve
+		return api.DialHTTP(ep, os.Getenv("OS_AUTH_TOKEN"), os.Getenv("OS_USER_ID"), project(c))
+	}
 	cfg, err := homeConfig(c)
 	if err != nil {
 		return nil, err
 	}
-	return service.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
+	return api.Connect(c.Context, cfg, log.New(os.Stderr, "volback: ", 0))
 }
 
 // homeConfig loads the config of the chosen home, with the global flags

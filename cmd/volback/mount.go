@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"github.com/volback/volback/api"
 	"github.com/volback/volback/fs"
 	"github.com/volback/volback/service"
 )
@@ -20,7 +23,8 @@ func mountCommand() *cli.Command {
 		Description: "Backups appear as by-id/ID.img and by-volume/VOLUME/TIME_NAME.img; two volumes with the same name get VOLUME and VOLUME-IDPREFIX. " +
 			"Ctrl-C (or SIGTERM) unmounts; while files or loop devices on it are open the mount stays and says so, as umount(8) would.",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount"},
-			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"}},
+			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "serve the cache's hits and misses at http://`HOST:PORT`/metrics (Prometheus)"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
@@ -39,11 +43,20 @@ func mountCommand() *cli.Command {
 				return err
 			}
 			defer caller.Close()
-			if s, ok := caller.(*service.Session); ok {
+			if s, ok := caller.(*api.Session); ok {
 				s.ReportHandovers(log.New(os.Stderr, "volback mount: ", log.LstdFlags))
 			}
 			src := service.NewMountSource(caller, cache)
 			defer src.Close()
+			if addr := c.String("metrics-listen"); addr != "" {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return fmt.Errorf("--metrics-listen %s: %v; pick another address", addr, err)
+				}
+				msrv := &http.Server{Handler: api.MountMetrics(src), ReadHeaderTimeout: 10 * time.Second}
+				go msrv.Serve(ln)
+				defer msrv.Close()
+			}
 			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"),
 				Logger: log.New(os.Stderr, "volback mount: ", log.LstdFlags)})
 			if err != nil {
@@ -96,10 +109,14 @@ func lazyWarning(err error) error {
 }
 
 // serveCommand owns the catalog and answers other volback processes until
-// interrupted.
+// interrupted; with --listen (or [api] listen) it also serves the HTTP API.
 func serveCommand() *cli.Command {
-	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket (foreground)",
+	return &cli.Command{Name: "serve", Usage: "own the catalog and serve the API on the home's socket and, with --listen, over HTTP (foreground)",
 		Category: "mount and service",
+		Description: "With --listen HOST:PORT (or listen in volback.toml's [api] table) it also serves Cinder's v3 block-storage API " +
+			"(backups, volumes, snapshots, quotas, services; docs/API.md), the native calls of volback --os-endpoint, and /metrics. " +
+			"Without a token file the API uses Cinder's noauth and listens on a loopback address only.",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "listen", Usage: "serve HTTP on `HOST:PORT` (Cinder's port is 8776)"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
@@ -109,13 +126,36 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			cfg.LogStderr = true // state changes on the terminal too
-			s, err := service.Own(c.Context, cfg, log.New(os.Stderr, "volback: ", 0), 10*time.Second)
+			addr := cfg.API.Listen
+			if c.IsSet("listen") {
+				addr = c.String("listen")
+			}
+			var ln net.Listener
+			if addr != "" {
+				if err := api.CheckListen(cfg, addr); err != nil {
+					return err
+				}
+				if ln, err = net.Listen("tcp", addr); err != nil {
+					return fmt.Errorf("serving HTTP on %s: %v; pick another --listen address", addr, err)
+				}
+				defer ln.Close()
+			}
+			logger := log.New(os.Stderr, "volback: ", 0)
+			s, err := api.Own(c.Context, cfg, logger, 10*time.Second)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
-			<-c.Context.Done()
-			return nil
+			if ln == nil {
+				fmt.Fprintln(os.Stderr, "volback: serving; Ctrl-C to stop")
+				<-c.Context.Done()
+				return nil
+			}
+			srv, err := api.NewServer(s.LocalService(), logger)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "volback: serving the socket and http://%s/v3 (Cinder v3 API), /metrics; Ctrl-C to stop\n", ln.Addr())
+			return srv.Serve(c.Context, ln)
 		}}
 }

@@ -1,4 +1,4 @@
-package service
+package api
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/volback/volback/index"
+	"github.com/volback/volback/service"
 )
 
 // Session is a Caller for the catalog of one home that outlives the
@@ -22,12 +22,12 @@ import (
 // owner. A call is made again on the new owner only when that is safe: the
 // old owner never accepted it, or the verb changes nothing (idempotent).
 type Session struct {
-	cfg Config
+	cfg service.Config
 	log *log.Logger
 
 	mu       sync.Mutex
-	dir      *socketDir // nil until the socket directory exists
-	cur      Caller     // *owner or *Remote; nil after a failed hand-over
+	dir      *socketDir     // nil until the socket directory exists
+	cur      service.Caller // *owner or *Remote; nil after a failed hand-over
 	closed   bool
 	handover *log.Logger // reports hand-overs when set (long-lived mounts)
 }
@@ -48,7 +48,7 @@ const dyingOwner = 2 * time.Second
 // Connect returns a Session for the catalog in cfg.Home: a client of the
 // process that owns it if one answers on the socket, else this process
 // becomes the owner and serves the socket until Close.
-func Connect(ctx context.Context, cfg Config, logger *log.Logger) (*Session, error) {
+func Connect(ctx context.Context, cfg service.Config, logger *log.Logger) (*Session, error) {
 	if logger == nil {
 		logger = log.New(os.Stderr, "volback: ", 0)
 	}
@@ -67,7 +67,7 @@ func Connect(ctx context.Context, cfg Config, logger *log.Logger) (*Session, err
 // Own is Connect for `volback serve`: it must own the catalog. An owner
 // that is only running one CLI verb leaves soon, so it waits up to wait
 // for the catalog to become free, then refuses naming the owner.
-func Own(ctx context.Context, cfg Config, logger *log.Logger, wait time.Duration) (*Session, error) {
+func Own(ctx context.Context, cfg service.Config, logger *log.Logger, wait time.Duration) (*Session, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		s, err := Connect(ctx, cfg, logger)
@@ -94,7 +94,6 @@ func Own(ctx context.Context, cfg Config, logger *log.Logger, wait time.Duration
 // listener, so it may still accept one for a moment; it is skipped for
 // dyingOwner. s.mu is held.
 func (s *Session) connect(ctx context.Context, gone int32) error {
-	catalog := filepath.Join(s.cfg.Home, "catalog")
 	start := time.Now()
 	holder, since := -1, start
 	for {
@@ -120,7 +119,7 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 				return err
 			}
 		}
-		svc, err := Open(ctx, s.cfg, s.log)
+		svc, err := service.Open(ctx, s.cfg, s.log)
 		if err == nil {
 			if s.dir == nil {
 				if s.dir, err = openSocketDir(s.cfg.Home, true, s.cfg.Shared()); err != nil {
@@ -139,16 +138,16 @@ func (s *Session) connect(ctx context.Context, gone int32) error {
 			return fmt.Errorf("no volback process serves the catalog in %s, and uid %d may not open it itself (%w): ask its admin to run 'volback serve' for this home",
 				s.cfg.Home, os.Geteuid(), err)
 		}
-		if !errors.Is(err, index.ErrLocked) {
+		if !errors.Is(err, service.ErrCatalogLocked) {
 			return err
 		}
 		// The holder is starting (recovery runs before it serves) or
 		// leaving. Wait while it changes; give up on one that hangs.
-		if pid := index.LockHolder(catalog); pid != holder {
+		if pid := service.CatalogHolder(s.cfg.Home); pid != holder {
 			holder, since = pid, time.Now()
 		} else if time.Since(since) > ownerWait {
 			return fmt.Errorf("another volback process (pid %d) holds the catalog in %s but has not answered on %s for %v: it may still be recovering an interrupted job, or be stuck; wait and try again, or stop it",
-				holder, catalog, SocketPath(s.cfg.Home), ownerWait)
+				holder, filepath.Join(s.cfg.Home, "catalog"), SocketPath(s.cfg.Home), ownerWait)
 		}
 		if err := sleep(ctx, time.Duration(20+rand.IntN(80))*time.Millisecond); err != nil {
 			return err
@@ -167,27 +166,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// idempotent lists the verbs that may run again on a new owner after the
-// old one died while running them: they change nothing (repo-check's
-// repairs, if any, are the same when repeated).
-var idempotent = map[string]bool{
-	"list": true, "show": true, "backup-list": true, "backup-show": true,
-	"backup-locate": true, "backup-export": true, "repo-check": true,
-	"snapshot-list": true, "snapshot-show": true, "quota-show": true, "quota-usage": true, "service-list": true,
-}
-
-// checkAfterLoss tells the user of a call whose outcome is unknown how to
-// find out.
-var checkAfterLoss = map[string]string{
-	"backup-create":  "a backup it left unfinished is marked error (fail_reason interrupted) by the catalog's next owner; check 'volback backup-list' and run backup-create again if needed",
-	"backup-restore": "a restore it left unfinished leaves the volume error_restoring; check 'volback list' and restore again if needed",
-	"create":         "a volume it left unfinished is in 'volback list' (a restore into it ends error_restoring); check and delete or create it again if needed",
-	"backup-delete":  "a delete it started is finished by the next owner; check 'volback backup-list'",
-	"repo-gc":        "garbage collection is safe to run again: run repo-gc again",
-}
-
 // Call runs verb on the owner, following hand-overs (see Session).
-func (s *Session) Call(ctx context.Context, verb string, req, resp any, p ProgressFunc) error {
+func (s *Session) Call(ctx context.Context, verb string, req, resp any, p service.ProgressFunc) error {
 	for n := 0; ; n++ {
 		c, err := s.current(ctx)
 		if err != nil {
@@ -198,11 +178,14 @@ func (s *Session) Call(ctx context.Context, verb string, req, resp any, p Progre
 		if !errors.As(err, &lost) || ctx.Err() != nil {
 			return err
 		}
-		if lost.accepted && !idempotent[verb] {
+		if lost.accepted && !idempotent(verb) {
 			// Reconnect first: whoever owns the catalog now (maybe this
 			// process) has rolled back what the old owner left unfinished.
 			s.reconnect(ctx, c)
-			hint := checkAfterLoss[verb]
+			hint := ""
+			if o, ok := ops[verb]; ok {
+				hint = o.Unknown
+			}
 			if hint == "" {
 				hint = "check with 'volback list' and 'volback backup-list' before running it again"
 			}
@@ -219,7 +202,7 @@ func (s *Session) Call(ctx context.Context, verb string, req, resp any, p Progre
 }
 
 // current is the caller to use, connecting after a failed hand-over.
-func (s *Session) current(ctx context.Context) (Caller, error) {
+func (s *Session) current(ctx context.Context) (service.Caller, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -235,7 +218,7 @@ func (s *Session) current(ctx context.Context) (Caller, error) {
 }
 
 // reconnect replaces failed, unless another goroutine already did.
-func (s *Session) reconnect(ctx context.Context, failed Caller) error {
+func (s *Session) reconnect(ctx context.Context, failed service.Caller) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -297,21 +280,13 @@ func (s *Session) OwnerPID() int {
 	return os.Getpid()
 }
 
-// service is the Service when this process owns the catalog, else nil.
-func (s *Session) service() *Service {
+// LocalService is the Service when this process owns the catalog, else
+// nil.
+func (s *Session) LocalService() *service.Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if o, ok := s.cur.(*owner); ok {
 		return o.S
-	}
-	return nil
-}
-
-// localService is the Service behind c when this process owns the
-// catalog, else nil.
-func localService(c Caller) *Service {
-	if l, ok := c.(interface{ service() *Service }); ok {
-		return l.service()
 	}
 	return nil
 }

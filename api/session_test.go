@@ -1,4 +1,4 @@
-package service
+package api
 
 import (
 	"bufio"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service"
 )
 
 // ownerHelperEnv makes the test binary a catalog owner for the home it
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) {
 func runOwnerHelper(home string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	cfg, err := LoadConfig(home)
+	cfg, err := service.LoadConfig(home)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -56,7 +57,7 @@ func runOwnerHelper(home string) int {
 // can tell the call was accepted only from the status line sent before a
 // verb runs. Anywhere else they answer at once with the pid that ran them.
 func init() {
-	hold := decode(func(_ *Service, ctx context.Context, _ Ref, _ ProgressFunc) (int, error) {
+	hold := func(_ *S, ctx context.Context, _ service.Ref, _ PF) (int, error) {
 		if home := os.Getenv(ownerHelperEnv); home != "" {
 			if err := os.WriteFile(filepath.Join(home, "held"), nil, 0o600); err != nil {
 				return 0, err
@@ -65,10 +66,8 @@ func init() {
 			return 0, ctx.Err()
 		}
 		return os.Getpid(), nil
-	})
-	handlers["test-hold"] = hold
-	handlers["test-hold-write"] = hold
-	idempotent["test-hold"] = true
+	}
+	register(def(Op{Verb: "test-hold", Idempotent: true}, hold), def(Op{Verb: "test-hold-write"}, hold))
 }
 
 // shortHome is a fresh home with a short path (t.TempDir's can be long).
@@ -82,9 +81,9 @@ func shortHome(t *testing.T) string {
 	return dir
 }
 
-func testConfig(t *testing.T, home string) Config {
+func testConfig(t *testing.T, home string) service.Config {
 	t.Helper()
-	cfg, err := LoadConfig(home)
+	cfg, err := service.LoadConfig(home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,12 +170,12 @@ func TestHandoverBetweenDialAndCall(t *testing.T) {
 			owner := startOwner(t, home)
 			s := connectClient(t, home, owner)
 			owner.kill(sig)
-			var vols []VolumeView
-			if err := s.Call(context.Background(), "list", Ref{}, &vols, nil); err != nil {
+			var vols []service.VolumeView
+			if err := s.Call(context.Background(), "list", service.Ref{}, &vols, nil); err != nil {
 				t.Fatalf("list after the owner got %v: %v", sig, err)
 			}
 			var pid int
-			if err := s.Call(context.Background(), "test-hold-write", Ref{}, &pid, nil); err != nil {
+			if err := s.Call(context.Background(), "test-hold-write", service.Ref{}, &pid, nil); err != nil {
 				t.Fatalf("a writing verb never accepted by the old owner: %v", err)
 			}
 			if !s.Owner() || pid != os.Getpid() {
@@ -194,8 +193,8 @@ func TestHandoverFollowsNewOwner(t *testing.T) {
 	s := connectClient(t, home, a)
 	a.kill(syscall.SIGTERM)
 	b := startOwner(t, home)
-	var vols []VolumeView
-	if err := s.Call(context.Background(), "list", Ref{}, &vols, nil); err != nil {
+	var vols []service.VolumeView
+	if err := s.Call(context.Background(), "list", service.Ref{}, &vols, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s.Owner() || s.OwnerPID() != b.cmd.Process.Pid {
@@ -219,13 +218,13 @@ func TestHandoverMidCall(t *testing.T) {
 				owner.kill(syscall.SIGKILL)
 			}()
 			var pid int
-			err := s.Call(context.Background(), verb, Ref{}, &pid, nil)
+			err := s.Call(context.Background(), verb, service.Ref{}, &pid, nil)
 			select { // the call ends as the owner dies, maybe before it is reaped
 			case <-owner.done:
 			case <-time.After(10 * time.Second):
 				t.Fatalf("the call ended (%v) but the owner was not killed", err)
 			}
-			if idempotent[verb] {
+			if idempotent(verb) {
 				if err != nil || pid != os.Getpid() {
 					t.Fatalf("%s after the owner died mid-call: pid %d, %v; want it run again in this process", verb, pid, err)
 				}
@@ -294,8 +293,8 @@ func TestLongHomeSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	var vols []VolumeView
-	if err := client.Call(context.Background(), "list", Ref{}, &vols, nil); err != nil {
+	var vols []service.VolumeView
+	if err := client.Call(context.Background(), "list", service.Ref{}, &vols, nil); err != nil {
 		t.Fatal(err)
 	}
 	if client.Owner() || !owner.Owner() {
@@ -403,5 +402,62 @@ func chown(t *testing.T, path string, uid int) {
 	t.Helper()
 	if err := os.Lchown(path, uid, uid); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSharedSocketDir: a home shared through [users] may let others enter
+// its socket directory, never write it; an unshared one stays private.
+func TestSharedSocketDir(t *testing.T) {
+	home := t.TempDir()
+	run := filepath.Join(home, socketDirName)
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		mode   os.FileMode
+		shared bool
+		ok     bool
+	}{{0o700, false, true}, {0o755, false, false}, {0o755, true, true}, {0o775, true, false}, {0o757, true, false}} {
+		if err := os.Chmod(run, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		d, err := openSocketDir(home, false, c.shared)
+		if (err == nil) != c.ok {
+			t.Errorf("mode %#o shared %v: %v, want ok=%v", c.mode, c.shared, err, c.ok)
+		}
+		if d != nil {
+			d.Close()
+		}
+	}
+}
+
+// TestErrorKindsThroughSocket: errors of a call through the socket keep
+// their kind, whether the owner refused the call before accepting it (a
+// malformed project) or the operation failed (not found, usage), so
+// errors.Is works for clients as in process.
+func TestErrorKindsThroughSocket(t *testing.T) {
+	home := shortHome(t)
+	owner := startOwner(t, home)
+	s := connectClient(t, home, owner)
+	ctx := context.Background()
+	for _, c := range []struct {
+		ctx  context.Context
+		verb string
+		req  any
+		kind error
+	}{
+		{ctx, "backup-show", service.Ref{Ref: "no-such-backup"}, service.ErrNotFound},
+		{ctx, "backup-delete", service.DeleteRequest{Refs: []string{"no-such-backup"}}, service.ErrNotFound},
+		{ctx, "quota-update", service.QuotaRequest{Backups: func() *int64 { v := int64(-5); return &v }()}, service.ErrUsage},
+		{ctx, "backup-create", service.BackupRequest{Volume: "nothing"}, service.ErrNotFound},
+		{service.WithProject(ctx, "a/b"), "list", service.Ref{}, service.ErrUsage}, // refused before it is accepted
+	} {
+		err := s.Call(c.ctx, c.verb, c.req, nil, nil)
+		if !errors.Is(err, c.kind) {
+			t.Errorf("%s through the socket: %v, want kind %v", c.verb, err, c.kind)
+		}
+	}
+	if s.Owner() {
+		t.Error("the client took the catalog over")
 	}
 }
