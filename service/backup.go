@@ -163,6 +163,9 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		sv.Path = snap.Locator
 		src = &sv
 	}
+	if from != nil {
+		b.TrackingSnapshot = from.DriverName // the next incremental diffs against it while it exists
+	}
 	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
 	defer untrack()
 	bv := backupView(b, nil)
@@ -429,7 +432,11 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 // plan returns the manifest to fill and the chunks to read. Normally that
 // is an empty manifest and every allocated chunk. For an incremental whose
 // source tracks changes since the parent's snapshot (RBD diff), the
-// manifest starts as the parent's and only changed chunks are read.
+// manifest starts as the parent's (seeded is then true) and only changed
+// chunks are read; chunks
+// whose data was discarded since become zero without a read. How it went
+// is recorded in b.ChangeTracking (a full read when the parent's snapshot
+// is gone).
 func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, bool, error) {
 	size := src.Size()
 	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
@@ -437,19 +444,34 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
 			return nil, nil, false, err
 		}
-		if base := s.driverSnapshot(parent.SnapshotID); base != "" {
+		// The snapshot the parent's data equals: its own kept one, or the
+		// one it was read from (--snapshot-id).
+		base := cmp.Or(parent.TrackingSnapshot, s.driverSnapshot(parent.SnapshotID))
+		b.ChangeTracking = fmt.Sprintf("full read: parent backup %s left no snapshot to diff against", parent.ID)
+		if base != "" {
 			changed, err := ct.Changed(ctx, base)
-			if err != nil && !errors.Is(err, volume.ErrNotSupported) && !errors.Is(err, volume.ErrNotFound) {
-				return nil, nil, false, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
-			}
-			if err == nil {
+			switch {
+			case errors.Is(err, volume.ErrNotFound):
+				b.ChangeTracking = fmt.Sprintf("full read: snapshot %s of parent backup %s no longer exists", base, parent.ID)
+			case errors.Is(err, volume.ErrNotSupported):
+				b.ChangeTracking = fmt.Sprintf("full read: the volume cannot report changes since snapshot %s (%v)", base, err)
+			case err != nil:
+				return nil, nil, false, fmt.Errorf("changes since snapshot %s: %w", base, err)
+			default:
 				pm, err := s.loadManifest(ctx, r, parent)
 				if err != nil {
 					return nil, nil, false, err
 				}
 				if pm.ChunkSize == cs {
-					return seeded(pm, size, cs), changedChunks(changed, pm.Size, size, cs), true, nil
+					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
+					m := seeded(pm, size, cs)
+					read, zero := changedChunks(changed, pm.Size, size, cs)
+					for _, i := range zero {
+						m.SetZero(int(i))
+					}
+					return m, read, true, nil
 				}
+				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
 		}
 	}
@@ -474,11 +496,40 @@ func seeded(parent *chunkstore.Manifest, size int64, cs int) *chunkstore.Manifes
 
 // changedChunks lists the chunks to read for an incremental from changed
 // extents: those overlapping a change, plus any chunk whose extent differs
-// from the parent's (growth, a short last chunk).
-func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) []int64 {
+// from the parent's (growth, a short last chunk). Chunks that lie wholly
+// in extents marked Zero (discarded) and overlap no other change are
+// listed apart: they become zero without a read.
+func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) (read, zero []int64) {
 	boundary := min(parentSize, size) / int64(cs) // first chunk not whole in both
-	extents := append(changed, volume.Extent{Offset: boundary * int64(cs), Length: max(size, parentSize)})
-	return allocatedChunks(extents, size, cs)
+	data := []volume.Extent{{Offset: boundary * int64(cs), Length: max(size, parentSize)}}
+	var zeros []volume.Extent
+	for _, e := range changed {
+		if !e.Zero {
+			data = append(data, e)
+			continue
+		}
+		// The chunks wholly inside e are zero; partly covered ones are read.
+		first, end := (e.Offset+int64(cs)-1)/int64(cs), (e.Offset+e.Length)/int64(cs)
+		if first < end {
+			zeros = append(zeros, volume.Extent{Offset: first * int64(cs), Length: (end - first) * int64(cs)})
+		}
+		for _, edge := range []volume.Extent{{Offset: e.Offset, Length: first*int64(cs) - e.Offset}, {Offset: max(end, first) * int64(cs), Length: e.Offset + e.Length - max(end, first)*int64(cs)}} {
+			if edge.Length > 0 {
+				data = append(data, edge)
+			}
+		}
+	}
+	read = allocatedChunks(data, size, cs)
+	isRead := make(map[int64]bool, len(read))
+	for _, i := range read {
+		isRead[i] = true
+	}
+	for _, i := range allocatedChunks(zeros, size, cs) {
+		if !isRead[i] {
+			zero = append(zero, i)
+		}
+	}
+	return read, zero
 }
 
 // allocatedChunks lists the chunk indexes that overlap an allocated extent;
@@ -531,9 +582,10 @@ func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, 
 	// The reader fills blocks of up to readBlock bytes of consecutive
 	// chunks with one pread (few syscalls, large kernel I/O); workers take
 	// the chunks one by one and return a block to the pool when its last
-	// chunk is done. 2 blocks per worker + 2 bound the memory.
+	// chunk is done. 2 blocks per worker + 2, and one per extra reader,
+	// bound the memory.
 	perBlock := max(1, readBlock/cs)
-	free := make(chan *block, 2*workers+2)
+	free := make(chan *block, 2*workers+1+readers(src))
 	for range cap(free) {
 		free <- &block{buf: make([]byte, perBlock*cs)}
 	}
@@ -632,33 +684,68 @@ type chunkJob struct {
 	blk  *block
 }
 
-// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
-// up to perBlock per pread, and queues them one by one.
-func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
-	for i := 0; i < len(chunks); {
-		n := 1
-		for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
-			n++
-		}
-		var blk *block
-		select {
-		case blk = <-free:
-		case <-ctx.Done():
-			return nil
-		}
-		off := chunks[i] * int64(cs)
-		end := min(off+int64(n*cs), size)
-		if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
-			return fmt.Errorf("reading volume at byte offset %d: %w", off, err)
-		}
-		blk.pending.Store(int32(n))
-		for k := range n {
-			lo := int64(k * cs)
-			jobs <- chunkJob{idx: chunks[i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
-		}
-		i += n
+// readers is how many reads of src to keep in flight: one (a disk's reads
+// stay sequential), or what a source whose reads are round trips asks for.
+func readers(src volume.Source) int {
+	if p, ok := src.(volume.Parallel); ok {
+		return max(1, p.InFlight())
 	}
-	return nil
+	return 1
+}
+
+// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
+// up to perBlock per pread, on readers(src) goroutines, and queues them one
+// by one. The first failed read stops the others.
+func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var failed error
+	var failOnce sync.Once
+	type run struct{ i, n int } // chunks[i:i+n]
+	runs := make(chan run)
+	go func() {
+		defer close(runs)
+		for i := 0; i < len(chunks); {
+			n := 1
+			for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
+				n++
+			}
+			select {
+			case runs <- run{i, n}:
+			case <-ctx.Done():
+				return
+			}
+			i += n
+		}
+	}()
+	var wg sync.WaitGroup
+	for range readers(src) {
+		wg.Go(func() {
+			for r := range runs {
+				var blk *block
+				select {
+				case blk = <-free:
+				case <-ctx.Done():
+					return
+				}
+				off := chunks[r.i] * int64(cs)
+				end := min(off+int64(r.n*cs), size)
+				if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
+					free <- blk
+					failOnce.Do(func() { failed = fmt.Errorf("reading volume at byte offset %d: %w", off, err) })
+					cancel()
+					return
+				}
+				blk.pending.Store(int32(r.n))
+				for k := range r.n {
+					lo := int64(k * cs)
+					jobs <- chunkJob{idx: chunks[r.i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return failed
 }
 
 // storeChunk hashes one chunk, records it in the manifest and hands it to

@@ -14,6 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/crypt"
+	"github.com/volback/volback/drivers/volume"
 )
 
 // ConfigName is the optional config file inside the home.
@@ -62,6 +63,10 @@ type Config struct {
 	// Users maps local users (by name or uid) to a project and role, for
 	// calls through the socket (docs/CLI.md, "Projects").
 	Users map[string]User `toml:"users"`
+	// TrackingSnapshots is how many change-tracking snapshots (RBD:
+	// volback.<backup-id>) are kept per volume, newest first; 0 keeps
+	// none, so every incremental of such a volume reads it whole.
+	TrackingSnapshots int `toml:"change_tracking_snapshots"`
 	// API configures `volback serve`'s HTTP API (package api, docs/API.md).
 	API APIConfig `toml:"api"`
 }
@@ -88,9 +93,14 @@ const (
 	DefaultGCRepackBelow = 0.5
 )
 
-// Zone maps an availability zone to the repository that serves it.
+// Zone maps an availability zone to the repository that serves it and to
+// where its new volumes are created.
 type Zone struct {
 	Repository string `toml:"repository"`
+	// Volumes is where the zone's new volumes (create, restores to a new
+	// volume) go: a directory (image files <id>.img) or rbd://POOL[?conf=…]
+	// (RBD images volume-<id>). Empty: image files under <home>/volumes.
+	Volumes string `toml:"volumes"`
 }
 
 // DefaultHome is /var/lib/volback for root and $XDG_DATA_HOME/volback
@@ -115,7 +125,7 @@ func LoadConfig(home string) (Config, error) {
 		return Config{}, fmt.Errorf("volback home %q: %v", home, err)
 	}
 	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova",
-		GCGraceText: DefaultGCGrace.String(), GCRepackBelow: DefaultGCRepackBelow}
+		GCGraceText: DefaultGCGrace.String(), GCRepackBelow: DefaultGCRepackBelow, TrackingSnapshots: 2}
 	path := filepath.Join(abs, ConfigName)
 	md, err := toml.DecodeFile(path, &c)
 	switch {
@@ -134,6 +144,9 @@ func LoadConfig(home string) (Config, error) {
 	}
 	if c.CompressionLevel < 0 || c.CompressionLevel > 22 {
 		return Config{}, fmt.Errorf("config %s: compression_level %d: must be 0 (none) or a zstd level 1..22", path, c.CompressionLevel)
+	}
+	if c.TrackingSnapshots < 0 {
+		return Config{}, fmt.Errorf("config %s: change_tracking_snapshots %d: must be 0 (keep none) or more", path, c.TrackingSnapshots)
 	}
 	cs, err := ParseSize(c.ChunkSizeText)
 	if err != nil || cs < 16<<10 || cs > 4<<20 || cs&(cs-1) != 0 {
@@ -162,6 +175,11 @@ func LoadConfig(home string) (Config, error) {
 	for name, z := range c.Zones {
 		if z.Repository == "" {
 			return Config{}, fmt.Errorf("config %s: zone %q has no repository URL; set repository = \"file:///path\"", path, name)
+		}
+		if z.Volumes != "" {
+			if _, err := volume.Place(z.Volumes, "check"); err != nil {
+				return Config{}, fmt.Errorf("config %s: zone %q: volumes: %v", path, name, err)
+			}
 		}
 	}
 	return c, nil

@@ -316,8 +316,13 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 	}()
 	var wg sync.WaitGroup
 	// Restore waits on reads of packs and writes of the volume more than on
-	// the CPU, so it runs more goroutines than cores to keep both queues full.
-	for range 4 * s.cfg.Workers {
+	// the CPU, so it runs more goroutines than cores to keep both queues full,
+	// and at least as many as a target whose writes are round trips asks for.
+	workers := 4 * s.cfg.Workers
+	if p, ok := tgt.(volume.Parallel); ok {
+		workers = max(workers, p.InFlight())
+	}
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -20,6 +20,7 @@ import (
 	_ "github.com/volback/volback/drivers/repo/rados" // rados:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/drivers/volume"
 	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
+	_ "github.com/volback/volback/drivers/volume/rbd"  // rbd:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/index"
 )
 

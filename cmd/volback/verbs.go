@@ -45,7 +45,7 @@ var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zon
 
 func commands() []*cli.Command {
 	return append([]*cli.Command{
-		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE", Category: "volumes",
+		{Name: "manage", Usage: "register an existing image file, block device or RBD image (rbd://POOL/IMAGE) as a volume", ArgsUsage: "SOURCE", Category: "volumes",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SOURCE"); err != nil {
@@ -58,11 +58,11 @@ func commands() []*cli.Command {
 				return call(c, "manage", service.ManageRequest{Name: c.String("name"), Source: src,
 					AvailabilityZone: c.String("availability-zone"), Project: project(c)}, &service.VolumeView{})
 			}},
-		{Name: "create", Usage: "create a new image-file volume, empty or from a backup", ArgsUsage: "SIZE", Category: "volumes",
+		{Name: "create", Usage: "create a new volume (an image file, or an RBD image where the zone's volumes are), empty or from a backup", ArgsUsage: "SIZE", Category: "volumes",
 			Description: "SIZE is in GiB as in Cinder, or a number with a K, M, G or T suffix (256M); with --backup-id it may be 0 to take the backup's size.",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag,
 				&cli.StringFlag{Name: "backup-id", Usage: "restore `BACKUP` into the new volume"},
-				&cli.StringFlag{Name: "path", Usage: "image `FILE` to create (default: HOME/volumes/ID.img)"}},
+				&cli.StringFlag{Name: "path", Usage: "image `FILE` or rbd://POOL/IMAGE to create (default: the zone's volumes setting, else HOME/volumes/ID.img)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SIZE"); err != nil {
 					return err
@@ -86,7 +86,7 @@ func commands() []*cli.Command {
 			return call(c, "list", service.Ref{AllProjects: c.Bool("all-projects")}, &[]service.VolumeView{})
 		}},
 		refVerb("show", "show a volume", "VOLUME", "volumes", &service.VolumeView{}),
-		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", "volumes", &service.VolumeView{}),
+		refVerb("delete", "delete a volume (its file or image only if volback created it)", "VOLUME", "volumes", &service.VolumeView{}),
 		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME", Category: "backups",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup `NAME`"}, &cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
 				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the volume's latest available backup"},
