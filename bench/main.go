@@ -50,7 +50,9 @@ func (c config) fileWorkloads() bool {
 	return slices.ContainsFunc([]string{"W1", "W2", "W3", "W4", "W5", "W6"}, c.selected)
 }
 
-var allTools = []string{"volback", "restic", "borg", "cp"}
+// allTools: volback-aes and volback-chacha are volback on a repository
+// encrypted with aes-256-gcm or chacha20-poly1305 (repo-init).
+var allTools = []string{"volback", "volback-aes", "volback-chacha", "restic", "borg", "cp"}
 
 func main() {
 	var cfg config
@@ -240,6 +242,10 @@ func newTool(name string, cfg config, work string) tool {
 	switch name {
 	case "volback":
 		return newVolback(cfg.volback, work)
+	case "volback-aes":
+		return newEncryptedVolback(cfg.volback, work, "aes-256-gcm", name)
+	case "volback-chacha":
+		return newEncryptedVolback(cfg.volback, work, "chacha20-poly1305", name)
 	case "restic":
 		return newRestic(work)
 	case "borg":

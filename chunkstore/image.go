@@ -74,7 +74,7 @@ func (s *Store) OpenImage(m *Manifest, loc Locator, opt ImageOptions) *Image {
 	// Room for a whole raw blob (header included) or a decoded chunk plus
 	// zstdSlack, rounded to the runtime's 8 KiB pages so the cache counts
 	// what the buffer really occupies.
-	bufSize := (blobHeaderSize + max(m.ChunkSize, 0) + zstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
+	bufSize := (blobHeaderSize + s.blobOverhead() + max(m.ChunkSize, 0) + zstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
 	return &Image{s: s, m: m, loc: loc, cache: c, name: opt.Name, ra: ra, bufSize: bufSize,
 		ctx: ctx, cancel: cancel, prefetch: make(chan int, 2*ra+64)}
 }
@@ -162,7 +162,10 @@ func (im *Image) fill(id ID, buf []byte) ([]byte, error) {
 // decoded chunk plus zstdSlack; larger chunks (only a corrupt manifest has
 // them) take ReadChunk's path.
 func (s *Store) readChunkInto(ctx context.Context, id ID, loc Location, buf []byte) ([]byte, error) {
-	if err := checkLocation(loc); err != nil {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := s.checkLocation(loc); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: bad location: %w", id, loc.Pack, err)
 	}
 	if int(loc.Length) > len(buf) || int(loc.RawLength)+zstdSlack > len(buf) {
@@ -182,6 +185,13 @@ func (s *Store) readChunkInto(ctx context.Context, id ID, loc Location, buf []by
 	if err := s.be.ReadAt(ctx, packName(loc.Pack), blob, int64(loc.Offset)); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
 	}
+	blob, err := s.openBlob(blob, id) // in place: a raw chunk stays in buf
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
+	if len(blob) < blobHeaderSize {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("blob of %d bytes is shorter than its header", len(blob)))
+	}
 	codec, rawLen := Codec(blob[0]), binary.LittleEndian.Uint32(blob[1:])
 	if codec != loc.Codec || rawLen != loc.RawLength {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack,
@@ -200,7 +210,7 @@ func (s *Store) readChunkInto(ctx context.Context, id ID, loc Location, buf []by
 		}
 		raw = out
 	}
-	if got := Sum(raw); got != id {
+	if got := s.ChunkID(raw); got != id {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))
 	}
 	return raw, nil

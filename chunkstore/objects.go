@@ -39,7 +39,11 @@ func (s *Store) Close() error { return s.be.Close() }
 
 // PutManifest stores an encoded manifest durably.
 func (s *Store) PutManifest(ctx context.Context, backupID string, data []byte) error {
-	if err := s.be.Put(ctx, ManifestName(backupID), data); err != nil {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	name := ManifestName(backupID)
+	if err := s.be.Put(ctx, name, s.sealObject(sealedManifestMagic, name, data)); err != nil {
 		return fmt.Errorf("writing manifest of backup %s: %w", backupID, err)
 	}
 	return nil
@@ -49,8 +53,15 @@ func (s *Store) PutManifest(ctx context.Context, backupID string, data []byte) e
 // its digest. A missing manifest wraps repo.ErrNotFound, a damaged one
 // ErrCorrupt.
 func (s *Store) LoadManifest(ctx context.Context, backupID string) (*Manifest, ID, error) {
-	data, err := s.be.Get(ctx, ManifestName(backupID))
+	if err := s.ready(); err != nil {
+		return nil, ID{}, err
+	}
+	name := ManifestName(backupID)
+	data, err := s.be.Get(ctx, name)
 	if err != nil {
+		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
+	}
+	if data, err = s.openObject(sealedManifestMagic, name, data); err != nil {
 		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
 	}
 	m, digest, err := DecodeManifest(data)
@@ -65,7 +76,11 @@ func (s *Store) PutRecord(ctx context.Context, r *Record) error {
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("record of backup %s: %w", r.ID, err)
 	}
-	if err := s.be.Put(ctx, RecordName(r.ID), EncodeRecord(r)); err != nil {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	name := RecordName(r.ID)
+	if err := s.be.Put(ctx, name, s.sealObject(sealedRecordMagic, name, EncodeRecord(r))); err != nil {
 		return fmt.Errorf("writing record of backup %s: %w", r.ID, err)
 	}
 	return nil
@@ -75,8 +90,15 @@ func (s *Store) PutRecord(ctx context.Context, r *Record) error {
 // repo.ErrNotFound; one that is not valid, or names another backup, wraps
 // ErrCorrupt.
 func (s *Store) GetRecord(ctx context.Context, backupID string) (*Record, error) {
-	data, err := s.be.Get(ctx, RecordName(backupID))
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	name := RecordName(backupID)
+	data, err := s.be.Get(ctx, name)
 	if err != nil {
+		return nil, fmt.Errorf("record of backup %s: %w", backupID, err)
+	}
+	if data, err = s.openObject(sealedRecordMagic, name, data); err != nil {
 		return nil, fmt.Errorf("record of backup %s: %w", backupID, err)
 	}
 	r, err := DecodeRecord(data)

@@ -95,6 +95,9 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 	if len(raw) > MaxChunkSize {
 		return 0, fmt.Errorf("chunk %s is %d bytes, more than the maximum chunk size %d", id, len(raw), MaxChunkSize)
 	}
+	if err := p.s.ready(); err != nil {
+		return 0, err
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -111,6 +114,14 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 	defer scratchBufs.Put(sp)
 	blob := EncodeBlob((*sp)[:0], raw, p.comp)
 	*sp = blob
+	codec := Codec(blob[0])
+	if p.s.Encrypted() {
+		// Sealed outside the lock too, so workers encrypt in parallel.
+		cp := scratchBufs.Get().(*[]byte)
+		defer scratchBufs.Put(cp)
+		blob = p.s.sealBlob((*cp)[:0], blob, id)
+		*cp = blob
+	}
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -120,7 +131,7 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 	if p.closed {
 		return 0, errors.New("chunkstore: Add on a closed packer")
 	}
-	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize > p.s.packSize() {
+	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize+p.s.blobOverhead() > p.s.packSize() {
 		p.sealLocked()
 	}
 	if p.cur == nil {
@@ -134,7 +145,7 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 			return 0, fmt.Errorf("adding chunk %s: %w", id, p.ctx.Err())
 		}
 		buf := packBufs.Get().(*[]byte)
-		*buf = append((*buf)[:0], packMagic...)
+		*buf = append((*buf)[:0], p.s.packMagicOf()...)
 		p.cur = &openPack{buf: buf}
 	}
 	b := *p.cur.buf
@@ -142,7 +153,7 @@ func (p *Packer) Add(id ID, raw []byte) (stored int, err error) {
 		Offset:    uint32(len(b)),
 		Length:    uint32(len(blob)),
 		RawLength: uint32(len(raw)),
-		Codec:     Codec(blob[0]),
+		Codec:     codec,
 	}})
 	*p.cur.buf = append(b, blob...)
 	return len(blob), nil
@@ -168,7 +179,7 @@ func (p *Packer) upload(op *openPack) {
 	if p.firstErr() != nil || p.ctx.Err() != nil {
 		return // the packer failed or was aborted: drop the pack
 	}
-	*op.buf = appendTrailer(*op.buf, op.entries)
+	*op.buf = p.s.appendTrailer(*op.buf, op.entries)
 	id := Sum(*op.buf)
 	recorded := make(chan error, 1)
 	if p.onUpload != nil {

@@ -64,12 +64,12 @@ func DecodeRecord(b []byte) (*Record, error) {
 // storing one. Errors wrap ErrVersion for a newer format_version and
 // ErrCorrupt otherwise.
 func (r *Record) Validate() error {
-	if r.FormatVersion > FormatVersion {
+	if r.FormatVersion > RecordVersion {
 		return fmt.Errorf("%w: backup record %s has format_version %d and this volback reads version %d; upgrade volback",
-			ErrVersion, r.ID, r.FormatVersion, FormatVersion)
+			ErrVersion, r.ID, r.FormatVersion, RecordVersion)
 	}
-	if r.FormatVersion != FormatVersion {
-		return corruptf("backup record %s: format_version is %d, want %d", r.ID, r.FormatVersion, FormatVersion)
+	if r.FormatVersion != RecordVersion {
+		return corruptf("backup record %s: format_version is %d, want %d", r.ID, r.FormatVersion, RecordVersion)
 	}
 	if _, err := uuid.Parse(r.ID); err != nil || len(r.ID) != 36 {
 		return corruptf("backup record id %q is not a UUID", r.ID)

@@ -36,6 +36,9 @@ type BackupRequest struct {
 	// AvailabilityZone writes the backup to that zone's repository (default:
 	// the volume's zone).
 	AvailabilityZone string `json:"availability_zone,omitempty"`
+	// Container writes the backup to the repository registered under this
+	// name (Cinder's container; repo-init --name), in that repository's zone.
+	Container string `json:"container,omitempty"`
 }
 
 // CreateBackup backs up a volume, or one of its snapshots. The backup is
@@ -60,6 +63,16 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err := s.checkSource(vol); err != nil {
 		return nil, err
 	}
+	var container *index.Repository // --container: a registered repository
+	if req.Container != "" {
+		if container, err = s.findRegistered(req.Container); err != nil {
+			return nil, errorf(ErrUsage, "Invalid input: container %q: %v", req.Container, err)
+		}
+		if req.AvailabilityZone != "" && req.AvailabilityZone != container.Zone {
+			return nil, errorf(ErrUsage, "container %s is in availability zone %s, not %s; give one of --container and --availability-zone", req.Container, container.Zone, req.AvailabilityZone)
+		}
+		req.AvailabilityZone = container.Zone
+	}
 	zone, err := s.zone(cmp.Or(req.AvailabilityZone, vol.AvailabilityZone))
 	if err != nil {
 		return nil, errorf(ErrUsage, "%v", err)
@@ -74,13 +87,19 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err := s.cat.View(func(tx *index.Tx) error { return checkBackupQuota(tx, vol.ProjectID, vol.Size) }); err != nil {
 		return nil, err // before any work, a snapshot included
 	}
-	if err := s.zoneReachable(ctx, zone); err != nil {
-		return nil, s.unreachable(ctx, vol, req, zone, err)
+	var r *repository
+	if container != nil {
+		r, err = s.openRegistered(ctx, container)
+	} else if err = s.zoneReachable(ctx, zone); err == nil {
+		r, err = s.repoFor(ctx, zone)
 	}
-	r, err := s.repoFor(ctx, zone)
+	if locked(err) {
+		return nil, err // a missing or wrong passphrase records nothing
+	}
 	if err != nil {
 		return nil, s.unreachable(ctx, vol, req, zone, err)
 	}
+	containerName := s.containerOf(r)
 	id := uuid.NewString()
 	var tmp *index.Snapshot
 	if how.snapshot {
@@ -104,7 +123,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		t := now()
 		b = &index.Backup{ID: id, Name: req.Name, Description: req.Description,
 			Status: index.StatusCreating, VolumeID: v.ID, VolumeName: v.Name, SizeBytes: v.Size,
-			AvailabilityZone: zone, Container: r.url, RepositoryID: r.store.Config().ID,
+			AvailabilityZone: zone, Container: containerName, RepositoryID: r.store.Config().ID,
 			ProjectID: v.ProjectID, CreatedAt: t, UpdatedAt: t, DataTimestamp: t,
 			Consistency: how.consistency, ConsistencyDetail: how.detail}
 		if req.Incremental {
@@ -166,6 +185,14 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	return s.ShowBackup(ctx, b.ID)
 }
 
+// compressionFor is the zstd level of backups into r.
+func (s *Service) compressionFor(r *repository) int {
+	if r.compression != nil {
+		return *r.compression
+	}
+	return s.cfg.CompressionLevel
+}
+
 // latestBackup is the newest available backup of a volume in a repository,
 // by data_timestamp: the parent of an incremental.
 func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
@@ -192,7 +219,11 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	b.SizeBytes = src.Size()
 	before := statSource(vol.Path)
 
-	lk, err := s.lock(ctx, r, false, fmt.Sprintf("backup-create %s of volume %s", b.ID, vol.Name), lockWait)
+	purpose := fmt.Sprintf("backup-create %s of volume %s", b.ID, vol.Name)
+	if r.store.Encrypted() { // lock objects are in clear: no volume names
+		purpose = "backup-create " + b.ID
+	}
+	lk, err := s.lock(ctx, r, false, purpose, lockWait)
 	if err != nil {
 		return err
 	}
@@ -268,6 +299,9 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	failpoint.Hit("backup.available")
 	if err := s.forgetBackupPacks(b.ID); err != nil {
 		s.log.Printf("backup %s is available; forgetting its upload records failed (harmless): %v", b.ID, err)
+	}
+	if stored.healed > 0 { // it stored lost chunks anew: their backups may be whole again
+		s.healDamaged(ctx, r)
 	}
 	return nil
 }
@@ -386,7 +420,7 @@ func (s *Service) verifyDedup(ctx context.Context, r *repository, b *index.Backu
 
 // record is the repository's copy of a backup record.
 func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Record {
-	return &chunkstore.Record{FormatVersion: 1, ID: b.ID, Name: b.Name, Description: b.Description,
+	return &chunkstore.Record{FormatVersion: chunkstore.RecordVersion, ID: b.ID, Name: b.Name, Description: b.Description,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, VolumeSizeBytes: vol.Size, ParentID: b.ParentID,
 		SnapshotID: b.SnapshotID, IsIncremental: b.IsIncremental, SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
@@ -519,6 +553,7 @@ func allocatedChunks(extents []volume.Extent, size int64, cs int) []int64 {
 }
 
 type pipelineResult struct {
+	healed     int   // chunks stored again that the catalog had as lost
 	bytes      int64 // stored (compressed) bytes of new chunks
 	locations  map[chunkstore.ID]chunkstore.Location
 	dedupPacks map[chunkstore.ID]bool // packs of the chunks found in the catalog
@@ -533,8 +568,7 @@ func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, 
 	st := r.store
 	cs := st.Config().ChunkSize
 	workers := s.cfg.Workers
-	repoID := st.Config().ID
-	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
+	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.compressionFor(r)}, 2)
 	// Each pack is recorded as it is uploaded, so that a failed backup's
 	// packs can be found and removed even after a crash (a pack whose
 	// record a crash lost is an orphan repo-gc removes after its grace).
@@ -573,7 +607,7 @@ func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, 
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := s.storeChunk(repoID, packer, m, &mu, j.idx, j.data, &storedBytes, dedup); err != nil {
+				if err := s.storeChunk(st, packer, m, &mu, j.idx, j.data, &storedBytes, dedup); err != nil {
 					cancel(err)
 				}
 				done.Add(int64(len(j.data)))
@@ -612,13 +646,21 @@ func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, 
 		locs[e.ID] = e.Location
 	}
 	failpoint.Hit("backup.packs-written")
-	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m}, nil
+	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m, healed: dedup.healed}, nil
 }
 
-// packSet is a set of packs shared by the pipeline's workers.
+// packSet is a set of packs shared by the pipeline's workers, and the
+// count of lost chunks they stored again.
 type packSet struct {
-	mu sync.Mutex
-	m  map[chunkstore.ID]bool
+	mu     sync.Mutex
+	m      map[chunkstore.ID]bool
+	healed int
+}
+
+func (p *packSet) heal() {
+	p.mu.Lock()
+	p.healed++
+	p.mu.Unlock()
 }
 
 func (p *packSet) add(id chunkstore.ID) {
@@ -708,7 +750,7 @@ func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock
 
 // storeChunk hashes one chunk, records it in the manifest and hands it to
 // the packer unless it is all zeros or already stored.
-func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
+func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
 	idx int64, data []byte, stored *atomic.Int64, dedup *packSet) error {
 	s.stats.read.Add(int64(len(data)))
 	if chunkstore.IsZero(data) {
@@ -718,7 +760,8 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 		mu.Unlock()
 		return nil
 	}
-	id := chunkstore.Sum(data)
+	id := st.ChunkID(data)
+	repoID := st.Config().ID
 	mu.Lock()
 	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
 	mu.Unlock()
@@ -731,10 +774,13 @@ func (s *Service) storeChunk(repoID string, p *chunkstore.Packer, m *chunkstore.
 	if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(repoID, id); return err }); err != nil {
 		return err
 	}
-	if found && !c.Lost() { // a lost chunk is stored again
+	if found && !c.Lost() { // a lost (damaged) chunk is never deduplicated against: it is stored again
 		s.stats.dedup.Add(int64(len(data)))
 		dedup.add(c.Pack)
 		return nil
+	}
+	if found {
+		dedup.heal()
 	}
 	n, err := p.Add(id, data)
 	stored.Add(int64(n))

@@ -201,6 +201,14 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 			return nil, nil, err // (a ref that names no backup is handled below)
 		}
 	}
+	// An encrypted repository is unlocked before anything changes: a
+	// missing or wrong passphrase leaves the backup as it is.
+	var pre *index.Backup
+	if s.cat.View(func(tx *index.Tx) (err error) { pre, err = findBackup(tx, caller(ctx), ref); return err }) == nil && pre.RepositoryID != "" {
+		if _, err := s.repoByID(ctx, pre.RepositoryID, pre.AvailabilityZone); locked(err) {
+			return nil, nil, fmt.Errorf("deleting backup %s: %w", pre.ID, err)
+		}
+	}
 	var b *index.Backup
 	var view BackupView
 	err := s.update(func(tx *index.Tx) error {

@@ -23,12 +23,26 @@ type CheckReport struct {
 	// older than the grace period, for packs the catalog does not know).
 	UnreferencedPacks int   `json:"unreferenced_packs"`
 	UnreferencedBytes int64 `json:"unreferenced_bytes"`
+	// Damaged lists the damaged backups with their damaged byte ranges.
+	Damaged []VerifyReport `json:"damaged"`
+	// Scrub: with --sample, where this run started and stopped in the
+	// repository's chunks (by id), and how many full passes are done.
+	Sample      float64 `json:"sample,omitempty"`
+	ScrubFrom   string  `json:"scrub_from,omitempty"`
+	ScrubTo     string  `json:"scrub_to,omitempty"`
+	ScrubPasses int     `json:"scrub_passes,omitempty"`
 }
 
 // CheckRequest is repo-check.
 type CheckRequest struct {
 	Zone     string `json:"zone"`
 	ReadData bool   `json:"read_data"`
+	// Sample reads only this percentage of the referenced chunks (and
+	// implies ReadData), resuming after the last chunk the previous
+	// sampled run read: a scheduled scrub of bounded cost.
+	Sample float64 `json:"sample,omitempty"`
+	// Repository checks only this registered repository (name, URL, id).
+	Repository string `json:"repository,omitempty"`
 }
 
 // Check recounts every chunk reference from the manifests of the catalog's
@@ -38,13 +52,24 @@ type CheckRequest struct {
 // verifies every referenced chunk (a chunk that fails is recorded as lost
 // at once).
 func (s *Service) Check(ctx context.Context, req CheckRequest) ([]CheckReport, error) {
-	repos, err := s.zoneRepos(ctx, req.Zone)
+	if req.Sample < 0 || req.Sample > 100 {
+		return nil, errorf(ErrUsage, "--sample %v: a percentage above 0, at most 100", req.Sample)
+	}
+	var repos []*repository
+	var err error
+	if req.Repository != "" {
+		var r *repository
+		r, _, err = s.repoNamed(ctx, req.Repository)
+		repos = []*repository{r}
+	} else {
+		repos, err = s.zoneRepos(ctx, req.Zone)
+	}
 	if err != nil {
 		return nil, err
 	}
 	var out []CheckReport
 	for _, r := range repos {
-		rep, err := s.check(ctx, r, req.ReadData)
+		rep, err := s.check(ctx, r, req)
 		if err != nil {
 			return out, err
 		}
@@ -53,8 +78,9 @@ func (s *Service) Check(ctx context.Context, req CheckRequest) ([]CheckReport, e
 	return out, nil
 }
 
-func (s *Service) check(ctx context.Context, r *repository, readData bool) (CheckReport, error) {
-	rep := CheckReport{Repository: r.url, ReadDataTried: readData, Problems: []string{}}
+func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (CheckReport, error) {
+	readData := req.ReadData || req.Sample > 0
+	rep := CheckReport{Repository: r.url, ReadDataTried: readData, Problems: []string{}, Damaged: []VerifyReport{}, Sample: req.Sample}
 	lk, err := s.lock(ctx, r, false, "repo-check", lockWait)
 	if err != nil {
 		return rep, err
@@ -142,6 +168,27 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 			problem("pack %s: %v", p, err)
 		}
 	}
+	if req.Sample > 0 {
+		var st index.ScrubState
+		if err := s.cat.View(func(tx *index.Tx) (err error) { st, err = tx.Scrub(r.id); return err }); err != nil {
+			return rep, err
+		}
+		var done bool
+		live, st, done = scrubSlice(live, func(l located) chunkstore.ID { return l.id }, st, req.Sample)
+		defer func() {
+			if ctx.Err() == nil {
+				st.LastRun = now()
+				if done {
+					st.LastPass = st.LastRun
+				}
+				s.update(func(tx *index.Tx) error { return tx.PutScrub(st) })
+			}
+		}()
+		if len(live) > 0 {
+			rep.ScrubFrom, rep.ScrubTo = live[0].id.String(), live[len(live)-1].id.String()
+		}
+		rep.ScrubPasses = st.Passes
+	}
 	var buf []byte
 	for _, l := range live {
 		data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
@@ -168,6 +215,72 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 		}
 		rep.Problems = append(rep.Problems, p.problems...)
 	}
+	// Damaged backups, with what is damaged.
+	for _, b := range backups {
+		if b.RepositoryID != r.id || !b.Damaged {
+			continue
+		}
+		rep.Damaged = append(rep.Damaged, s.damageOf(ctx, r, b))
+	}
 	rep.ReferencesOK = len(rep.Problems) == 0
 	return rep, nil
+}
+
+// scrubSlice picks the share pct of items (sorted by id) that the next
+// scrub reads: those after the cursor, continuing from the start once the
+// end is reached (a run never reads an item twice), and returns the state
+// to record after it and whether a full pass ended in this run.
+func scrubSlice[T any](items []T, id func(T) chunkstore.ID, st index.ScrubState, pct float64) ([]T, index.ScrubState, bool) {
+	if len(items) == 0 {
+		return nil, st, false
+	}
+	n := min(max(int(float64(len(items))*pct/100+0.999999), 1), len(items))
+	start := 0
+	if st.Cursor != "" {
+		start = sort.Search(len(items), func(i int) bool { return id(items[i]).String() > st.Cursor })
+	}
+	if start == len(items) {
+		start = 0
+	}
+	end := min(start+n, len(items))
+	out := items[start:end:end]
+	st.CheckedIn += len(out)
+	st.Cursor = id(out[len(out)-1]).String()
+	ended := end == len(items)
+	if ended {
+		st.Passes++
+		st.Cursor, st.CheckedIn = "", 0
+		if more := items[:min(n-len(out), start)]; len(more) > 0 {
+			out = append(out, more...)
+			st.Cursor, st.CheckedIn = id(more[len(more)-1]).String(), len(more)
+		}
+	}
+	return out, st, ended
+}
+
+// damageOf describes a damaged backup: its lost chunks' byte ranges.
+func (s *Service) damageOf(ctx context.Context, r *repository, b *index.Backup) VerifyReport {
+	rep := VerifyReport{BackupID: b.ID, Damaged: true, DamagedRanges: []ByteRange{}, Problems: []string{b.DamageReason}}
+	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+		rep.DamagedRanges = append(rep.DamagedRanges, ByteRange{Length: b.SizeBytes})
+		return rep
+	}
+	rep.Chunks = len(m.IDs)
+	bad := map[chunkstore.ID]bool{}
+	s.cat.View(func(tx *index.Tx) error {
+		for _, id := range m.IDs {
+			c, ok, err := tx.Chunk(r.id, id)
+			if err != nil {
+				return err
+			}
+			if !ok || c.Lost() {
+				bad[id] = true
+			}
+		}
+		return nil
+	})
+	rep.DamagedRanges = damagedRanges(m, bad)
+	return rep
 }

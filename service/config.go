@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/crypt"
 	"github.com/volback/volback/drivers/volume"
 )
 
@@ -40,9 +41,20 @@ type Config struct {
 	// Test hooks, not in the file: pack size and lock lease.
 	packSize    int
 	lockOptions chunkstore.LockOptions
-	// PasswordFile is the CLI's --password-file, reserved for encrypted
-	// repositories: the CLI checks it is readable; nothing uses it yet.
+	// PasswordFile is the CLI's --password-file (for messages).
 	PasswordFile string `toml:"-"`
+	// Password is this process's own repository passphrase (from
+	// --password-file or VOLBACK_PASSWORD at start): an owner such as
+	// `serve` unlocks encrypted repositories with it when a call brings
+	// none. Never logged, never stored.
+	Password []byte `toml:"-"`
+	// kdf is the argon2id cost of new keys (tests lower it); zero: the
+	// default.
+	kdf crypt.KDF
+	// implicitZone is the default zone when volback.toml does not
+	// configure it (its repository is HOME/repository until repo-init
+	// binds another).
+	implicitZone string
 	// LogStderr: the log goes to stderr too (serve).
 	LogStderr bool `toml:"-"`
 	// Foreign: the config could not be read because the home belongs to
@@ -152,6 +164,7 @@ func LoadConfig(home string) (Config, error) {
 	}
 	if _, ok := c.Zones[c.DefaultZone]; !ok {
 		c.Zones[c.DefaultZone] = Zone{Repository: "file://" + filepath.Join(abs, "repository")}
+		c.implicitZone = c.DefaultZone
 	}
 	if err := c.checkUsers(path); err != nil {
 		return Config{}, err

@@ -75,6 +75,10 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 		cat.Close()
 		return nil, err
 	}
+	if err := s.mergeZones(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.recover(ctx); err != nil {
 		s.Close()
 		return nil, err

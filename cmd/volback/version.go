@@ -52,7 +52,7 @@ func (v VersionView) text() string {
 	if v.Modified {
 		commit += ", with uncommitted changes"
 	}
-	return fmt.Sprintf("volback %s\ncommit %s\nbuilt with %s for %s\nreads and writes repository format %d, catalog schema %d\n",
+	return fmt.Sprintf("volback %s\ncommit %s\nbuilt with %s for %s\nreads and writes repository format %d (and 1: unencrypted repositories stay 1), catalog schema %d\n",
 		v.Version, commit, v.GoVersion, v.Platform, v.RepositoryFormat, v.CatalogSchema)
 }
 
