@@ -404,6 +404,8 @@ func TestCLINamePrefixes(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "v.img")
 	makeSparse(t, img, mib)
 	manage(t, home, "v", img)
+	// Up to 17 backups plus 2 named ones: above Cinder's default quota of 10.
+	mustRun(t, home, "quota-update", "--backups", "100", "admin")
 	// Back up until two ids share their first character (at most 17).
 	first := map[byte][]string{}
 	var pair []string
