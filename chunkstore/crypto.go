@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/volback/volback/crypt"
+	"github.com/volback/volback/chunkstore/crypt"
 	"github.com/volback/volback/drivers/repo"
 )
 

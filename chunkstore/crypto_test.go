@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/volback/volback/crypt"
+	"github.com/volback/volback/chunkstore/crypt"
 )
 
 // cheapKDF keeps the tests fast; the format records the cost.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/volback/volback/crypt"
+	"github.com/volback/volback/chunkstore/crypt"
 	"github.com/volback/volback/drivers/repo"
 )
 

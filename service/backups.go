@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
-	"github.com/volback/volback/failpoint"
+	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
 )
 

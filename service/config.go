@@ -13,7 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/crypt"
+	"github.com/volback/volback/chunkstore/crypt"
 	"github.com/volback/volback/drivers/volume"
 )
 

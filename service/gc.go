@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/failpoint"
+	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
 )
 

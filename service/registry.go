@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/crypt"
+	"github.com/volback/volback/chunkstore/crypt"
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/index"
 )

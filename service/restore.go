@@ -11,7 +11,7 @@ import (
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
-	"github.com/volback/volback/failpoint"
+	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
 )
 
