@@ -14,8 +14,8 @@ import (
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/volume"
-	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // BackupRequest is backup-create.

@@ -10,8 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
-	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 var repoNotFound = repo.ErrNotFound

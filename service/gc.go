@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // Garbage collection (docs/FORMAT.md, "GC protocol"). Everything that

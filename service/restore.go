@@ -11,8 +11,8 @@ import (
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
-	"github.com/volback/volback/service/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // RestoreRequest is backup-restore (and create --backup-id).
