@@ -18,7 +18,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build deps demo test unit integration lint fuzz bench soak clean gen install ceph-start ceph-stop
+.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph soak clean gen install ceph-start ceph-stop
 
 all: build
 
@@ -65,9 +65,9 @@ lint:
 	@$(GO) mod tidy -diff >/dev/null || { $(GO) mod tidy -diff; echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
 
 # VOLBACK_CEPH_REQUIRED=1 turns "no Ceph cluster" from a skip into a failure.
-# The rados package also runs without tags (its stub's refusal).
+# The rados and rbd packages also run without tags (their stubs' refusals).
 unit:
-	$(GO) test -count=1 ./drivers/repo/rados/
+	$(GO) test -count=1 ./drivers/repo/rados/ ./drivers/volume/rbd/
 	$(WITH_CEPH) env VOLBACK_CEPH_REQUIRED=1 $(GO) test -tags $(TAGS) -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
 integration: build
@@ -93,6 +93,13 @@ soak:
 # Same workloads through volback, restic, borg and cp; writes docs/BENCHMARKS.md.
 bench: deps build
 	$(GO) run ./bench -volback ./volback -out docs/BENCHMARKS.md
+
+# W7 (RBD) only, on a throwaway cluster of its own with room for its 4 GiB
+# images (memstore keeps them in the OSD's memory: about 10 GiB of RAM);
+# add the table to docs/BENCHMARKS.md with BENCH_OUT=docs/BENCHMARKS.md.
+bench-ceph: deps build
+	VOLBACK_CEPH_DIR= VOLBACK_CEPH_MEMSTORE_BYTES=$$((12 << 30)) integration/ceph/start.sh run $(CURDIR)/.ceph-bench \
+		$(GO) run -tags $(TAGS) ./bench -volback ./volback -ceph -only W7 $(if $(BENCH_OUT),-out $(BENCH_OUT))
 
 clean:
 	rm -rf volback build

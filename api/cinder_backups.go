@@ -130,14 +130,12 @@ func bindBackupCreate(r *Request) (service.BackupRequest, error) {
 	if b.VolumeID == "" {
 		return service.BackupRequest{}, service.Errorf(service.ErrUsage, "Invalid input: backup.volume_id is required; name the volume to back up")
 	}
-	if b.Container != nil && *b.Container != "" {
-		return service.BackupRequest{}, service.Errorf(service.ErrUsage, "Invalid input: container %q: volback writes each backup to its availability zone's repository; omit container (choose a zone with availability_zone, microversion 3.51)", *b.Container)
-	}
 	if len(b.Metadata) > 0 && string(b.Metadata) != "null" && string(b.Metadata) != "{}" {
 		return service.BackupRequest{}, service.Errorf(service.ErrUsage, "Invalid input: volback does not keep backup metadata; omit metadata")
 	}
 	req := service.BackupRequest{Volume: b.VolumeID, Name: deStr(b.Name), Description: deStr(b.Description),
-		Incremental: b.Incremental, Force: b.Force, SnapshotID: deStr(b.SnapshotID)}
+		Incremental: b.Incremental, Force: b.Force, SnapshotID: deStr(b.SnapshotID),
+		Container: deStr(b.Container)} // a repository registered under that name (repo-init --name)
 	if z := deStr(b.AvailabilityZone); z != "" {
 		if !r.AtLeast(51) {
 			return service.BackupRequest{}, service.Errorf(service.ErrUsage, "Invalid input: availability_zone in a backup needs microversion 3.51 or later (%s: volume 3.51)", versionHeader)

@@ -19,7 +19,8 @@ func member(p string) context.Context {
 // Cinder's policy wording; the set is the one volback documents.
 func TestAdminOnlyVerbs(t *testing.T) {
 	want := map[string]bool{"manage": true, "backup-import": true, "backup-reset-state": true, "catalog-rebuild": true,
-		"repo-gc": true, "repo-check": true, "repo-repair": true, "service-disable": true, "service-enable": true}
+		"repo-gc": true, "repo-check": true, "repo-repair": true, "service-disable": true, "service-enable": true,
+		"repo-init": true, "repo-key": true}
 	for _, verb := range Verbs() {
 		o := ops[verb]
 		if (o.Admin != "") != want[verb] {

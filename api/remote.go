@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +70,12 @@ func withPeer(ctx context.Context, c net.Conn) context.Context {
 // projectHeader carries the project a socket client asks to act for.
 const projectHeader = "Volback-Project"
 
+// passwordHeader carries the caller's repository passphrase (base64) to
+// the owner over the private socket only (never over HTTP, never in argv
+// or the request body the owner could log); the owner unlocks an
+// encrypted repository with it when a call needs one (service/keys.go).
+const passwordHeader = "Volback-Password"
+
 // socketIdentity is the identity of a socket client: its uid (by
 // SO_PEERCRED) mapped by [users], acting for the project it asks for.
 func socketIdentity(s *service.Service, r *http.Request) (context.Context, error) {
@@ -89,6 +96,11 @@ func socketIdentity(s *service.Service, r *http.Request) (context.Context, error
 	ctx := r.Context()
 	if p := r.Header.Get(projectHeader); p != "" {
 		ctx = service.WithProject(ctx, p)
+	}
+	if p := r.Header.Get(passwordHeader); p != "" {
+		if pw, err := base64.StdEncoding.DecodeString(p); err == nil {
+			ctx = service.WithPassword(ctx, pw)
+		}
 	}
 	return s.Authenticate(ctx, int(cred.Uid))
 }
@@ -245,6 +257,9 @@ func (r *Remote) Call(ctx context.Context, verb string, req, resp any, p service
 	hdr := http.Header{}
 	if proj := service.RequestedProject(ctx); proj != "" {
 		hdr.Set(projectHeader, proj)
+	}
+	if pw := service.PasswordFrom(ctx); len(pw) > 0 {
+		hdr.Set(passwordHeader, base64.StdEncoding.EncodeToString(pw))
 	}
 	err := callNative(ctx, r.client, "http://volback/v1/"+verb, hdr, req, resp, p)
 	var le *linkError

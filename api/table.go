@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/service"
 )
 
@@ -130,6 +131,27 @@ func init() {
 		def(Op{Verb: "repo-check", Admin: "backup:repo-check", Idempotent: true}, // its repairs, if any, are the same when repeated
 			func(s *S, ctx context.Context, r service.CheckRequest, _ PF) ([]service.CheckReport, error) {
 				return s.Check(ctx, r)
+			}),
+		def(Op{Verb: "repo-init", Admin: "backup:repo-init",
+			Unknown: "a repository it created is registered or not: check 'volback repo-list'; repo-init of the same URL registers an existing repository"},
+			func(s *S, ctx context.Context, r service.RepoInitRequest, _ PF) (*service.RepositoryView, error) {
+				return s.InitRepository(ctx, r)
+			}),
+		def(Op{Verb: "repo-list", Idempotent: true},
+			func(s *S, ctx context.Context, _ service.Ref, _ PF) ([]service.RepositoryView, error) {
+				return s.ListRepositories(ctx)
+			}),
+		def(Op{Verb: "repo-show", Idempotent: true},
+			func(s *S, ctx context.Context, r service.Ref, _ PF) (*service.RepositoryView, error) {
+				return s.ShowRepository(ctx, r.Ref)
+			}),
+		def(Op{Verb: "repo-key", Admin: "backup:repo-key", Unknown: "check the keys with 'volback repo-key list'"},
+			func(s *S, ctx context.Context, r service.RepoKeyRequest, _ PF) ([]chunkstore.KeyInfo, error) {
+				return s.RepoKey(ctx, r)
+			}),
+		def(Op{Verb: "backup-verify", Idempotent: true}, // its marks are the same when repeated
+			func(s *S, ctx context.Context, r service.VerifyRequest, p PF) ([]service.VerifyReport, error) {
+				return s.VerifyBackups(ctx, r, p)
 			}),
 		def(Op{Verb: "catalog-rebuild", Admin: "backup:catalog-rebuild"},
 			func(s *S, ctx context.Context, r service.RebuildRequest, _ PF) (*service.RebuildReport, error) {

@@ -324,3 +324,24 @@ func TestParseSize(t *testing.T) {
 		t.Errorf("parseList = %v", got)
 	}
 }
+
+func TestChangedBytesRoundsToChunks(t *testing.T) {
+	const piece, cs = 64 << 10, 64 << 10
+	// An aligned piece covers one chunk, an unaligned one two; overlapping
+	// pieces count once.
+	changed, rounded := changedBytes([]int64{0, 3*cs + 100, 3*cs + 200}, piece, cs)
+	if changed != piece+piece+100 || rounded != cs+2*cs {
+		t.Fatalf("changedBytes = %d, %d; want %d, %d", changed, rounded, piece+piece+100, 3*cs)
+	}
+}
+
+func TestW7NeedsCeph(t *testing.T) {
+	cfg := config{only: nil}
+	if cfg.selected("W7") || !cfg.selected("W1") {
+		t.Fatal("without -ceph, W7 must not run and W1 must")
+	}
+	cfg = config{ceph: true, only: []string{"W7"}}
+	if !cfg.selected("W7") || cfg.fileWorkloads() {
+		t.Fatal("-ceph -only W7 must run W7 alone")
+	}
+}

@@ -32,15 +32,31 @@ type config struct {
 	skipSlow    bool
 	slowTimeout time.Duration
 	keep        bool
+	ceph        bool  // run W7 on the Ceph test cluster
+	rbdSize     int64 // W7's image
 }
 
-func (c config) selected(w string) bool { return len(c.only) == 0 || slices.Contains(c.only, w) }
+// selected reports whether workload w runs: the -only list, or every one
+// (W7 only with -ceph).
+func (c config) selected(w string) bool {
+	if w == "W7" && !c.ceph {
+		return false
+	}
+	return len(c.only) == 0 || slices.Contains(c.only, w)
+}
 
-var allTools = []string{"volback", "restic", "borg", "cp"}
+// fileWorkloads reports whether any of W1–W6 (the image-file workloads) runs.
+func (c config) fileWorkloads() bool {
+	return slices.ContainsFunc([]string{"W1", "W2", "W3", "W4", "W5", "W6"}, c.selected)
+}
+
+// allTools: volback-aes and volback-chacha are volback on a repository
+// encrypted with aes-256-gcm or chacha20-poly1305 (repo-init).
+var allTools = []string{"volback", "volback-aes", "volback-chacha", "restic", "borg", "cp"}
 
 func main() {
 	var cfg config
-	var size, only, tools string
+	var size, only, tools, rbdSize string
 	flag.StringVar(&cfg.volback, "volback", "./volback", "the volback binary to measure")
 	flag.StringVar(&size, "size", "2G", "image size (K, M, G suffixes; a whole number of MiB); W5 scales with it")
 	flag.StringVar(&cfg.workdir, "workdir", "/var/tmp", "parent of the bench's temporary folder (needs about 8× -size free)")
@@ -50,14 +66,22 @@ func main() {
 	flag.BoolVar(&cfg.skipSlow, "skip-slow", false, "skip restic and borg on W5 (they read every hole of the sparse image)")
 	flag.DurationVar(&cfg.slowTimeout, "slow-timeout", 2*time.Minute, "give up on restic's and borg's W5 after this long (0: never)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder (data, repositories) for inspection")
+	flag.BoolVar(&cfg.ceph, "ceph", false, "also run W7 (RBD) on the Ceph test cluster of VOLBACK_CEPH_* (make bench-ceph starts one); needs a bench built with -tags ceph,pacific")
+	flag.StringVar(&rbdSize, "rbd-size", "4G", "W7's RBD image size")
 	flag.Parse()
 
 	var err error
 	if cfg.size, err = parseSize(size); err != nil {
 		usage(err)
 	}
-	if cfg.only, err = parseList(only, []string{"W1", "W2", "W3", "W4", "W5", "W6"}); err != nil {
+	if cfg.rbdSize, err = parseSize(rbdSize); err != nil {
 		usage(err)
+	}
+	if cfg.only, err = parseList(only, []string{"W1", "W2", "W3", "W4", "W5", "W6", "W7"}); err != nil {
+		usage(err)
+	}
+	if slices.Contains(cfg.only, "W7") && !cfg.ceph {
+		usage(fmt.Errorf("W7 runs on the Ceph test cluster: add -ceph (make bench-ceph)"))
 	}
 	if cfg.tools, err = parseList(tools, allTools); err != nil {
 		usage(err)
@@ -102,6 +126,10 @@ func benchMain(cfg config) error {
 		return err
 	}
 
+	if !cfg.fileWorkloads() {
+		cfg.tools = []string{"volback"} // W7 alone compares volback with rbd itself
+		b.cfg.tools = cfg.tools
+	}
 	versions := map[string]string{}
 	for _, name := range cfg.tools {
 		st := &state{t: newTool(name, cfg, work)}
@@ -122,11 +150,13 @@ func benchMain(cfg config) error {
 	}
 
 	start := time.Now()
-	if err := makeImage(b.img, cfg.size, 1); err != nil {
-		return fmt.Errorf("making the image: %w", err)
+	if cfg.fileWorkloads() {
+		if err := makeImage(b.img, cfg.size, 1); err != nil {
+			return fmt.Errorf("making the image: %w", err)
+		}
+		logf("image %s: %s (half random, a quarter zeros, a quarter text, 1 MiB stripes) in %.1f s",
+			b.img, mib(cfg.size), time.Since(start).Seconds())
 	}
-	logf("image %s: %s (half random, a quarter zeros, a quarter text, 1 MiB stripes) in %.1f s",
-		b.img, mib(cfg.size), time.Since(start).Seconds())
 
 	b.run(ctx)
 	logf("workloads took %.0f s", time.Since(start).Seconds())
@@ -142,7 +172,11 @@ func benchMain(cfg config) error {
 	fmt.Println(table)
 
 	if cfg.out != "" {
-		if err := writeResults(cfg.out, b.section(table, versions)); err != nil {
+		write := writeResults
+		if !cfg.fileWorkloads() {
+			write = func(path, section string) error { return writeBetween(path, section, beginRBDMarker, endRBDMarker) }
+		}
+		if err := write(cfg.out, b.section(table, versions)); err != nil {
 			return fmt.Errorf("writing %s: %w", cfg.out, err)
 		}
 		logf("results written to %s", cfg.out)
@@ -164,7 +198,13 @@ func (b *bench) denseTime() float64 {
 // section is the markdown the -out file gets: facts, then the table.
 func (b *bench) section(table string, versions map[string]string) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "Run %s with `-size %s`", today(), sizeString(b.cfg.size))
+	fmt.Fprintf(&s, "Run %s with", today())
+	if b.cfg.fileWorkloads() {
+		fmt.Fprintf(&s, " `-size %s`", sizeString(b.cfg.size))
+	}
+	if b.cfg.ceph {
+		fmt.Fprintf(&s, " `-ceph -rbd-size %s`", sizeString(b.cfg.rbdSize))
+	}
 	if len(b.cfg.only) > 0 {
 		fmt.Fprintf(&s, " `-only %s`", strings.Join(b.cfg.only, ","))
 	}
@@ -176,7 +216,10 @@ func (b *bench) section(table string, versions map[string]string) string {
 		fmt.Fprintf(&s, "- %s\n", f)
 	}
 	for _, name := range b.cfg.tools {
-		fmt.Fprintf(&s, "- %s: %s\n", name, versions[name])
+		fmt.Fprintf(&s, "- %s: %s\n", name, strings.Join(strings.Fields(versions[name]), " "))
+	}
+	if b.cfg.selected("W7") {
+		fmt.Fprintf(&s, "- Ceph: %s\n", cephVersion())
 	}
 	if tree := sourceTree(); tree != "" {
 		fmt.Fprintf(&s, "- source tree: %s\n", tree)
@@ -199,6 +242,10 @@ func newTool(name string, cfg config, work string) tool {
 	switch name {
 	case "volback":
 		return newVolback(cfg.volback, work)
+	case "volback-aes":
+		return newEncryptedVolback(cfg.volback, work, "aes-256-gcm", name)
+	case "volback-chacha":
+		return newEncryptedVolback(cfg.volback, work, "chacha20-poly1305", name)
 	case "restic":
 		return newRestic(work)
 	case "borg":

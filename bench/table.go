@@ -25,6 +25,9 @@ type row struct {
 	badData  bool   // W3: restored bytes differ from the image
 	note     string // IOPS, sha256 result, ...
 
+	readBytes    int64 // W7 incr: bytes the OSDs served to the backup
+	changedBytes int64 // W7 incr: bytes of the 64 KiB chunks the rewrite touched
+
 	ratio  float64 // how many times volback's time this took (see slower); set by judge
 	target string  // PASS/FAIL with the checks; set by judge, volback rows only
 }
@@ -66,7 +69,13 @@ func judge(rows []*row, dense float64) {
 			continue
 		}
 		var checks []check
-		restic, cp := find(vb.workload, "restic"), find(vb.workload, "cp")
+		restic, cp, rbdRow := find(vb.workload, "restic"), find(vb.workload, "cp"), find(vb.workload, "rbd")
+		ofRBD := func(what string) {
+			if rbdRow.ok() && vb.ok() {
+				x := slower(rbdRow, vb)
+				checks = append(checks, check{x >= 0.8, fmt.Sprintf("%.2f of %s speed (≥0.8)", x, what)})
+			}
+		}
 		faster := func(min float64) {
 			if restic.ok() && vb.ok() {
 				x := slower(restic, vb)
@@ -98,6 +107,22 @@ func judge(rows []*row, dense float64) {
 				x := vb.secs / dense
 				checks = append(checks, check{x < 2, fmt.Sprintf("%.2f× dense time (<2)", x)})
 			}
+		case "W7 full":
+			ofRBD("rbd export")
+		case "W7 incr":
+			if vb.ok() && vb.changedBytes > 0 {
+				x := float64(vb.readBytes) / float64(vb.changedBytes)
+				checks = append(checks, check{x <= 2, fmt.Sprintf("read %.2f× the changed chunks (≤2)", x)})
+			}
+			if full := find("W7 full", "volback"); vb.ok() && full.ok() {
+				x := vb.secs / full.secs
+				checks = append(checks, check{x < 0.1, fmt.Sprintf("%.3f of the full backup's time (<0.1)", x)})
+			}
+		case "W7 restore":
+			ofRBD("rbd import")
+			if vb.badData {
+				checks = append(checks, check{false, "restored bytes differ"})
+			}
 		case "W6 seq":
 			faster(10)
 			if vb.ok() {
@@ -105,7 +130,7 @@ func judge(rows []*row, dense float64) {
 			}
 		}
 		switch {
-		case !vb.ok() || vb.rssKiB <= 0:
+		case !vb.ok() || vb.rssKiB <= 0 || strings.HasPrefix(vb.workload, "W7"):
 		case strings.HasPrefix(vb.workload, "W6"):
 			limit := int64(mountCacheKiB + mountOverheadKiB)
 			checks = append(checks, check{vb.rssKiB < limit, fmt.Sprintf("RSS %.0f MiB (< %s cache + 64)", kibToMiB(vb.rssKiB), mountCache)})
@@ -242,11 +267,20 @@ func machineFacts() []string {
 const (
 	beginMarker = "<!-- bench:results:begin -->"
 	endMarker   = "<!-- bench:results:end -->"
+	// A run of W7 alone (make bench-ceph) has its own markers, so it does
+	// not replace the table of W1–W6.
+	beginRBDMarker = "<!-- bench:rbd:begin -->"
+	endRBDMarker   = "<!-- bench:rbd:end -->"
 )
 
 // writeResults puts section between the result markers of path, keeping the
 // hand-written text around them; a file without markers gets them appended.
 func writeResults(path, section string) error {
+	return writeBetween(path, section, beginMarker, endMarker)
+}
+
+// writeBetween puts section between the markers begin and end of path.
+func writeBetween(path, section, beginMarker, endMarker string) error {
 	block := beginMarker + "\n" + section + endMarker + "\n"
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {

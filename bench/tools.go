@@ -43,16 +43,36 @@ type volback struct {
 	bin, home string
 	volumes   map[string]string // source path -> volume id
 	restores  int
+	// cipher, when set, makes setup repo-init an encrypted repository
+	// (the passphrase goes in VOLBACK_PASSWORD, as an operator's would).
+	cipher, label string
+}
+
+// newEncryptedVolback is volback on a repository encrypted with cipher.
+func newEncryptedVolback(bin, work, cipher, label string) *volback {
+	v := newVolback(bin, work)
+	v.home = filepath.Join(work, label+"-home")
+	v.cipher, v.label = cipher, label
+	return v
 }
 
 func newVolback(bin, work string) *volback {
 	return &volback{bin: bin, home: filepath.Join(work, "volback-home"), volumes: map[string]string{}}
 }
 
-func (v *volback) name() string { return "volback" }
+func (v *volback) name() string {
+	if v.label != "" {
+		return v.label
+	}
+	return "volback"
+}
 
 func (v *volback) cmd(args ...string) command {
-	return command{name: v.bin, args: append([]string{"--home", v.home, "-q", "-f", "json"}, args...)}
+	c := command{name: v.bin, args: append([]string{"--home", v.home, "-q", "-f", "json"}, args...)}
+	if v.cipher != "" {
+		c.env = []string{"VOLBACK_PASSWORD=bench passphrase"}
+	}
+	return c
 }
 
 // version is the binary's --version if it has one, else its VCS revision,
@@ -75,7 +95,13 @@ func (v *volback) version(ctx context.Context) (string, error) {
 	return "binary built " + st.ModTime().UTC().Format("2006-01-02 15:04 UTC"), nil
 }
 
-func (v *volback) setup(ctx context.Context) error { return os.MkdirAll(v.home, 0o755) }
+func (v *volback) setup(ctx context.Context) error {
+	if err := os.MkdirAll(v.home, 0o755); err != nil || v.cipher == "" {
+		return err
+	}
+	_, _, err := run(ctx, v.cmd("repo-init", "--encryption", v.cipher, "file://"+filepath.Join(v.home, "repository")))
+	return err
+}
 
 // jsonField runs c untimed and returns the named string fields of its JSON.
 func decodeFields(out []byte, fields ...string) (map[string]string, error) {

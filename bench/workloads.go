@@ -15,7 +15,7 @@ import (
 
 // workloadOrder is the table's order. W5 runs last (see run) but is listed
 // in its place.
-var workloadOrder = []string{"W1", "W2", "W3", "W4", "W5", "W6 seq", "W6 rand"}
+var workloadOrder = []string{"W1", "W2", "W3", "W4", "W5", "W6 seq", "W6 rand", "W7 full", "W7 incr", "W7 restore"}
 
 // state is one tool's progress through the bench.
 type state struct {
@@ -54,6 +54,11 @@ func (b *bench) run(ctx context.Context) {
 		{"W6", b.w6, nil},
 		{"W5", b.w5, b.prepW5},
 	}
+	defer func() {
+		if b.cfg.selected("W7") && ctx.Err() == nil {
+			b.w7(ctx) // its own volback home and images, no other tools
+		}
+	}()
 	for _, s := range steps {
 		if !b.cfg.selected(s.name) || ctx.Err() != nil {
 			continue

@@ -470,15 +470,22 @@ func TestConfig(t *testing.T) {
 		_, err := Open(ctx, b2)
 		return err
 	}
-	err = put(func(m map[string]any) { m["version"] = 3 })
-	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 3") || !strings.Contains(err.Error(), "upgrade volback") {
-		t.Fatalf("version 3: %v", err)
+	err = put(func(m map[string]any) { m["version"] = 4 })
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 4") || !strings.Contains(err.Error(), "upgrade volback") {
+		t.Fatalf("version 4: %v", err)
 	}
 	for name, f := range map[string]func(map[string]any){
-		"format":     func(m map[string]any) { m["format"] = "restic" },
-		"hash":       func(m map[string]any) { m["hash"] = "sha256" },
-		"chunk size": func(m map[string]any) { m["chunk_size"] = 1000 },
-		"id":         func(m map[string]any) { m["id"] = "x" },
+		"version 2 without encryption": func(m map[string]any) { m["version"] = 2; m["hash"] = "blake3-256-keyed" },
+		"version 2 unkeyed":            func(m map[string]any) { m["version"] = 2; m["encryption"] = "aes-256-gcm" },
+		"version 1 encrypted":          func(m map[string]any) { m["version"] = 1; m["encryption"] = "aes-256-gcm" },
+		"version 3 keyed, no cipher":   func(m map[string]any) { m["hash"] = "blake3-256-keyed" },
+		"version 3 cipher, unkeyed":    func(m map[string]any) { m["encryption"] = "aes-256-gcm" },
+		"version 3 unknown cipher":     func(m map[string]any) { m["hash"] = "blake3-256-keyed"; m["encryption"] = "rot13" },
+		"version 0":                    func(m map[string]any) { m["version"] = 0 },
+		"format":                       func(m map[string]any) { m["format"] = "restic" },
+		"hash":                         func(m map[string]any) { m["hash"] = "sha256" },
+		"chunk size":                   func(m map[string]any) { m["chunk_size"] = 1000 },
+		"id":                           func(m map[string]any) { m["id"] = "x" },
 	} {
 		if err := put(f); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: %v", name, err)

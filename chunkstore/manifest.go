@@ -19,10 +19,10 @@ import (
 // appear as a head with one segment held in memory.
 
 const (
-	headMagic     = "VBMANIF2"
+	headMagic     = "VBMHEAD3"
 	headFixedSize = 8 + 4 + 8 + 8 + 4 + 4 + 8
 	headEntrySize = 4 + 4 + 32
-	segmentMagic  = "VBMSEG01"
+	segmentMagic  = "VBMSEG03"
 	segHeaderSize = 8 + 4 + 4 + 4 + 1 + 4
 	digestSize    = 32
 	// MinSegmentChunks and MaxSegmentChunks bound the chunks a segment

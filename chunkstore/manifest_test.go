@@ -1,12 +1,15 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/volback/volback/chunkstore/crypt"
 	"github.com/volback/volback/drivers/repo"
 )
 
@@ -279,7 +282,7 @@ func buildRawSegment(slot uint32, ids []ID, refs []uint32) []byte {
 	return append(b, d[:]...)
 }
 
-func TestRepositoryUpgradeToVersion2(t *testing.T) {
+func TestRepositoryUpgradeToVersion3(t *testing.T) {
 	ctx := context.Background()
 	be := newMemRepo()
 	be.Put(ctx, configName, []byte(`{"format":"volback","version":1,"id":"0b6c8a8e-8d0b-4e3c-9a43-2a3f3a0e6c11","chunk_size":65536,"hash":"blake3-256","created_at":"2026-11-25T20:41:00Z"}`))
@@ -306,14 +309,73 @@ func TestRepositoryUpgradeToVersion2(t *testing.T) {
 	if len(walked) != 1 || walked[0] != ids[1] {
 		t.Fatalf("v1 refs from 1: %v", walked)
 	}
-	// The first version-2 object upgrades the config.
+	// The first segmented manifest upgrades the config to version 3.
 	writeManifest(t, s, "new", 64<<10, map[int64]ID{0: ids[0]})
 	again, err := Open(ctx, be)
-	if err != nil || again.Config().Version != 2 || again.Config().ID != s.Config().ID {
+	if err != nil || again.Config().Version != 3 || again.Config().ID != s.Config().ID || again.Config().Hash != hashPlain {
 		t.Fatalf("after upgrade: %+v %v", again.Config(), err)
 	}
-	be.Put(ctx, configName, []byte(`{"format":"volback","version":3,"id":"0b6c8a8e-8d0b-4e3c-9a43-2a3f3a0e6c11","chunk_size":65536,"hash":"blake3-256","created_at":"2026-11-25T20:41:00Z"}`))
-	if _, err := Open(ctx, be); !errors.Is(err, ErrVersion) {
-		t.Fatalf("version 3: %v", err)
+	// The old manifest still reads after the upgrade.
+	if m, _, err := again.LoadManifest(ctx, "old"); err != nil || m.Refs() != 2 {
+		t.Fatalf("v1 manifest after upgrade: %v", err)
+	}
+	be.Put(ctx, configName, []byte(`{"format":"volback","version":4,"id":"0b6c8a8e-8d0b-4e3c-9a43-2a3f3a0e6c11","chunk_size":65536,"hash":"blake3-256","created_at":"2026-11-25T20:41:00Z"}`))
+	if _, err := Open(ctx, be); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "format version 4") || !strings.Contains(err.Error(), "upgrade volback") {
+		t.Fatalf("version 4: %v", err)
+	}
+}
+
+// An encrypted repository written as version 2 (sealed whole manifests)
+// opens, reads its old manifests, and is upgraded to version 3, still
+// encrypted with the same key, by its first segmented manifest.
+func TestEncryptedUpgradeFromVersion2(t *testing.T) {
+	ctx := context.Background()
+	be := newMemRepo()
+	s := initEncrypted(t, be, crypt.XChaCha20Poly1305, "pw")
+	var cfg map[string]any
+	json.Unmarshal(be.objs[configName], &cfg)
+	cfg["version"] = 2
+	b, _ := json.Marshal(cfg)
+	be.Put(ctx, configName, b)
+	ids := []ID{s.ChunkID([]byte("p")), s.ChunkID([]byte("q"))}
+	be.Put(ctx, ManifestName("old"), s.sealObject(sealedManifestMagic, ManifestName("old"), buildRawManifest(64<<10, 4*64<<10, ids, []uint32{1, 0, 2, 1})))
+
+	v2, err := Open(ctx, be)
+	if err != nil || v2.Config().Version != 2 || !v2.Encrypted() {
+		t.Fatalf("open v2: %+v %v", v2.Config(), err)
+	}
+	if _, _, err := v2.LoadManifest(ctx, "old"); !errors.Is(err, ErrNeedKey) {
+		t.Fatalf("locked: %v", err)
+	}
+	if err := v2.Unlock(ctx, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := v2.LoadManifest(ctx, "old")
+	if err != nil || m.Refs() != 2 {
+		t.Fatalf("sealed v1 manifest: %v", err)
+	}
+	if g, err := v2.LoadSegment(ctx, "old", m, 0); err != nil {
+		t.Fatal(err)
+	} else if id, ok := g.Chunk(2); !ok || id != ids[1] {
+		t.Fatal("sealed v1 chunk 2 lost")
+	}
+	writeManifest(t, v2, "new", 64<<10, map[int64]ID{0: ids[0]})
+	again, err := Open(ctx, be)
+	if err != nil || again.Config().Version != 3 || again.Config().Encryption != crypt.XChaCha20Poly1305 || again.Config().Hash != hashKeyed {
+		t.Fatalf("after upgrade: %+v %v", again.Config(), err)
+	}
+	if err := again.Unlock(ctx, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"old", "new"} {
+		if _, _, err := again.LoadManifest(ctx, name); err != nil {
+			t.Fatalf("%s after upgrade: %v", name, err)
+		}
+	}
+	// The segment and head are sealed: no plain magic in the repository.
+	for name, data := range objects(be) {
+		if bytes.Contains(data, []byte(segmentMagic)) || bytes.Contains(data, []byte(headMagic)) {
+			t.Fatalf("%s shows a plain manifest", name)
+		}
 	}
 }

@@ -5,9 +5,10 @@ import (
 	"encoding/binary"
 )
 
-// Version-1 manifests (repository format 1) are one object holding every
+// Whole manifests (repository formats 1 and 2; sealed in 2) are one object holding every
 // chunk of the volume. This volback still reads them, as a head with one
-// segment (slot 0, all chunks) kept in memory; it writes version 2.
+// segment (slot 0, all chunks) kept in memory; it writes segmented
+// manifests (format 3).
 
 const (
 	manifestV1Magic    = "VBMANIF1"

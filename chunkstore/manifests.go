@@ -8,10 +8,13 @@ import (
 	"github.com/volback/volback/drivers/repo"
 )
 
-// Manifest objects: the head at manifests/<backup-id>, the k-th stored
+// Manifest objects (format version 3): the head at manifests/<backup-id>, the k-th stored
 // segment at manifests/<backup-id>.<k as 8 hex digits>. Segments are
 // written in slot order before the head, so at any moment the segments of
-// a backup are a prefix k = 0..n-1 with no gaps.
+// a backup are a prefix k = 0..n-1 with no gaps. In an encrypted
+// repository both are sealed like records (magic | envelope, the object
+// name in the associated data), so a segment cannot pass for another
+// backup's or another position's.
 
 // SegmentName is the object name of the k-th stored segment of a backup's
 // manifest, for messages; read and write segments through the Store.
@@ -22,10 +25,14 @@ func SegmentName(backupID string, k int) string {
 // PutManifest stores an encoded manifest head durably. Its segments must
 // be stored first.
 func (s *Store) PutManifest(ctx context.Context, backupID string, data []byte) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
 	if err := s.upgrade(ctx); err != nil {
 		return err
 	}
-	if err := s.be.Put(ctx, ManifestName(backupID), data); err != nil {
+	name := ManifestName(backupID)
+	if err := s.be.Put(ctx, name, s.sealObject(sealedManifestMagic, name, data)); err != nil {
 		return fmt.Errorf("writing manifest of backup %s: %w", backupID, err)
 	}
 	return nil
@@ -33,10 +40,14 @@ func (s *Store) PutManifest(ctx context.Context, backupID string, data []byte) e
 
 // PutSegment stores the k-th segment of a backup's manifest durably.
 func (s *Store) PutSegment(ctx context.Context, backupID string, k int, data []byte) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
 	if err := s.upgrade(ctx); err != nil {
 		return err
 	}
-	if err := s.be.Put(ctx, SegmentName(backupID, k), data); err != nil {
+	name := SegmentName(backupID, k)
+	if err := s.be.Put(ctx, name, s.sealObject(sealedSegmentMagic, name, data)); err != nil {
 		return fmt.Errorf("writing manifest segment %d of backup %s: %w", k, backupID, err)
 	}
 	return nil
@@ -46,8 +57,15 @@ func (s *Store) PutSegment(ctx context.Context, backupID string, k int, data []b
 // with its digest. A missing manifest wraps repo.ErrNotFound, a damaged
 // one ErrCorrupt.
 func (s *Store) LoadManifest(ctx context.Context, backupID string) (*Manifest, ID, error) {
-	data, err := s.be.Get(ctx, ManifestName(backupID))
+	if err := s.ready(); err != nil {
+		return nil, ID{}, err
+	}
+	name := ManifestName(backupID)
+	data, err := s.be.Get(ctx, name)
 	if err != nil {
+		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
+	}
+	if data, err = s.openObject(sealedManifestMagic, name, data); err != nil {
 		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
 	}
 	m, digest, err := DecodeManifest(data)
@@ -85,9 +103,15 @@ func (s *Store) LoadSegment(ctx context.Context, backupID string, m *Manifest, k
 
 // loadSegment reads the k-th segment checked against its own digest only.
 func (s *Store) loadSegment(ctx context.Context, backupID string, k int) (*Segment, ID, error) {
+	if err := s.ready(); err != nil {
+		return nil, ID{}, err
+	}
 	name := SegmentName(backupID, k)
 	data, err := s.be.Get(ctx, name)
 	if err != nil {
+		return nil, ID{}, fmt.Errorf("manifest segment %s: %w", name, err)
+	}
+	if data, err = s.openObject(sealedSegmentMagic, name, data); err != nil {
 		return nil, ID{}, fmt.Errorf("manifest segment %s: %w", name, err)
 	}
 	g, digest, err := DecodeSegment(data)

@@ -42,7 +42,11 @@ func (s *Store) PutRecord(ctx context.Context, r *Record) error {
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("record of backup %s: %w", r.ID, err)
 	}
-	if err := s.be.Put(ctx, RecordName(r.ID), EncodeRecord(r)); err != nil {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	name := RecordName(r.ID)
+	if err := s.be.Put(ctx, name, s.sealObject(sealedRecordMagic, name, EncodeRecord(r))); err != nil {
 		return fmt.Errorf("writing record of backup %s: %w", r.ID, err)
 	}
 	return nil
@@ -52,8 +56,15 @@ func (s *Store) PutRecord(ctx context.Context, r *Record) error {
 // repo.ErrNotFound; one that is not valid, or names another backup, wraps
 // ErrCorrupt.
 func (s *Store) GetRecord(ctx context.Context, backupID string) (*Record, error) {
-	data, err := s.be.Get(ctx, RecordName(backupID))
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	name := RecordName(backupID)
+	data, err := s.be.Get(ctx, name)
 	if err != nil {
+		return nil, fmt.Errorf("record of backup %s: %w", backupID, err)
+	}
+	if data, err = s.openObject(sealedRecordMagic, name, data); err != nil {
 		return nil, fmt.Errorf("record of backup %s: %w", backupID, err)
 	}
 	r, err := DecodeRecord(data)

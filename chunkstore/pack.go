@@ -22,17 +22,51 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// appendTrailer appends trailer and footer for entries to a pack under
-// construction.
+// Version 2 (encrypted) packs: the same blobs sealed one by one, and the
+// trailer's entries sealed as one envelope, followed by its length.
+const (
+	sealedPackMagic      = "VBPACK02"
+	sealedPackEndMagic   = "VBPKEND2"
+	sealedPackFooterSize = 4 + len(sealedPackEndMagic)
+)
+
+func appendEntries(b []byte, entries []PackEntry) []byte {
+	for _, e := range entries {
+		b = append(b, e.ID[:]...)
+		b = binary.LittleEndian.AppendUint32(b, e.Offset)
+		b = binary.LittleEndian.AppendUint32(b, e.Length)
+		b = binary.LittleEndian.AppendUint32(b, e.RawLength)
+		b = append(b, byte(e.Codec))
+	}
+	return b
+}
+
+// packMagicOf is the header a pack of s starts with.
+func (s *Store) packMagicOf() string {
+	if s.Encrypted() {
+		return sealedPackMagic
+	}
+	return packMagic
+}
+
+// appendTrailer appends the trailer and footer for entries to a pack of s
+// under construction: in clear with a crc32c (version 1), or sealed.
+func (s *Store) appendTrailer(pack []byte, entries []PackEntry) []byte {
+	k := s.key.Load()
+	if k == nil {
+		return appendTrailer(pack, entries)
+	}
+	start := len(pack)
+	pack = k.Seal(pack, appendEntries(make([]byte, 0, len(entries)*packEntrySize), entries), []byte(trailerAD))
+	pack = binary.LittleEndian.AppendUint32(pack, uint32(len(pack)-start))
+	return append(pack, sealedPackEndMagic...)
+}
+
+// appendTrailer appends trailer and footer for entries to a version 1
+// pack under construction.
 func appendTrailer(pack []byte, entries []PackEntry) []byte {
 	start := len(pack)
-	for _, e := range entries {
-		pack = append(pack, e.ID[:]...)
-		pack = binary.LittleEndian.AppendUint32(pack, e.Offset)
-		pack = binary.LittleEndian.AppendUint32(pack, e.Length)
-		pack = binary.LittleEndian.AppendUint32(pack, e.RawLength)
-		pack = append(pack, byte(e.Codec))
-	}
+	pack = appendEntries(pack, entries)
 	crc := crc32.Checksum(pack[start:], castagnoli)
 	pack = binary.LittleEndian.AppendUint32(pack, uint32(len(entries)))
 	pack = binary.LittleEndian.AppendUint32(pack, crc)
@@ -110,6 +144,16 @@ func parseTrailer(trailer []byte, trailerStart int64, crc uint32, pack ID) ([]Pa
 	if got := crc32.Checksum(trailer, castagnoli); got != crc {
 		return nil, corruptf("pack trailer crc32c is %08x, footer says %08x", got, crc)
 	}
+	return parseEntries(trailer, trailerStart, pack, 0)
+}
+
+// parseEntries decodes and validates trailer entries of blobs that are
+// overhead bytes larger than their plain form (sealing), in a pack whose
+// trailer begins at trailerStart.
+func parseEntries(trailer []byte, trailerStart int64, pack ID, overhead int) ([]PackEntry, error) {
+	if len(trailer)%packEntrySize != 0 {
+		return nil, corruptf("pack trailer is %d bytes, not a whole number of %d-byte entries", len(trailer), packEntrySize)
+	}
 	entries := make([]PackEntry, len(trailer)/packEntrySize)
 	end := int64(packHeaderSize)
 	for i := range entries {
@@ -121,7 +165,7 @@ func parseTrailer(trailer []byte, trailerStart int64, crc uint32, pack ID) ([]Pa
 		e.Length = binary.LittleEndian.Uint32(b[36:])
 		e.RawLength = binary.LittleEndian.Uint32(b[40:])
 		e.Codec = Codec(b[44])
-		if err := checkLocation(e.Location); err != nil {
+		if err := checkLocationOver(e.Location, overhead); err != nil {
 			return nil, fmt.Errorf("pack entry %d (chunk %s): %w", i, e.ID, err)
 		}
 		if int64(e.Offset) < end {
@@ -136,16 +180,24 @@ func parseTrailer(trailer []byte, trailerStart int64, crc uint32, pack ID) ([]Pa
 }
 
 // checkLocation validates the fields of a location that do not depend on
-// the pack's size.
-func checkLocation(l Location) error {
+// the pack's size, for a version 1 pack.
+func checkLocation(l Location) error { return checkLocationOver(l, 0) }
+
+// checkLocation validates a location in a pack of s.
+func (s *Store) checkLocation(l Location) error { return checkLocationOver(l, s.blobOverhead()) }
+
+// checkLocationOver validates a location whose stored blob is overhead
+// bytes larger than the blob (sealing adds nonce and tag).
+func checkLocationOver(l Location, overhead int) error {
+	o := uint32(overhead)
 	switch {
 	case l.Codec > CodecZstd:
 		return corruptf("unknown codec %d", uint8(l.Codec))
 	case l.RawLength > MaxChunkSize:
 		return corruptf("raw length %d exceeds the maximum chunk size %d", l.RawLength, MaxChunkSize)
-	case l.Length < blobHeaderSize || l.Length > maxBlobSize:
-		return corruptf("blob length %d outside %d..%d", l.Length, blobHeaderSize, maxBlobSize)
-	case l.Codec == CodecRaw && l.Length != blobHeaderSize+l.RawLength:
+	case l.Length < o+blobHeaderSize || l.Length > o+maxBlobSize:
+		return corruptf("blob length %d outside %d..%d", l.Length, o+blobHeaderSize, o+maxBlobSize)
+	case l.Codec == CodecRaw && l.Length != o+blobHeaderSize+l.RawLength:
 		return corruptf("raw blob length %d does not match raw length %d", l.Length, l.RawLength)
 	}
 	return nil
@@ -182,10 +234,16 @@ func ParsePack(data []byte) ([]PackEntry, error) {
 // ReadPackEntries reads a stored pack's trailer with two ranged reads
 // (after a Stat for its size). It does not read or verify the blobs.
 func (s *Store) ReadPackEntries(ctx context.Context, pack ID) ([]PackEntry, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
 	name := packName(pack)
 	info, err := s.be.Stat(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", pack, err)
+	}
+	if s.Encrypted() {
+		return s.readSealedEntries(ctx, pack, info.Size)
 	}
 	var footer [packFooterSize]byte
 	if info.Size >= int64(packFooterSize) {
@@ -206,4 +264,71 @@ func (s *Store) ReadPackEntries(ctx context.Context, pack ID) ([]PackEntry, erro
 		return nil, fmt.Errorf("pack %s: %w", pack, err)
 	}
 	return entries, nil
+}
+
+// readSealedEntries reads and opens the sealed trailer of a version 2 pack
+// of size bytes.
+func (s *Store) readSealedEntries(ctx context.Context, pack ID, size int64) ([]PackEntry, error) {
+	name := packName(pack)
+	over := int64(s.blobOverhead())
+	if size < int64(len(sealedPackMagic)+sealedPackFooterSize)+over || size > maxPackSize {
+		return nil, fmt.Errorf("pack %s: %w", pack, corruptf("pack is %d bytes, outside %d..%d", size, int64(len(sealedPackMagic)+sealedPackFooterSize)+over, maxPackSize))
+	}
+	var footer [sealedPackFooterSize]byte
+	if err := s.be.ReadAt(ctx, name, footer[:], size-int64(sealedPackFooterSize)); err != nil {
+		return nil, fmt.Errorf("pack %s: reading footer: %w", pack, err)
+	}
+	if string(footer[4:]) != sealedPackEndMagic {
+		return nil, fmt.Errorf("pack %s: %w", pack, corruptf("pack footer magic is %q, want %q", footer[4:], sealedPackEndMagic))
+	}
+	n := int64(binary.LittleEndian.Uint32(footer[:]))
+	ts := size - int64(sealedPackFooterSize) - n
+	if n < over || ts < int64(len(sealedPackMagic)) {
+		return nil, fmt.Errorf("pack %s: %w", pack, corruptf("sealed trailer of %d bytes does not fit in a %d-byte pack", n, size))
+	}
+	sealed := make([]byte, n)
+	if err := s.be.ReadAt(ctx, name, sealed, ts); err != nil {
+		return nil, fmt.Errorf("pack %s: reading trailer: %w", pack, err)
+	}
+	entries, err := s.openTrailer(sealed, ts, pack)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", pack, err)
+	}
+	return entries, nil
+}
+
+// openTrailer opens a sealed trailer that begins at trailerStart and
+// decodes its entries.
+func (s *Store) openTrailer(sealed []byte, trailerStart int64, pack ID) ([]PackEntry, error) {
+	plain, err := s.key.Load().OpenInPlace(sealed, []byte(trailerAD))
+	if err != nil {
+		return nil, corruptf("sealed pack trailer: %v", err)
+	}
+	return parseEntries(plain, trailerStart, pack, s.blobOverhead())
+}
+
+// ParseSealedPack decodes the trailer of a whole version 2 pack held in
+// memory (fuzzing and tests); s must be unlocked.
+func (s *Store) ParseSealedPack(data []byte) ([]PackEntry, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	over := s.blobOverhead()
+	if len(data) < len(sealedPackMagic)+sealedPackFooterSize+over || len(data) > maxPackSize {
+		return nil, corruptf("pack is %d bytes, outside the sealed pack bounds", len(data))
+	}
+	if string(data[:len(sealedPackMagic)]) != sealedPackMagic {
+		return nil, corruptf("pack header magic is %q, want %q", data[:len(sealedPackMagic)], sealedPackMagic)
+	}
+	footer := data[len(data)-sealedPackFooterSize:]
+	if string(footer[4:]) != sealedPackEndMagic {
+		return nil, corruptf("pack footer magic is %q, want %q", footer[4:], sealedPackEndMagic)
+	}
+	n := int(binary.LittleEndian.Uint32(footer))
+	ts := len(data) - sealedPackFooterSize - n
+	if n < over || n > len(data) || ts < len(sealedPackMagic) {
+		return nil, corruptf("sealed trailer of %d bytes does not fit in a %d-byte pack", n, len(data))
+	}
+	sealed := append([]byte(nil), data[ts:ts+n]...)
+	return s.openTrailer(sealed, int64(ts), Sum(data))
 }

@@ -153,22 +153,38 @@ func (p *Packer) Add(id ID, raw []byte) (seq uint64, stored int, err error) {
 	// compressed twice and stored once.
 	sp := scratchBufs.Get().(*[]byte)
 	defer scratchBufs.Put(sp)
-	*sp = p.Encode((*sp)[:0], raw)
-	return p.AddBlob(id, len(raw), *sp)
+	var codec Codec
+	*sp, codec = p.Encode((*sp)[:0], id, raw)
+	return p.AddBlob(id, len(raw), codec, *sp)
 }
 
-// Encode appends the blob of raw, compressed as the packer stores it, to
-// dst: the CPU half of Add, for callers that compress on a CPU budget and
-// then AddBlob, which may wait for a pack buffer, without it.
-func (p *Packer) Encode(dst, raw []byte) []byte { return EncodeBlob(dst, raw, p.comp) }
+// Encode appends the stored form of chunk id's bytes raw to dst: its
+// blob, compressed as the packer stores it, sealed in an encrypted
+// repository. It returns it with the blob's codec. It is the CPU half of
+// Add, for callers that compress and seal on a CPU budget and then
+// AddBlob, which may wait for a pack buffer, without it.
+func (p *Packer) Encode(dst []byte, id ID, raw []byte) ([]byte, Codec) {
+	if !p.s.Encrypted() {
+		blob := EncodeBlob(dst, raw, p.comp)
+		return blob, Codec(blob[0])
+	}
+	sp := scratchBufs.Get().(*[]byte)
+	defer scratchBufs.Put(sp)
+	blob := EncodeBlob((*sp)[:0], raw, p.comp)
+	*sp = blob
+	return p.s.sealBlob(dst, blob, id), Codec(blob[0])
+}
 
 // Pending returns the pack holding id when a pack not committed yet holds it.
 func (p *Packer) Pending(id ID) (uint64, bool) { return p.pendingSeq(id) }
 
 // AddBlob appends a blob made by Encode from a rawLen-byte chunk (see Add);
 // blob may be reused once AddBlob returns.
-func (p *Packer) AddBlob(id ID, rawLen int, blob []byte) (seq uint64, stored int, err error) {
-	if len(blob) < blobHeaderSize || rawLen > MaxChunkSize {
+func (p *Packer) AddBlob(id ID, rawLen int, codec Codec, blob []byte) (seq uint64, stored int, err error) {
+	if err := p.s.ready(); err != nil {
+		return 0, 0, err
+	}
+	if len(blob) < blobHeaderSize+p.s.blobOverhead() || rawLen > MaxChunkSize {
 		return 0, 0, fmt.Errorf("chunk %s: a blob of %d bytes for %d raw bytes is no blob (a bug: report it)", id, len(blob), rawLen)
 	}
 	p.mu.Lock()
@@ -182,7 +198,7 @@ func (p *Packer) AddBlob(id ID, rawLen int, blob []byte) (seq uint64, stored int
 	if seq, dup := p.pendingSeq(id); dup {
 		return seq, 0, nil
 	}
-	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize > p.s.packSize() {
+	if p.cur != nil && len(*p.cur.buf)+len(blob)+(len(p.cur.entries)+1)*packEntrySize+packFooterSize+p.s.blobOverhead() > p.s.packSize() {
 		p.sealLocked()
 	}
 	if p.cur == nil {
@@ -205,7 +221,7 @@ func (p *Packer) AddBlob(id ID, rawLen int, blob []byte) (seq uint64, stored int
 			}
 		}
 		buf := packBufs.Get().(*[]byte)
-		*buf = append((*buf)[:0], packMagic...)
+		*buf = append((*buf)[:0], p.s.packMagicOf()...)
 		p.nextSeq++
 		p.cur = &openPack{seq: p.nextSeq, buf: buf, slot: slot}
 	}
@@ -214,7 +230,7 @@ func (p *Packer) AddBlob(id ID, rawLen int, blob []byte) (seq uint64, stored int
 		Offset:    uint32(len(b)),
 		Length:    uint32(len(blob)),
 		RawLength: uint32(rawLen),
-		Codec:     Codec(blob[0]),
+		Codec:     codec,
 	}})
 	*p.cur.buf = append(b, blob...)
 	p.pmu.Lock()
@@ -279,7 +295,7 @@ func (p *Packer) upload(op *openPack) {
 	if p.firstErr() != nil || p.ctx.Err() != nil {
 		return // the packer failed or was aborted: drop the pack
 	}
-	*op.buf = appendTrailer(*op.buf, op.entries)
+	*op.buf = p.s.appendTrailer(*op.buf, op.entries)
 	id := Sum(*op.buf)
 	recorded := make(chan error, 1)
 	if p.onUpload != nil {

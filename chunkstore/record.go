@@ -9,8 +9,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// Record is a backup record (docs/FORMAT.md). Its format_version is the
-// repository format it was written in: 2 for a segmented manifest.
+// Record is a backup record (docs/FORMAT.md). Its format_version says
+// which manifest it names: 1 a whole one, 3 a segmented one (see
+// RecordVersion).
 type Record struct {
 	FormatVersion    int       `json:"format_version"`
 	ID               string    `json:"id"`
@@ -65,12 +66,12 @@ func DecodeRecord(b []byte) (*Record, error) {
 // storing one. Errors wrap ErrVersion for a newer format_version and
 // ErrCorrupt otherwise.
 func (r *Record) Validate() error {
-	if r.FormatVersion > FormatVersion {
+	if r.FormatVersion > RecordVersion {
 		return fmt.Errorf("%w: backup record %s has format_version %d and this volback reads version %d; upgrade volback",
-			ErrVersion, r.ID, r.FormatVersion, FormatVersion)
+			ErrVersion, r.ID, r.FormatVersion, RecordVersion)
 	}
-	if r.FormatVersion < 1 {
-		return corruptf("backup record %s: format_version is %d, want 1 to %d", r.ID, r.FormatVersion, FormatVersion)
+	if r.FormatVersion < 1 || r.FormatVersion == 2 {
+		return corruptf("backup record %s: format_version is %d, want 1 or %d", r.ID, r.FormatVersion, RecordVersion)
 	}
 	if _, err := uuid.Parse(r.ID); err != nil || len(r.ID) != 36 {
 		return corruptf("backup record id %q is not a UUID", r.ID)

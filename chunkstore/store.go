@@ -10,26 +10,51 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/volback/volback/chunkstore/crypt"
 	"github.com/volback/volback/drivers/repo"
 )
 
-// FormatVersion is the repository format version this package writes. It
-// reads versions 1 (manifests in one object) and 2 (segmented manifests);
-// a version-1 repository is upgraded (its config rewritten) when the first
-// segmented manifest is stored in it.
-const FormatVersion = 2
+// FormatVersion is the repository format version this package writes
+// (docs/FORMAT.md, "Versions"). It reads all three:
+//
+//   - 1: unencrypted, each manifest one object;
+//   - 2: encrypted (version 1 with every object sealed), manifests whole;
+//   - 3: segmented manifests, encrypted or not (the config's encryption
+//     field says which).
+//
+// New repositories are version 3. A version 1 or 2 repository keeps its
+// encryption and is upgraded (its config rewritten as version 3) before
+// the first segmented manifest is stored in it, so that an older volback
+// refuses it with ErrVersion instead of misreading a segmented manifest.
+const FormatVersion = 3
+
+// RecordVersion is the newest backup record format_version: the repository
+// format of the manifest the record names. Records naming a whole manifest
+// (versions 1 and 2 repositories, sealed or not) say 1; records naming a
+// segmented one say 3, so an older volback importing one refuses it.
+const RecordVersion = 3
 
 const configName = "config"
 
 // Config is the repository's `config` object.
 type Config struct {
-	Format    string    `json:"format"`
-	Version   int       `json:"version"`
-	ID        string    `json:"id"`
-	ChunkSize int       `json:"chunk_size"`
-	Hash      string    `json:"hash"`
-	CreatedAt time.Time `json:"created_at"`
+	Format    string `json:"format"`
+	Version   int    `json:"version"`
+	ID        string `json:"id"`
+	ChunkSize int    `json:"chunk_size"`
+	Hash      string `json:"hash"`
+	// Encryption is the cipher of a version 2 repository (crypt.Ciphers);
+	// absent in version 1.
+	Encryption string    `json:"encryption,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
+
+// Hash names of the config: BLAKE3-256 of the chunk (version 1), keyed
+// BLAKE3-256 with the repository's id key (version 2).
+const (
+	hashPlain = "blake3-256"
+	hashKeyed = "blake3-256-keyed"
+)
 
 // Store is an opened repository.
 type Store struct {
@@ -38,12 +63,33 @@ type Store struct {
 	lockOpt    LockOptions
 	packTarget int // 0: packTarget
 	segChunks  int // 0: DefaultSegmentChunks
+	crypto         // keys of an encrypted repository (crypto.go)
 
 	upgradeMu sync.Mutex // guards cfg.Version while upgrade rewrites the config
 }
 
-// Init writes a new config (refusing when one exists) and returns the store.
+// InitOptions say how to create a repository.
+type InitOptions struct {
+	ChunkSize int
+	// Encryption is "" for none, else a cipher of crypt.Ciphers; the
+	// repository's first key is then made from Password.
+	Encryption string
+	Password   []byte
+	KDF        crypt.KDF // zero: crypt.DefaultKDF
+}
+
+// Init writes a new unencrypted config (refusing when one exists) and
+// returns the store.
 func Init(ctx context.Context, be repo.Backend, chunkSize int) (*Store, error) {
+	return InitWith(ctx, be, InitOptions{ChunkSize: chunkSize})
+}
+
+// InitWith creates a repository as opt says. An encrypted one gets a
+// random master key, wrapped under opt.Password in its first key object,
+// which is written before the config (a config never exists without a
+// key); the store returned is unlocked.
+func InitWith(ctx context.Context, be repo.Backend, opt InitOptions) (*Store, error) {
+	chunkSize := opt.ChunkSize
 	if err := CheckChunkSize(chunkSize); err != nil {
 		return nil, fmt.Errorf("initialising repository %s: %w", be.Location(), err)
 	}
@@ -57,8 +103,16 @@ func Init(ctx context.Context, be repo.Backend, chunkSize int) (*Store, error) {
 		Version:   FormatVersion,
 		ID:        uuid.NewString(),
 		ChunkSize: chunkSize,
-		Hash:      "blake3-256",
+		Hash:      hashPlain,
 		CreatedAt: time.Now().UTC().Truncate(time.Second),
+	}
+	s := &Store{be: be, cfg: cfg}
+	if opt.Encryption != "" {
+		s.cfg.Hash, s.cfg.Encryption = hashKeyed, opt.Encryption
+		cfg = s.cfg
+		if err := s.initKey(ctx, opt); err != nil {
+			return nil, fmt.Errorf("initialising repository %s: %w", be.Location(), err)
+		}
 	}
 	data, err := json.Marshal(cfg)
 	if err != nil {
@@ -67,7 +121,7 @@ func Init(ctx context.Context, be repo.Backend, chunkSize int) (*Store, error) {
 	if err := be.Put(ctx, configName, append(data, '\n')); err != nil {
 		return nil, fmt.Errorf("initialising repository %s: writing config: %w", be.Location(), err)
 	}
-	return &Store{be: be, cfg: cfg}, nil
+	return s, nil
 }
 
 // Open reads and checks the config of an existing repository. A missing
@@ -95,12 +149,23 @@ func parseConfig(data []byte) (Config, error) {
 	if cfg.Format != "volback" {
 		return cfg, corruptf("config format is %q, want \"volback\"", cfg.Format)
 	}
-	if cfg.Version < 1 || cfg.Version > FormatVersion {
-		return cfg, fmt.Errorf("%w: the repository has format version %d and this volback reads version %d; upgrade volback to one that supports version %d",
+	switch {
+	case cfg.Version == 1 || cfg.Version == 3 && cfg.Encryption == "":
+		if cfg.Hash != hashPlain || cfg.Encryption != "" {
+			return cfg, corruptf("version %d config has hash %q and encryption %q, want %q and none", cfg.Version, cfg.Hash, cfg.Encryption, hashPlain)
+		}
+	case cfg.Version == 2 || cfg.Version == 3:
+		if cfg.Hash != hashKeyed {
+			return cfg, corruptf("config hash is %q, want %q", cfg.Hash, hashKeyed)
+		}
+		if c, err := crypt.ParseCipher(cfg.Encryption); err != nil || c != cfg.Encryption {
+			return cfg, corruptf("config encryption %q is not a cipher this volback knows (%v)", cfg.Encryption, crypt.Ciphers)
+		}
+	case cfg.Version < 1:
+		return cfg, corruptf("config version is %d, want 1 to %d", cfg.Version, FormatVersion)
+	default:
+		return cfg, fmt.Errorf("%w: the repository has format version %d and this volback reads versions 1 to %d; upgrade volback to one that supports version %d",
 			ErrVersion, cfg.Version, FormatVersion, cfg.Version)
-	}
-	if cfg.Hash != "blake3-256" {
-		return cfg, corruptf("config hash is %q, want \"blake3-256\"", cfg.Hash)
 	}
 	if err := CheckChunkSize(cfg.ChunkSize); err != nil {
 		return cfg, corruptf("config: %v", err)
@@ -126,10 +191,11 @@ func (s *Store) Config() Config {
 	return s.cfg
 }
 
-// upgrade rewrites a version-1 repository's config as version 2 before
-// the first version-2 object is stored, so that an older volback refuses
-// the repository instead of misreading it. Idempotent: concurrent writers
-// write the same config.
+// upgrade rewrites a version 1 or 2 repository's config as version 3
+// (keeping its hash and encryption) before the first segmented manifest
+// is stored, so that an older volback refuses the repository instead of
+// misreading it. Idempotent: concurrent writers write the same config.
+// Only cfg.Version changes (other fields are read without the lock).
 func (s *Store) upgrade(ctx context.Context) error {
 	s.upgradeMu.Lock()
 	defer s.upgradeMu.Unlock()
@@ -143,9 +209,9 @@ func (s *Store) upgrade(ctx context.Context) error {
 		return err
 	}
 	if err := s.be.Put(ctx, configName, append(data, '\n')); err != nil {
-		return fmt.Errorf("upgrading repository %s to format version %d: writing config: %w", s.be.Location(), FormatVersion, err)
+		return fmt.Errorf("upgrading repository %s from format version %d to %d: writing config: %w", s.be.Location(), s.cfg.Version, FormatVersion, err)
 	}
-	s.cfg = cfg
+	s.cfg.Version = FormatVersion
 	return nil
 }
 
@@ -180,7 +246,10 @@ var blobBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+blobHeade
 // large enough) and verifies its hash equals id. Errors wrap ErrCorrupt or
 // repo.ErrNotFound and name the chunk and pack.
 func (s *Store) ReadChunk(ctx context.Context, id ID, loc Location, dst []byte) ([]byte, error) {
-	if err := checkLocation(loc); err != nil {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := s.checkLocation(loc); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: bad location: %w", id, loc.Pack, err)
 	}
 	bp := blobBufs.Get().(*[]byte)
@@ -192,6 +261,10 @@ func (s *Store) ReadChunk(ctx context.Context, id ID, loc Location, dst []byte) 
 	if err := s.be.ReadAt(ctx, packName(loc.Pack), blob, int64(loc.Offset)); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
 	}
+	blob, err := s.openBlob(blob, id)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
 	raw, codec, err := DecodeBlob(blob, dst)
 	if err == nil && (codec != loc.Codec || len(raw) != int(loc.RawLength)) {
 		err = corruptf("blob (%s, %d bytes) does not match the catalog location (%s, %d bytes)", codec, len(raw), loc.Codec, loc.RawLength)
@@ -199,7 +272,7 @@ func (s *Store) ReadChunk(ctx context.Context, id ID, loc Location, dst []byte) 
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
 	}
-	if got := Sum(raw); got != id {
+	if got := s.ChunkID(raw); got != id {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))
 	}
 	return raw, nil
@@ -238,7 +311,10 @@ func (s *Store) ReadChunkInto(ctx context.Context, id ID, loc Location, buf []by
 // ReadBlob reads the stored blob of chunk id at loc into dst (grown when
 // too small) and returns it, unchecked; OpenBlob decodes and verifies it.
 func (s *Store) ReadBlob(ctx context.Context, id ID, loc Location, dst []byte) ([]byte, error) {
-	if err := checkLocation(loc); err != nil {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := s.checkLocation(loc); err != nil {
 		return nil, fmt.Errorf("chunk %s in pack %s: bad location: %w", id, loc.Pack, err)
 	}
 	if cap(dst) < int(loc.Length) {
@@ -251,11 +327,19 @@ func (s *Store) ReadBlob(ctx context.Context, id ID, loc Location, dst []byte) (
 	return blob, nil
 }
 
-// OpenBlob decodes a blob read from loc and verifies that the bytes hash
-// to id. A raw blob's bytes are returned in place (within blob); a zstd
-// blob is decoded into dst (grown when it cannot hold the chunk plus
-// ZstdSlack). Errors wrap ErrCorrupt and name the chunk and pack.
+// OpenBlob opens (in an encrypted repository), decodes and verifies a
+// blob read from loc: the bytes must hash to id with the store's ChunkID.
+// A raw blob's bytes are returned in place (within blob); a zstd blob is
+// decoded into dst (grown when it cannot hold the chunk plus ZstdSlack).
+// Errors wrap ErrCorrupt and name the chunk and pack.
 func (s *Store) OpenBlob(id ID, loc Location, blob, dst []byte) ([]byte, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	blob, err := s.openBlob(blob, id) // in place: a raw chunk stays in blob
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, err)
+	}
 	if len(blob) < blobHeaderSize {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("blob of %d bytes is shorter than its header", len(blob)))
 	}
@@ -287,7 +371,7 @@ func (s *Store) OpenBlob(id ID, loc Location, blob, dst []byte) ([]byte, error) 
 	default:
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("unknown codec %d", uint8(codec)))
 	}
-	if got := Sum(raw); got != id {
+	if got := s.ChunkID(raw); got != id {
 		return nil, fmt.Errorf("chunk %s in pack %s: %w", id, loc.Pack, corruptf("decoded bytes hash to %s", got))
 	}
 	return raw, nil

@@ -11,6 +11,8 @@
 //	repo/<repo id>                  -> RepoState as JSON (GC generation)
 //	zone/<zone>                     -> ZoneBinding as JSON (the zone's repository)
 //	bpk/<backup id>/<32 raw pack id> -> empty: a pack the backup uploads
+//	reg/<repo id>                   -> Repository as JSON (registered: name, zone, cipher)
+//	scrub/<repo id>                 -> ScrubState as JSON (where sampled scrubs stopped)
 //
 // Ids never contain '/', so a prefix scan of "chk/<repo id>/" sees exactly
 // one repository's chunks. Lifecycle records (lifecycle.go): "snap/<id>",

@@ -92,11 +92,18 @@ type Backup struct {
 	DamageReason     string `json:"damage_reason,omitempty"`
 	// Consistency says how the data was read (crash-consistent through a
 	// snapshot, or a live read); ConsistencyDetail says how, in words.
-	Consistency       string    `json:"consistency,omitempty"`
-	ConsistencyDetail string    `json:"consistency_detail,omitempty"`
-	CreatedAt         time.Time `json:"created_at"`
-	UpdatedAt         time.Time `json:"updated_at"`
-	DataTimestamp     time.Time `json:"data_timestamp"`
+	Consistency       string `json:"consistency,omitempty"`
+	ConsistencyDetail string `json:"consistency_detail,omitempty"`
+	// TrackingSnapshot is the driver's name of the volume snapshot this
+	// backup's data equals, kept so the next incremental reads only what
+	// changed since it (RBD: volback.<backup-id>).
+	TrackingSnapshot string `json:"tracking_snapshot,omitempty"`
+	// ChangeTracking says how an incremental found what to read: the
+	// changes since its parent's snapshot, or a full read and why.
+	ChangeTracking string    `json:"change_tracking,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	DataTimestamp  time.Time `json:"data_timestamp"`
 }
 
 // Chunk is one chunk-index entry: where the chunk lives and how many

@@ -203,7 +203,7 @@ func TestCLIHelp(t *testing.T) {
 		t.Errorf("--help differs from help")
 	}
 	verb, _, code := run(t, home, "help", "backup-create")
-	if code != 0 || !strings.HasPrefix(verb, "usage: volback backup-create [--name NAME] [--description TEXT] [--incremental] [--force] [--allow-inconsistent] [--snapshot-id SNAPSHOT] [--availability-zone AZ] VOLUME\n") ||
+	if code != 0 || !strings.HasPrefix(verb, "usage: volback backup-create [--name NAME] [--description TEXT] [--incremental] [--force] [--allow-inconsistent] [--snapshot-id SNAPSHOT] [--availability-zone AZ] [--container NAME] VOLUME\n") ||
 		!strings.Contains(verb, "--incremental") || !strings.Contains(verb, "Global options") {
 		t.Fatalf("help backup-create: exit %d:\n%s", code, verb)
 	}
@@ -219,7 +219,8 @@ var knownVerbs = []string{"manage", "create", "list", "show", "delete", "backup-
 	"backup-delete", "backup-restore", "backup-export", "backup-import", "repo-gc", "repo-check", "catalog-rebuild",
 	"mount", "umount", "serve", "help", "version", "completion",
 	"backup-reset-state", "snapshot-create", "snapshot-list", "snapshot-show", "snapshot-delete",
-	"quota-show", "quota-usage", "quota-update", "service-list", "service-disable", "service-enable"}
+	"quota-show", "quota-usage", "quota-update", "service-list", "service-disable", "service-enable",
+	"repo-init", "repo-list", "repo-show", "repo-key", "backup-verify"}
 
 // TestCLIVersion: --version and version print the version, commit, Go
 // version and the format versions; -f json gives the same as JSON.
@@ -280,7 +281,7 @@ func TestCLIManAndCompletion(t *testing.T) {
 		"volback -f j":                          "json",
 		"volback backup-list --format ":         "table json",
 		"volback backup-create --inc":           "--incremental",
-		"volback --home /x backup-create db --": "--name --description --incremental --force --allow-inconsistent --snapshot-id --availability-zone --home --format",
+		"volback --home /x backup-create db --": "--name --description --incremental --force --allow-inconsistent --snapshot-id --availability-zone --container --home --format",
 		"volback umount --la":                   "--lazy",
 		"volback help backup-res":               "backup-restore",
 		"volback completion ":                   "bash zsh",
@@ -403,6 +404,8 @@ func TestCLINamePrefixes(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "v.img")
 	makeSparse(t, img, mib)
 	manage(t, home, "v", img)
+	// Up to 17 backups plus 2 named ones: above Cinder's default quota of 10.
+	mustRun(t, home, "quota-update", "--backups", "100", "admin")
 	// Back up until two ids share their first character (at most 17).
 	first := map[byte][]string{}
 	var pair []string

@@ -341,8 +341,8 @@ func TestCancelledBackupLeavesNoPacks(t *testing.T) {
 // TestDamageRepairThroughBinary: a chunk corrupted in its pack is found by
 // a restore, the backup shows damaged, repo-check fails pointing to
 // repo-repair, the next backup stores the chunk again instead of
-// deduplicating against it, and repo-repair then finds the old backup
-// whole; it restores and the repository checks clean.
+// deduplicating against it, which heals the old backup (repo-repair finds
+// nothing to do); it restores and the repository checks clean.
 func TestDamageRepairThroughBinary(t *testing.T) {
 	home, img, _, b := seeded(t)
 	want := sha256File(t, img)
@@ -377,12 +377,18 @@ func TestDamageRepairThroughBinary(t *testing.T) {
 	if b2.StoredBytes == 0 {
 		t.Fatal("the next backup deduplicated against the lost chunk")
 	}
+	// That backup healed the old one (issue 11); repo-repair agrees.
+	runJSON(t, home, &shown, "backup-show", b.ID)
+	if shown.Damaged {
+		t.Fatalf("backup-show after the next backup stored the chunk again: %+v", shown)
+	}
 	var reps []struct {
-		Healed []string `json:"healed"`
+		Healed  []string `json:"healed"`
+		Damaged []string `json:"damaged"`
 	}
 	runJSON(t, home, &reps, "repo-repair", "--read-data")
-	if len(reps) != 1 || len(reps[0].Healed) != 1 || reps[0].Healed[0] != b.ID {
-		t.Fatalf("repo-repair: %+v, want %s healed", reps, b.ID)
+	if len(reps) != 1 || len(reps[0].Healed) != 0 || len(reps[0].Damaged) != 0 {
+		t.Fatalf("repo-repair: %+v, want nothing damaged", reps)
 	}
 	for _, id := range []string{b.ID, b2.ID} {
 		r := restoreNew(t, home, id, "r-"+id[:8])

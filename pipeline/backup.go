@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/failpoint"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // Source is the volume a backup reads; ReadAt is safe for concurrent use.
@@ -435,7 +435,7 @@ func (b *backup) hash(ctx context.Context) error {
 		if err := b.budget.acquire(ctx); err != nil {
 			return err
 		}
-		id, blob, err := b.hashOne(ctx, j, scratch[:0])
+		id, blob, codec, err := b.hashOne(ctx, j, scratch[:0])
 		b.budget.release()
 		rawLen := len(j.data)
 		// The chunk's bytes are no longer needed (a blob is a copy): give
@@ -450,7 +450,7 @@ func (b *backup) hash(ctx context.Context) error {
 			scratch = blob
 			var seq uint64
 			var n int
-			if seq, n, err = b.packer.AddBlob(id, rawLen, blob); err == nil {
+			if seq, n, err = b.packer.AddBlob(id, rawLen, codec, blob); err == nil {
 				if n > 0 {
 					add(b.counters.New, rawLen)
 					add(b.counters.Stored, n)
@@ -468,33 +468,35 @@ func (b *backup) hash(ctx context.Context) error {
 	return nil
 }
 
-// hashOne returns the blob to store for a chunk not stored yet (made in
-// dst), nil otherwise.
-func (b *backup) hashOne(ctx context.Context, j job, dst []byte) (chunkstore.ID, []byte, error) {
+// hashOne returns the stored form of a chunk not stored yet (made in
+// dst) and its codec, nil otherwise. Chunk IDs are the store's (keyed in
+// an encrypted repository).
+func (b *backup) hashOne(ctx context.Context, j job, dst []byte) (chunkstore.ID, []byte, chunkstore.Codec, error) {
 	c := b.counters
 	add(c.Read, len(j.data))
 	st := j.seg
 	if chunkstore.IsZero(j.data) {
 		add(c.Zero, len(j.data))
 		st.setZero(j.idx) // a chunk seeded from the parent may have become zero
-		return chunkstore.ID{}, nil, nil
+		return chunkstore.ID{}, nil, 0, nil
 	}
-	id := chunkstore.Sum(j.data)
+	id := b.in.Store.ChunkID(j.data)
 	if !st.set(j.idx, id) {
 		add(c.Dedup, len(j.data))
-		return id, nil, nil // already handled in this segment
+		return id, nil, 0, nil // already handled in this segment
 	}
 	stored, err := b.in.Catalog.Stored(ctx, id)
 	if err != nil || stored {
 		add(c.Dedup, len(j.data))
-		return id, nil, err
+		return id, nil, 0, err
 	}
 	if seq, ok := b.packer.Pending(id); ok {
 		add(c.Dedup, len(j.data))
 		st.noteSeq(seq)
-		return id, nil, nil
+		return id, nil, 0, nil
 	}
-	return id, b.packer.Encode(dst, j.data), nil
+	blob, codec := b.packer.Encode(dst, id, j.data)
+	return id, blob, codec, nil
 }
 
 // commit stores the segments in slot order, each once its chunks are

@@ -91,7 +91,7 @@ func OpenImage(s *chunkstore.Store, backupID string, m *chunkstore.Manifest, loc
 	// Room for a whole raw blob (header included) or a decoded chunk plus
 	// ZstdSlack, rounded to the runtime's 8 KiB pages so the cache counts
 	// what the buffer really occupies.
-	bufSize := (5 + max(m.ChunkSize, 0) + chunkstore.ZstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
+	bufSize := (5 + s.BlobOverhead() + max(m.ChunkSize, 0) + chunkstore.ZstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
 	im := &Image{s: s, m: m, backup: backupID, loc: loc, cache: c, name: name, ra: ra, bufSize: bufSize,
 		ctx: ctx, cancel: cancel, prefetch: make(chan chunkRef, 2*ra+64)}
 	segs := opt.Segments

@@ -11,7 +11,7 @@ import (
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
-	"github.com/volback/volback/failpoint"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // Target is the volume a restore writes. WriteAt is safe for concurrent

@@ -11,9 +11,9 @@ import (
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/volume"
-	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
 	"github.com/volback/volback/pipeline"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // BackupRequest is backup-create.
@@ -34,6 +34,9 @@ type BackupRequest struct {
 	// AvailabilityZone writes the backup to that zone's repository (default:
 	// the volume's zone).
 	AvailabilityZone string `json:"availability_zone,omitempty"`
+	// Container writes the backup to the repository registered under this
+	// name (Cinder's container; repo-init --name), in that repository's zone.
+	Container string `json:"container,omitempty"`
 }
 
 // CreateBackup backs up a volume, or one of its snapshots. The backup is
@@ -58,6 +61,16 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err := s.checkSource(vol); err != nil {
 		return nil, err
 	}
+	var container *index.Repository // --container: a registered repository
+	if req.Container != "" {
+		if container, err = s.findRegistered(req.Container); err != nil {
+			return nil, errorf(ErrUsage, "Invalid input: container %q: %v", req.Container, err)
+		}
+		if req.AvailabilityZone != "" && req.AvailabilityZone != container.Zone {
+			return nil, errorf(ErrUsage, "container %s is in availability zone %s, not %s; give one of --container and --availability-zone", req.Container, container.Zone, req.AvailabilityZone)
+		}
+		req.AvailabilityZone = container.Zone
+	}
 	zone, err := s.zone(cmp.Or(req.AvailabilityZone, vol.AvailabilityZone))
 	if err != nil {
 		return nil, errorf(ErrUsage, "%v", err)
@@ -72,13 +85,19 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	if err := s.cat.View(func(tx *index.Tx) error { return checkBackupQuota(tx, vol.ProjectID, vol.Size) }); err != nil {
 		return nil, err // before any work, a snapshot included
 	}
-	if err := s.zoneReachable(ctx, zone); err != nil {
-		return nil, s.unreachable(ctx, vol, req, zone, err)
+	var r *repository
+	if container != nil {
+		r, err = s.openRegistered(ctx, container)
+	} else if err = s.zoneReachable(ctx, zone); err == nil {
+		r, err = s.repoFor(ctx, zone)
 	}
-	r, err := s.repoFor(ctx, zone)
+	if locked(err) {
+		return nil, err // a missing or wrong passphrase records nothing
+	}
 	if err != nil {
 		return nil, s.unreachable(ctx, vol, req, zone, err)
 	}
+	containerName := s.containerOf(r)
 	id := uuid.NewString()
 	var tmp *index.Snapshot
 	if how.snapshot {
@@ -102,7 +121,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		t := now()
 		b = &index.Backup{ID: id, Name: req.Name, Description: req.Description,
 			Status: index.StatusCreating, VolumeID: v.ID, VolumeName: v.Name, SizeBytes: v.Size,
-			AvailabilityZone: zone, Container: r.url, RepositoryID: r.store.Config().ID,
+			AvailabilityZone: zone, Container: containerName, RepositoryID: r.store.Config().ID,
 			ProjectID: v.ProjectID, CreatedAt: t, UpdatedAt: t, DataTimestamp: t,
 			Consistency: how.consistency, ConsistencyDetail: how.detail}
 		if req.Incremental {
@@ -142,6 +161,9 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		sv.Path = snap.Locator
 		src = &sv
 	}
+	if from != nil {
+		b.TrackingSnapshot = from.DriverName // the next incremental diffs against it while it exists
+	}
 	ctx, untrack := s.track(ctx, backupJob(b.ID)) // backup-delete --force cancels it
 	defer untrack()
 	bv := backupView(b, nil)
@@ -159,6 +181,14 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	s.event(ctx, "backup available", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "duration", since(start),
 		"size_bytes", b.SizeBytes, "stored_bytes", b.StoredBytes)
 	return s.ShowBackup(ctx, b.ID)
+}
+
+// compressionFor is the zstd level of backups into r.
+func (s *Service) compressionFor(r *repository) int {
+	if r.compression != nil {
+		return *r.compression
+	}
+	return s.cfg.CompressionLevel
 }
 
 // latestBackup is the newest available backup of a volume in a repository,
@@ -188,7 +218,11 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	b.SizeBytes = src.Size()
 	before := statSource(vol.Path)
 
-	lk, err := s.lock(ctx, r, false, fmt.Sprintf("backup-create %s of volume %s", b.ID, vol.Name), lockWait)
+	purpose := fmt.Sprintf("backup-create %s of volume %s", b.ID, vol.Name)
+	if r.store.Encrypted() { // lock objects are in clear: no volume names
+		purpose = "backup-create " + b.ID
+	}
+	lk, err := s.lock(ctx, r, false, purpose, lockWait)
 	if err != nil {
 		return err
 	}
@@ -202,11 +236,12 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 		return err
 	}
 	defer backupRunning()()
+	bc := s.backupCatalog(r, b)
 	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
-		Store: st, Catalog: s.backupCatalog(r, b), BackupID: b.ID, Source: src, Size: b.SizeBytes,
+		Store: st, Catalog: bc, BackupID: b.ID, Source: src, Size: b.SizeBytes,
 		Read: p.read, Zero: p.zero, Parent: p.parent,
-		Compression: chunkstore.Compression{Level: s.cfg.CompressionLevel},
-		Hashers:     s.cfg.Workers, Budget: s.budget,
+		Compression: chunkstore.Compression{Level: s.compressionFor(r)},
+		Hashers:     s.cfg.Workers, Readers: readers(src), Budget: s.budget,
 		// Each pack is recorded as it is uploaded, so that a failed
 		// backup's packs can be found and removed even after a crash (a
 		// pack whose record a crash lost is an orphan repo-gc removes
@@ -266,6 +301,9 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err := s.forgetBackupPacks(b.ID); err != nil {
 		s.log.Printf("backup %s is available; forgetting its upload records failed (harmless): %v", b.ID, err)
 	}
+	if bc.healed.Load() > 0 { // it stored lost chunks anew: their backups may be whole again
+		s.healDamaged(ctx, r)
+	}
 	return nil
 }
 
@@ -295,7 +333,7 @@ func (s *Service) forgetBackupPacks(backupID string) error {
 
 // record is the repository's copy of a backup record.
 func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Record {
-	return &chunkstore.Record{FormatVersion: chunkstore.FormatVersion, ID: b.ID, Name: b.Name, Description: b.Description,
+	return &chunkstore.Record{FormatVersion: chunkstore.RecordVersion, ID: b.ID, Name: b.Name, Description: b.Description,
 		VolumeID: b.VolumeID, VolumeName: b.VolumeName, VolumeSizeBytes: vol.Size, ParentID: b.ParentID,
 		SnapshotID: b.SnapshotID, IsIncremental: b.IsIncremental, SizeBytes: b.SizeBytes,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, AvailabilityZone: b.AvailabilityZone,
@@ -314,7 +352,9 @@ type backupPlan struct {
 // plan says what to read. Normally that is every allocated chunk, the
 // rest zeros. For an incremental whose source tracks changes since the
 // parent's snapshot (RBD diff), the manifest starts as the parent's and
-// only changed chunks are read.
+// only changed chunks are read; chunks whose data was discarded since
+// become zero without a read. How it went is recorded in
+// b.ChangeTracking (a full read when the parent's snapshot is gone).
 func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (backupPlan, error) {
 	size := src.Size()
 	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
@@ -322,20 +362,31 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
 			return backupPlan{}, err
 		}
-		if base := s.driverSnapshot(parent.SnapshotID); base != "" {
+		// The snapshot the parent's data equals: its own kept one, or the
+		// one it was read from (--snapshot-id).
+		base := cmp.Or(parent.TrackingSnapshot, s.driverSnapshot(parent.SnapshotID))
+		b.ChangeTracking = fmt.Sprintf("full read: parent backup %s left no snapshot to diff against", parent.ID)
+		if base != "" {
 			changed, err := ct.Changed(ctx, base)
-			if err != nil && !errors.Is(err, volume.ErrNotSupported) && !errors.Is(err, volume.ErrNotFound) {
-				return backupPlan{}, fmt.Errorf("changes since snapshot %s: %w", parent.SnapshotID, err)
-			}
-			if err == nil {
+			switch {
+			case errors.Is(err, volume.ErrNotFound):
+				b.ChangeTracking = fmt.Sprintf("full read: snapshot %s of parent backup %s no longer exists", base, parent.ID)
+			case errors.Is(err, volume.ErrNotSupported):
+				b.ChangeTracking = fmt.Sprintf("full read: the volume cannot report changes since snapshot %s (%v)", base, err)
+			case err != nil:
+				return backupPlan{}, fmt.Errorf("changes since snapshot %s: %w", base, err)
+			default:
 				pm, err := s.loadManifest(ctx, r, parent)
 				if err != nil {
 					return backupPlan{}, err
 				}
 				if pm.ChunkSize == cs {
-					return backupPlan{read: changedChunks(changed, pm.Size, size, cs),
+					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
+					read, zero := changedChunks(changed, pm.Size, size, cs)
+					return backupPlan{read: read, zero: zero,
 						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}}, nil
 				}
+				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
 		}
 	}
@@ -348,11 +399,38 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 
 // changedChunks lists the chunks to read for an incremental from changed
 // extents: those overlapping a change, plus any chunk whose extent differs
-// from the parent's (growth, a short last chunk).
-func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) []pipeline.Range {
+// from the parent's (growth, a short last chunk). Chunks that lie wholly
+// in extents marked Zero (discarded) and overlap no other change are
+// listed apart: they become zero without a read.
+func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) (read, zero []pipeline.Range) {
 	boundary := min(parentSize, size) / int64(cs) // first chunk not whole in both
-	extents := append(changed, volume.Extent{Offset: boundary * int64(cs), Length: max(size, parentSize)})
-	return pipeline.Ranges(extents, size, cs)
+	data := []volume.Extent{{Offset: boundary * int64(cs), Length: max(size, parentSize)}}
+	var zeros []volume.Extent
+	for _, e := range changed {
+		if e.Zero {
+			zeros = append(zeros, e)
+		} else {
+			data = append(data, e)
+		}
+	}
+	// A chunk partly inside a discarded extent is read: its other part
+	// may hold data.
+	whole := pipeline.WholeRanges(zeros, size, cs)
+	partly := pipeline.Subtract(pipeline.Ranges(zeros, size, cs), whole)
+	for _, r := range partly {
+		data = append(data, volume.Extent{Offset: r.First * int64(cs), Length: (r.End - r.First) * int64(cs)})
+	}
+	read = pipeline.Ranges(data, size, cs)
+	return read, pipeline.Subtract(whole, read)
+}
+
+// readers is how many reads of src to keep in flight: one (a disk's reads
+// stay sequential), or what a source whose reads are round trips asks for.
+func readers(src volume.Source) int {
+	if p, ok := src.(volume.Parallel); ok {
+		return max(1, p.InFlight())
+	}
+	return 1
 }
 
 // failBackup undoes what a failed backup left (record, references,

@@ -10,8 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
-	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 var repoNotFound = repo.ErrNotFound
@@ -199,6 +199,14 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 	if force {
 		if err := s.cancelCreating(ctx, ref); err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, nil, err // (a ref that names no backup is handled below)
+		}
+	}
+	// An encrypted repository is unlocked before anything changes: a
+	// missing or wrong passphrase leaves the backup as it is.
+	var pre *index.Backup
+	if s.cat.View(func(tx *index.Tx) (err error) { pre, err = findBackup(tx, caller(ctx), ref); return err }) == nil && pre.RepositoryID != "" {
+		if _, err := s.repoByID(ctx, pre.RepositoryID, pre.AvailabilityZone); locked(err) {
+			return nil, nil, fmt.Errorf("deleting backup %s: %w", pre.ID, err)
 		}
 	}
 	var b *index.Backup

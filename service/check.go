@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -23,6 +24,14 @@ type CheckReport struct {
 	// older than the grace period, for packs the catalog does not know).
 	UnreferencedPacks int   `json:"unreferenced_packs"`
 	UnreferencedBytes int64 `json:"unreferenced_bytes"`
+	// Damaged lists the damaged backups with their damaged byte ranges.
+	Damaged []VerifyReport `json:"damaged"`
+	// Scrub: with --sample, where this run started and stopped in the
+	// repository's chunks (by id), and how many full passes are done.
+	Sample      float64 `json:"sample,omitempty"`
+	ScrubFrom   string  `json:"scrub_from,omitempty"`
+	ScrubTo     string  `json:"scrub_to,omitempty"`
+	ScrubPasses int     `json:"scrub_passes,omitempty"`
 }
 
 // maxProblems bounds the problems a check lists; more are counted.
@@ -32,6 +41,12 @@ const maxProblems = 1000
 type CheckRequest struct {
 	Zone     string `json:"zone"`
 	ReadData bool   `json:"read_data"`
+	// Sample reads only this percentage of the referenced chunks (and
+	// implies ReadData), resuming after the last chunk the previous
+	// sampled run read: a scheduled scrub of bounded cost.
+	Sample float64 `json:"sample,omitempty"`
+	// Repository checks only this registered repository (name, URL, id).
+	Repository string `json:"repository,omitempty"`
 }
 
 // Check recounts every chunk reference from the manifests of the catalog's
@@ -41,13 +56,24 @@ type CheckRequest struct {
 // verifies every referenced chunk (a chunk that fails is recorded as lost
 // at once).
 func (s *Service) Check(ctx context.Context, req CheckRequest) ([]CheckReport, error) {
-	repos, err := s.zoneRepos(ctx, req.Zone)
+	if req.Sample < 0 || req.Sample > 100 {
+		return nil, errorf(ErrUsage, "--sample %v: a percentage above 0, at most 100", req.Sample)
+	}
+	var repos []*repository
+	var err error
+	if req.Repository != "" {
+		var r *repository
+		r, _, err = s.repoNamed(ctx, req.Repository)
+		repos = []*repository{r}
+	} else {
+		repos, err = s.zoneRepos(ctx, req.Zone)
+	}
 	if err != nil {
 		return nil, err
 	}
 	var out []CheckReport
 	for _, r := range repos {
-		rep, err := s.check(ctx, r, req.ReadData)
+		rep, err := s.check(ctx, r, req)
 		if err != nil {
 			return out, err
 		}
@@ -56,8 +82,9 @@ func (s *Service) Check(ctx context.Context, req CheckRequest) ([]CheckReport, e
 	return out, nil
 }
 
-func (s *Service) check(ctx context.Context, r *repository, readData bool) (CheckReport, error) {
-	rep := CheckReport{Repository: r.url, ReadDataTried: readData, Problems: []string{}}
+func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (CheckReport, error) {
+	readData := req.ReadData || req.Sample > 0
+	rep := CheckReport{Repository: r.url, ReadDataTried: readData, Problems: []string{}, Damaged: []VerifyReport{}, Sample: req.Sample}
 	lk, err := s.lock(ctx, r, false, "repo-check", lockWait)
 	if err != nil {
 		return rep, err
@@ -148,7 +175,7 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 		}
 	}
 	if readData {
-		if err := s.readAllChunks(ctx, r, &rep, problem); err != nil {
+		if err := s.readChunks(ctx, r, &rep, req.Sample, problem); err != nil {
 			return rep, err
 		}
 	}
@@ -164,6 +191,13 @@ func (s *Service) check(ctx context.Context, r *repository, readData bool) (Chec
 			}
 		}
 		rep.Problems = append(rep.Problems, p.problems...)
+	}
+	// Damaged backups, with what is damaged.
+	for _, b := range backups {
+		if b.RepositoryID != r.id || !b.Damaged {
+			continue
+		}
+		rep.Damaged = append(rep.Damaged, s.damageOf(ctx, r, b))
 	}
 	rep.ReferencesOK = len(rep.Problems) == 0
 	return rep, nil
@@ -202,16 +236,17 @@ func (s *Service) spillRefs(ctx context.Context, r *repository, b *index.Backup,
 	})
 }
 
-// readAllChunks reads and verifies every referenced chunk, paging through
-// the chunk index (no transaction stays open during the reads); a chunk
-// that fails is recorded as lost at once.
-func (s *Service) readAllChunks(ctx context.Context, r *repository, rep *CheckReport, problem func(string, ...any)) error {
-	type located struct {
-		id chunkstore.ID
-		c  index.Chunk
-	}
-	var after *chunkstore.ID
-	var buf []byte
+// located is a referenced chunk and its catalog entry.
+type located struct {
+	id chunkstore.ID
+	c  index.Chunk
+}
+
+// livePages calls fn with the referenced, not lost chunks whose ids come
+// after `after` (all when nil), in id order, a page at a time; no
+// transaction stays open while fn runs. fn returns true to stop. ended
+// says that the chunks ran out (fn saw the last one).
+func (s *Service) livePages(r *repository, after *chunkstore.ID, fn func([]located) (bool, error)) (ended bool, err error) {
 	for {
 		var page []located
 		var last chunkstore.ID
@@ -226,23 +261,165 @@ func (s *Service) readAllChunks(ctx context.Context, r *repository, rep *CheckRe
 			return err
 		})
 		if err != nil {
-			return err
+			return false, err
 		}
-		for _, l := range page {
-			data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
-			if err != nil {
-				if ctx.Err() != nil {
-					return context.Cause(ctx)
-				}
-				problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
-				continue
-			}
-			buf = data
-			rep.ChunksRead++
+		if stop, err := fn(page); err != nil || stop {
+			return false, err
 		}
 		if done {
-			return nil
+			return true, nil
 		}
 		after = &last
 	}
+}
+
+// readChunks reads and verifies the referenced chunks, paging through the
+// chunk index (memory stays bounded whatever the repository); a chunk
+// that fails is recorded as lost at once. With sample > 0 it reads that
+// percentage of them, resuming after the previous sampled run's cursor
+// and wrapping around to the start (never reading one twice in a run),
+// and records the scrub state.
+func (s *Service) readChunks(ctx context.Context, r *repository, rep *CheckReport, sample float64, problem func(string, ...any)) error {
+	var buf []byte
+	read := func(l located) error {
+		data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
+			return nil
+		}
+		buf = data
+		rep.ChunksRead++
+		return nil
+	}
+	if sample <= 0 {
+		_, err := s.livePages(r, nil, func(page []located) (bool, error) {
+			for _, l := range page {
+				if err := read(l); err != nil {
+					return true, err
+				}
+			}
+			return false, nil
+		})
+		return err
+	}
+	var st index.ScrubState
+	if err := s.cat.View(func(tx *index.Tx) (err error) { st, err = tx.Scrub(r.id); return err }); err != nil {
+		return err
+	}
+	total := 0
+	if _, err := s.livePages(r, nil, func(page []located) (bool, error) { total += len(page); return false, nil }); err != nil {
+		return err
+	}
+	ended := false
+	defer func() {
+		if ctx.Err() == nil {
+			st.LastRun = now()
+			if ended {
+				st.LastPass = st.LastRun
+			}
+			s.update(func(tx *index.Tx) error { return tx.PutScrub(st) })
+		}
+	}()
+	if total == 0 {
+		return nil
+	}
+	n := min(max(int(float64(total)*sample/100+0.999999), 1), total)
+	var cursor *chunkstore.ID
+	if st.Cursor != "" {
+		if id, err := chunkstore.ParseID(st.Cursor); err == nil {
+			cursor = &id
+		}
+	}
+	// From the cursor to at most the end, then from the start up to the
+	// cursor at most.
+	var first, last chunkstore.ID
+	count, inPass := 0, 0
+	take := func(stopAt *chunkstore.ID) func([]located) (bool, error) {
+		return func(page []located) (bool, error) {
+			for _, l := range page {
+				if count == n || stopAt != nil && bytes.Compare(l.id[:], stopAt[:]) > 0 {
+					return true, nil
+				}
+				if count == 0 {
+					first = l.id
+				}
+				if err := read(l); err != nil {
+					return true, err
+				}
+				last = l.id
+				count++
+				inPass++
+			}
+			return false, nil
+		}
+	}
+	end, err := s.livePages(r, cursor, take(nil))
+	if err != nil {
+		return err
+	}
+	if !end && count == n {
+		// Did the run read the last chunk? Then the pass ended too.
+		end, err = s.livePages(r, &last, func(page []located) (bool, error) { return len(page) > 0, nil })
+		if err != nil {
+			return err
+		}
+	}
+	st.CheckedIn += inPass
+	if end {
+		ended = true
+		st.Passes++
+		st.CheckedIn, inPass = 0, 0
+		if count < n && cursor != nil {
+			if _, err := s.livePages(r, nil, take(cursor)); err != nil {
+				return err
+			}
+		}
+		st.CheckedIn = inPass
+	}
+	if count > 0 {
+		st.Cursor = last.String()
+		rep.ScrubFrom, rep.ScrubTo = first.String(), last.String()
+	}
+	if ended && inPass == 0 {
+		st.Cursor = ""
+	}
+	rep.ScrubPasses = st.Passes
+	return nil
+}
+
+// damageOf describes a damaged backup: its lost chunks' byte ranges.
+func (s *Service) damageOf(ctx context.Context, r *repository, b *index.Backup) VerifyReport {
+	rep := VerifyReport{BackupID: b.ID, Damaged: true, DamagedRanges: []ByteRange{}, Problems: []string{b.DamageReason}}
+	m, err := s.loadManifest(ctx, r, b)
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+		rep.DamagedRanges = append(rep.DamagedRanges, ByteRange{Length: b.SizeBytes})
+		return rep
+	}
+	rep.Chunks = int(m.Refs())
+	bad := map[chunkstore.ID]bool{}
+	err = r.store.WalkRefs(ctx, b.ID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+		return s.cat.View(func(tx *index.Tx) error {
+			for _, id := range ids {
+				c, ok, err := tx.Chunk(r.id, id)
+				if err != nil {
+					return err
+				}
+				if !ok || c.Lost() {
+					bad[id] = true
+				}
+			}
+			return nil
+		})
+	})
+	if err == nil {
+		rep.DamagedRanges, err = damagedRanges(ctx, r.store, b.ID, m, bad)
+	}
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
+	return rep
 }

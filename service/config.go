@@ -13,6 +13,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/chunkstore/crypt"
+	"github.com/volback/volback/drivers/volume"
 )
 
 // ConfigName is the optional config file inside the home.
@@ -42,9 +44,20 @@ type Config struct {
 	// Test hooks, not in the file: pack size and lock lease.
 	packSize    int
 	lockOptions chunkstore.LockOptions
-	// PasswordFile is the CLI's --password-file, reserved for encrypted
-	// repositories: the CLI checks it is readable; nothing uses it yet.
+	// PasswordFile is the CLI's --password-file (for messages).
 	PasswordFile string `toml:"-"`
+	// Password is this process's own repository passphrase (from
+	// --password-file or VOLBACK_PASSWORD at start): an owner such as
+	// `serve` unlocks encrypted repositories with it when a call brings
+	// none. Never logged, never stored.
+	Password []byte `toml:"-"`
+	// kdf is the argon2id cost of new keys (tests lower it); zero: the
+	// default.
+	kdf crypt.KDF
+	// implicitZone is the default zone when volback.toml does not
+	// configure it (its repository is HOME/repository until repo-init
+	// binds another).
+	implicitZone string
 	// LogStderr: the log goes to stderr too (serve).
 	LogStderr bool `toml:"-"`
 	// Foreign: the config could not be read because the home belongs to
@@ -53,6 +66,10 @@ type Config struct {
 	// Users maps local users (by name or uid) to a project and role, for
 	// calls through the socket (docs/CLI.md, "Projects").
 	Users map[string]User `toml:"users"`
+	// TrackingSnapshots is how many change-tracking snapshots (RBD:
+	// volback.<backup-id>) are kept per volume, newest first; 0 keeps
+	// none, so every incremental of such a volume reads it whole.
+	TrackingSnapshots int `toml:"change_tracking_snapshots"`
 	// API configures `volback serve`'s HTTP API (package api, docs/API.md).
 	API APIConfig `toml:"api"`
 }
@@ -79,9 +96,14 @@ const (
 	DefaultGCRepackBelow = 0.5
 )
 
-// Zone maps an availability zone to the repository that serves it.
+// Zone maps an availability zone to the repository that serves it and to
+// where its new volumes are created.
 type Zone struct {
 	Repository string `toml:"repository"`
+	// Volumes is where the zone's new volumes (create, restores to a new
+	// volume) go: a directory (image files <id>.img) or rbd://POOL[?conf=…]
+	// (RBD images volume-<id>). Empty: image files under <home>/volumes.
+	Volumes string `toml:"volumes"`
 }
 
 // DefaultHome is /var/lib/volback for root and $XDG_DATA_HOME/volback
@@ -106,7 +128,7 @@ func LoadConfig(home string) (Config, error) {
 		return Config{}, fmt.Errorf("volback home %q: %v", home, err)
 	}
 	c := Config{Home: abs, CompressionLevel: 1, ChunkSizeText: "64K", DefaultZone: "nova",
-		GCGraceText: DefaultGCGrace.String(), GCRepackBelow: DefaultGCRepackBelow}
+		GCGraceText: DefaultGCGrace.String(), GCRepackBelow: DefaultGCRepackBelow, TrackingSnapshots: 2}
 	path := filepath.Join(abs, ConfigName)
 	md, err := toml.DecodeFile(path, &c)
 	switch {
@@ -125,6 +147,9 @@ func LoadConfig(home string) (Config, error) {
 	}
 	if c.CompressionLevel < 0 || c.CompressionLevel > 22 {
 		return Config{}, fmt.Errorf("config %s: compression_level %d: must be 0 (none) or a zstd level 1..22", path, c.CompressionLevel)
+	}
+	if c.TrackingSnapshots < 0 {
+		return Config{}, fmt.Errorf("config %s: change_tracking_snapshots %d: must be 0 (keep none) or more", path, c.TrackingSnapshots)
 	}
 	cs, err := ParseSize(c.ChunkSizeText)
 	if err != nil || cs < 16<<10 || cs > 4<<20 || cs&(cs-1) != 0 {
@@ -147,6 +172,7 @@ func LoadConfig(home string) (Config, error) {
 	}
 	if _, ok := c.Zones[c.DefaultZone]; !ok {
 		c.Zones[c.DefaultZone] = Zone{Repository: "file://" + filepath.Join(abs, "repository")}
+		c.implicitZone = c.DefaultZone
 	}
 	if err := c.checkUsers(path); err != nil {
 		return Config{}, err
@@ -157,6 +183,11 @@ func LoadConfig(home string) (Config, error) {
 	for name, z := range c.Zones {
 		if z.Repository == "" {
 			return Config{}, fmt.Errorf("config %s: zone %q has no repository URL; set repository = \"file:///path\"", path, name)
+		}
+		if z.Volumes != "" {
+			if _, err := volume.Place(z.Volumes, "check"); err != nil {
+				return Config{}, fmt.Errorf("config %s: zone %q: volumes: %v", path, name, err)
+			}
 		}
 	}
 	return c, nil

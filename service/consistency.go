@@ -56,6 +56,11 @@ func (s *Service) consistencyPlan(vol *index.Volume, req BackupRequest, from *in
 		}
 		return backupHow{}, errorf(ErrInvalidState, "Invalid volume: Backing up an in-use volume must use the force flag. Volume %s (%s) is %s; pass --force to back it up through a snapshot, or %s first",
 			vol.ID, vol.Name, reason, cmpOr(u.Fix, "free it"))
+	case s.tracksChanges(vol):
+		// Every backup of a change-tracking volume (RBD) reads a snapshot
+		// and leaves it, so the next incremental reads only the changes.
+		return backupHow{snapshot: true, keep: true, consistency: ConsistencyCrash,
+			detail: "read from a snapshot taken at the start of the backup, kept as the base of the next incremental's change tracking"}, nil
 	}
 	return backupHow{}, nil
 }
@@ -84,7 +89,7 @@ func (s *Service) tracksChanges(vol *index.Volume) bool {
 func (s *Service) takeBackupSnapshot(ctx context.Context, vol *index.Volume, id string) (*index.Snapshot, error) {
 	t := now()
 	sn := &index.Snapshot{ID: id, Name: "backup-" + id, VolumeID: vol.ID, Status: index.StatusBackingUp,
-		ProjectID: vol.ProjectID, BackupID: id, DriverName: driverSnapshotName(id), CreatedAt: t, UpdatedAt: t}
+		ProjectID: vol.ProjectID, BackupID: id, DriverName: trackingSnapshotName(id), CreatedAt: t, UpdatedAt: t}
 	ds, err := volume.TakeSnapshot(ctx, vol.Path, sn.DriverName)
 	if errors.Is(err, volume.ErrNotSupported) {
 		return nil, errorf(ErrInvalidState, "volume %s (%s) cannot be backed up through a snapshot (--force): %v; to read it live anyway, pass --allow-inconsistent instead (the backup then records that it is not consistent)",
@@ -158,9 +163,11 @@ func (s *Service) settleSnapshots(ctx context.Context, b *index.Backup, from, tm
 				return err
 			}
 			cur.SnapshotID, b.SnapshotID = tmp.ID, tmp.ID
+			cur.TrackingSnapshot, b.TrackingSnapshot = tmp.DriverName, tmp.DriverName
 			return tx.PutBackup(cur)
 		})
 		if err == nil {
+			s.pruneTrackingSnapshots(ctx, tmp.VolumeID)
 			return
 		}
 		s.log.Printf("backup %s: keeping its snapshot as the next incremental's base: %v; deleting it", b.ID, err)

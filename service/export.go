@@ -82,9 +82,9 @@ func DecodeBackupURL(s string) (*ExportRecord, error) {
 	var version struct {
 		V int `json:"format_version"`
 	}
-	if err := json.Unmarshal(fields["format_version"], &version); err == nil && version.V > chunkstore.FormatVersion {
+	if err := json.Unmarshal(fields["format_version"], &version); err == nil && version.V > chunkstore.RecordVersion {
 		return nil, fmt.Errorf("%w: backup_url holds a record of format_version %d and this volback reads version %d; upgrade volback",
-			chunkstore.ErrVersion, version.V, chunkstore.FormatVersion)
+			chunkstore.ErrVersion, version.V, chunkstore.RecordVersion)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()

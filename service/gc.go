@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // Garbage collection (docs/FORMAT.md, "GC protocol"). Everything that
@@ -117,6 +117,22 @@ func (s *Service) zoneRepos(ctx context.Context, zone string) ([]*repository, er
 			seen[r.id] = true
 			out = append(out, r)
 		}
+	}
+	// The zones' other containers (repo-init --name).
+	var regs []*index.Repository
+	if err := s.cat.View(func(tx *index.Tx) (err error) { regs, err = tx.Repositories(); return err }); err != nil {
+		return nil, err
+	}
+	for _, reg := range regs {
+		if seen[reg.ID] || reg.Name == "" || (zone != "" && reg.Zone != zone) {
+			continue
+		}
+		r, err := s.openRegistered(ctx, reg)
+		if err != nil {
+			return nil, err
+		}
+		seen[r.id] = true
+		out = append(out, r)
 	}
 	return out, nil
 }

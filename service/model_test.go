@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/volback/volback/chunkstore"
+	"github.com/volback/volback/chunkstore/crypt"
+	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/repo/mem"
 	"github.com/volback/volback/index"
 )
@@ -122,6 +125,13 @@ var modelRepository = func(seed uint64, dir string) (url string, cleanup func())
 	return "file://" + filepath.Join(dir, "repo"), func() {}
 }
 
+// modelEncryption is the cipher of the repository a seed runs on ("" =
+// unencrypted); TestModelEncrypted sets it.
+var modelEncryption = func(seed uint64) string { return "" }
+
+// testKDF keeps the unlocks of tests cheap.
+var testKDF = crypt.KDF{Time: 1, MemoryKiB: 64, Threads: 1}
+
 func newWorld(t testing.TB, seed uint64) (*world, error) {
 	dir, err := os.MkdirTemp("", "vbmodel-")
 	if err != nil {
@@ -130,6 +140,21 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 	w := &world{t: t, dir: dir, backups: map[string]*modelBackup{}}
 	repoURL, cleanup := modelRepository(seed, dir)
 	w.cleanup = cleanup
+	cipher := modelEncryption(seed)
+	if cipher != "" {
+		// Both homes find the repository encrypted and unlock it with
+		// their owner's passphrase.
+		be, err := repo.Open(context.Background(), repoURL, true)
+		if err != nil {
+			return w, err
+		}
+		_, err = chunkstore.InitWith(context.Background(), be, chunkstore.InitOptions{ChunkSize: modelChunk,
+			Encryption: cipher, Password: []byte("model"), KDF: testKDF})
+		be.Close()
+		if err != nil {
+			return w, err
+		}
+	}
 	for h := range w.homes {
 		home := filepath.Join(dir, fmt.Sprint("home", h))
 		os.MkdirAll(home, 0o700)
@@ -142,6 +167,9 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 			return w, err
 		}
 		cfg.packSize = modelPackSize
+		if cipher != "" {
+			cfg.Password, cfg.kdf = []byte("model"), testKDF
+		}
 		mh := &modelHome{cfg: cfg}
 		w.homes[h] = mh
 		if mh.s, err = Open(context.Background(), cfg, nil); err != nil {
@@ -160,6 +188,15 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 			if err := w.manage(h, v); err != nil {
 				return w, err
 			}
+		}
+	}
+	if cipher != "" {
+		r, err := w.homes[0].s.repoFor(context.Background(), "nova")
+		if err != nil {
+			return w, err
+		}
+		if c := r.store.Config(); c.Encryption != cipher || !r.store.Unlocked() {
+			return w, fmt.Errorf("the model's repository has encryption %q (unlocked %v), want %s", c.Encryption, r.store.Unlocked(), cipher)
 		}
 	}
 	return w, nil
@@ -497,6 +534,16 @@ func envInt(name string, def int) int {
 }
 
 func TestModel(t *testing.T) { modelSeeds(t, 60*time.Second) }
+
+// TestModelEncrypted runs the model on encrypted repositories (both
+// ciphers): keyed chunk ids, sealed packs, trailers, manifests and records
+// under every delete, GC, repack, repair and rebuild.
+func TestModelEncrypted(t *testing.T) {
+	saved := modelEncryption
+	defer func() { modelEncryption = saved }()
+	modelEncryption = func(seed uint64) string { return crypt.Ciphers[seed%2] }
+	modelSeeds(t, 20*time.Second)
+}
 
 // modelSeeds runs seeds for budget (or VOLBACK_MODEL_BUDGET).
 func modelSeeds(t *testing.T, budget time.Duration) {

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"log"
 	"sync"
 
 	"github.com/volback/volback/chunkstore"
@@ -115,6 +116,13 @@ const mountReadAhead = 4 << 20
 type MountSource struct {
 	c     Caller
 	cache *pipeline.Cache
+	// Password unlocks encrypted repositories this process reads itself
+	// (when another process owns the catalog); never sent anywhere.
+	Password []byte
+	// Log, when set, is told about damaged backups as they are opened.
+	Log *log.Logger
+
+	damaged sync.Map // backup id -> damage reason, from the last listing
 
 	mu     sync.Mutex
 	stores map[string]*chunkstore.Store
@@ -133,6 +141,11 @@ func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 	}
 	out := make([]fs.Entry, 0, len(list))
 	for _, b := range list {
+		if b.Damaged && b.DamageReason != nil {
+			ms.damaged.Store(b.ID, *b.DamageReason)
+		} else {
+			ms.damaged.Delete(b.ID)
+		}
 		if b.Status == index.StatusAvailable || b.Status == index.StatusRestoring {
 			out = append(out, fs.Entry{ID: b.ID, Name: b.Name, VolumeID: b.VolumeID, VolumeName: b.VolumeName, CreatedAt: b.CreatedAt, Size: b.SizeBytes})
 		}
@@ -145,6 +158,9 @@ func (ms *MountSource) Backups(ctx context.Context) ([]fs.Entry, error) {
 // it was (a repack moved it), the image looks it up again and retries.
 // Reads never return wrong bytes: every chunk is verified.
 func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, error) {
+	if why, ok := ms.damaged.Load(id); ok && ms.Log != nil {
+		ms.Log.Printf("backup %s is damaged: %s; reads of the damaged ranges fail with EIO", id, why)
+	}
 	if s := localService(ms.c); s != nil {
 		return ms.openLocal(ctx, s, id)
 	}
@@ -198,6 +214,10 @@ func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.S
 	if st.Config().ID != id {
 		be.Close()
 		return nil, fmt.Errorf("repository %s has id %s, the catalog expects %s", url, st.Config().ID, id)
+	}
+	if err := st.Unlock(ctx, ms.Password); err != nil {
+		be.Close()
+		return nil, err
 	}
 	ms.stores[url] = st
 	return st, nil

@@ -104,15 +104,27 @@ func (s *Service) checkSource(vol *index.Volume) error {
 }
 
 // ownedPath is where volback creates the image file of volume id when no
-// path is given; catalog-rebuild looks there to find it again.
+// path is given and its zone names no place for volumes; catalog-rebuild
+// looks there to find it again.
 func (s *Service) ownedPath(id string) string {
 	return filepath.Join(s.cfg.Home, "volumes", id+".img")
 }
 
+// newLocator is where volback creates volume id of zone az when no path is
+// given: in the zone's volumes location (a directory, an RBD pool), else
+// under the home.
+func (s *Service) newLocator(az, id string) (string, error) {
+	if z := s.cfg.Zones[az]; z.Volumes != "" {
+		return volume.Place(z.Volumes, id)
+	}
+	return s.ownedPath(id), nil
+}
+
 // rebuiltVolume is the catalog entry for a volume that a rebuilt backup
-// record names and the catalog does not know: the image file volback made
-// for it under <home>/volumes/ when that is still there, else a
-// placeholder without a source (manage reattaches one).
+// record names and the catalog does not know: the volume volback made for
+// it (in its zone's volumes location, or under <home>/volumes/) when that
+// is still there, else a placeholder without a source (manage reattaches
+// one).
 func (s *Service) rebuiltVolume(rec *chunkstore.Record) *index.Volume {
 	v := &index.Volume{ID: rec.VolumeID, Name: rec.VolumeName, Status: index.StatusAvailable,
 		Size: rec.VolumeSizeBytes, Driver: "file", AvailabilityZone: rec.AvailabilityZone,
@@ -120,8 +132,15 @@ func (s *Service) rebuiltVolume(rec *chunkstore.Record) *index.Volume {
 	if _, err := uuid.Parse(rec.VolumeID); err != nil || len(rec.VolumeID) != 36 {
 		return v // not a name volback would have made a file under
 	}
-	if info, err := volume.Stat(s.ownedPath(rec.VolumeID)); err == nil {
-		v.Path, v.Driver, v.Size, v.Owned, v.Placeholder = info.Locator, info.Driver, info.Size, true, false
+	places := []string{s.ownedPath(rec.VolumeID)}
+	if loc, err := s.newLocator(rec.AvailabilityZone, rec.VolumeID); err == nil && loc != places[0] {
+		places = append([]string{loc}, places...)
+	}
+	for _, p := range places {
+		if info, err := volume.Stat(p); err == nil {
+			v.Path, v.Driver, v.Size, v.Owned, v.Placeholder = info.Locator, info.Driver, info.Size, true, false
+			break
+		}
 	}
 	return v
 }

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/volback/volback/chunkstore"
-	"github.com/volback/volback/failpoint"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/service/failpoint"
 )
 
 // References. A backup holds one reference per element of its manifest's
@@ -165,7 +166,8 @@ type backupCatalog struct {
 	s        *Service
 	r        *repository
 	b        *index.Backup
-	verified *packSet // packs known to exist: written by this backup, or stat-ed
+	verified *packSet     // packs known to exist: written by this backup, or stat-ed
+	healed   atomic.Int64 // lost chunks stored again: their backups may be whole again
 }
 
 func (s *Service) backupCatalog(r *repository, b *index.Backup) *backupCatalog {
@@ -201,6 +203,9 @@ func (c *backupCatalog) CommitPack(_ context.Context, pack chunkstore.ID, entrie
 				}
 				if ok && !cur.Lost() {
 					continue
+				}
+				if ok {
+					c.healed.Add(1)
 				}
 				cur.Location = e.Location
 				if err := tx.PutChunk(c.r.id, e.ID, cur); err != nil {

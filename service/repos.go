@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,9 @@ type repository struct {
 	store *chunkstore.Store
 	url   string
 	id    string
+	// compression overrides the config's compression_level (repo-init
+	// --compression); nil: the config's.
+	compression *int
 
 	syncMu sync.Mutex // one chunk-index sync at a time in this process
 }
@@ -35,6 +39,18 @@ const lockWait = 10 * time.Minute
 // missing directory or another repository is refused, never replaced by a
 // new empty one. Only a zone that never had a repository creates one.
 func (s *Service) repoFor(ctx context.Context, zone string) (*repository, error) {
+	r, err := s.openZone(ctx, zone)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.unlock(ctx, r); err != nil {
+		return nil, fmt.Errorf("zone %q: %w", cmp.Or(zone, s.cfg.DefaultZone), err)
+	}
+	return r, nil
+}
+
+// openZone is repoFor without unlocking: enough to list objects.
+func (s *Service) openZone(ctx context.Context, zone string) (*repository, error) {
 	if zone == "" {
 		zone = s.cfg.DefaultZone
 	}
@@ -62,6 +78,10 @@ func (s *Service) repoFor(ctx context.Context, zone string) (*repository, error)
 		return nil, err
 	}
 	id := st.Config().ID
+	if err := s.register(st, z.Repository, zone); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if bound.RepositoryID == "" || bound.URL != z.Repository {
 		b := index.ZoneBinding{Zone: zone, RepositoryID: id, URL: z.Repository}
 		if err := s.update(func(tx *index.Tx) error { return tx.PutZone(b) }); err != nil {
@@ -75,6 +95,11 @@ func (s *Service) repoFor(ctx context.Context, zone string) (*repository, error)
 	} else {
 		s.applyStoreOptions(st)
 		r = &repository{store: st, url: z.Repository, id: id}
+		s.cat.View(func(tx *index.Tx) error {
+			reg, _, err := tx.Repository(id)
+			r.compression = reg.CompressionLevel
+			return err
+		})
 		s.repos[id] = r
 	}
 	s.zones[zone] = r
@@ -161,6 +186,17 @@ func (s *Service) openBoundRepository(ctx context.Context, zone, url string, b i
 // When the zone bound to that repository cannot open it, that error (the
 // real cause) is returned.
 func (s *Service) repoByID(ctx context.Context, id, zone string) (*repository, error) {
+	if r := s.opened(id); r != nil {
+		return r, s.unlock(ctx, r)
+	}
+	var reg index.Repository
+	var found bool
+	if err := s.cat.View(func(tx *index.Tx) (err error) { reg, found, err = tx.Repository(id); return err }); err != nil {
+		return nil, err
+	}
+	if found && reg.Name != "" { // a container: it is opened by its registration
+		return s.openRegistered(ctx, &reg)
+	}
 	zones := append([]string{zone}, s.cfg.ZoneNames()...)
 	var causes []string
 	for _, z := range zones {

@@ -309,10 +309,19 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 		Lost: func(ctx context.Context, id chunkstore.ID, loc chunkstore.Location, cause error) error {
 			return s.chunkLost(ctx, r, id, loc, cause)
 		},
-		Target: t, Decoders: s.cfg.Workers, Budget: s.budget,
+		Target: t, Decoders: s.cfg.Workers, Writers: writers(tgt), Budget: s.budget,
 		Progress: func(done, total int64) { progress.report(Progress{Phase: "restore", Done: done, Total: total}) },
 		Written:  &s.stats.restored,
 	})
+}
+
+// writers is how many writes of tgt to keep in flight: the pipeline's
+// default, or more for a target whose writes are round trips (RBD).
+func writers(tgt volume.Target) int {
+	if p, ok := tgt.(volume.Parallel); ok {
+		return max(2, p.InFlight())
+	}
+	return 0
 }
 
 // restoreDelay slows each chunk written, so tests can act mid-restore.

@@ -20,6 +20,7 @@ import (
 	_ "github.com/volback/volback/drivers/repo/rados" // rados:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/drivers/volume"
 	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
+	_ "github.com/volback/volback/drivers/volume/rbd"  // rbd:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/index"
 	"github.com/volback/volback/pipeline"
 )
@@ -77,6 +78,10 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if s.ev, s.evf, err = openEvents(cfg); err != nil {
 		cat.Close()
+		return nil, err
+	}
+	if err := s.mergeZones(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	if err := s.recover(ctx); err != nil {

@@ -51,6 +51,7 @@ type BackupView struct {
 	ProjectID           string     `json:"project_id"`
 	Damaged             bool       `json:"damaged"`
 	DamageReason        *string    `json:"damage_reason,omitempty"`
+	ChangeTracking      *string    `json:"change_tracking,omitempty"`
 	DeletedAt           *time.Time `json:"deleted_at,omitempty"`
 	Consistency         *string    `json:"consistency"`
 	ConsistencyDetail   *string    `json:"consistency_detail"`
@@ -102,7 +103,7 @@ func backupView(b *index.Backup, parents map[string]bool) BackupView {
 		SnapshotID: nullable(b.SnapshotID), DataTimestamp: b.DataTimestamp,
 		FailReason: nullable(b.FailReason), ProjectID: b.ProjectID,
 		Consistency: nullable(b.Consistency), ConsistencyDetail: nullable(b.ConsistencyDetail),
-		Damaged: b.Damaged, DamageReason: nullable(b.DamageReason)}
+		Damaged: b.Damaged, DamageReason: nullable(b.DamageReason), ChangeTracking: nullable(b.ChangeTracking)}
 }
 
 // Consistency of a backup read live without a snapshot from a volume not

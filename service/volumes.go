@@ -22,7 +22,8 @@ type ManageRequest struct {
 	Project          string `json:"project"`
 }
 
-// CreateRequest makes a new image-file volume, empty or restored from a backup.
+// CreateRequest makes a new volume (an image file, or an RBD image where
+// the zone's volumes are), empty or restored from a backup.
 type CreateRequest struct {
 	Name             string `json:"name"`
 	BackupID         string `json:"backup_id"`
@@ -156,7 +157,9 @@ func (s *Service) newVolume(name, path, az, proj string, size int64, status stri
 	}
 	id := uuid.NewString()
 	if path == "" {
-		path = s.ownedPath(id)
+		if path, err = s.newLocator(az, id); err != nil {
+			return nil, nil, fmt.Errorf("availability zone %q: %w", az, err)
+		}
 	}
 	tgt, err := volume.CreateTarget(path, size)
 	if err != nil {
@@ -216,9 +219,12 @@ func (s *Service) ShowVolume(ctx context.Context, ref string) (*VolumeView, erro
 	return &vv, nil
 }
 
-// DeleteVolume forgets a volume; its file is removed only when volback created it.
+// DeleteVolume forgets a volume; its file (image) is removed only when
+// volback created it. Snapshots volback kept for change tracking go with
+// it; other snapshots must be deleted first.
 func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, error) {
 	var v *index.Volume
+	var tracking []*index.Snapshot
 	err := s.update(func(tx *index.Tx) error {
 		var err error
 		if v, err = findVolume(tx, caller(ctx), ref); err != nil {
@@ -232,18 +238,33 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*VolumeView, er
 			return err
 		}
 		n := 0
+		tracking = tracking[:0]
 		for _, sn := range snaps {
-			if sn.VolumeID == v.ID {
+			switch {
+			case sn.VolumeID != v.ID:
+			case sn.BackupID != "" && sn.Status == index.StatusAvailable:
+				tracking = append(tracking, sn) // volback's own, kept for change tracking: they go with the volume
+			default:
 				n++
 			}
 		}
 		if n > 0 {
 			return errorf(ErrInvalidState, "Invalid volume: Volume %s still has %d dependent snapshots; delete them first (volback snapshot-list --volume-id %s)", v.ID, n, v.ID)
 		}
+		for _, sn := range tracking {
+			if err := tx.DeleteSnapshot(sn.ID); err != nil {
+				return err
+			}
+		}
 		return tx.DeleteVolume(v.ID)
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, sn := range tracking {
+		if err := volume.DeleteSnapshot(v.Path, sn.DriverName); err != nil && !errors.Is(err, volume.ErrNotFound) {
+			s.log.Printf("volume %s: deleting its change-tracking snapshot %s: %v (remove it by hand if the volume stays)", v.ID, sn.DriverName, err)
+		}
 	}
 	if v.Owned && v.Path != "" {
 		if err := volume.Delete(v.Path); err != nil && !errors.Is(err, volume.ErrNotFound) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"log"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/volback/volback/api"
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/service"
 )
 
@@ -43,7 +45,12 @@ func homeConfig(c *cli.Context) (service.Config, error) {
 		return cfg, err
 	}
 	cfg.PasswordFile = c.String("password-file")
-	setMemoryLimit(cfg.MemoryLimit() + extraMemory)
+	cfg.Password = service.PasswordFrom(c.Context) // an owner this process becomes unlocks with it too
+	kdf := int64(0)
+	if cfg.Password != nil {
+		kdf = int64(chunkstore.KDF.MemoryKiB) << 10 // argon2id's memory while it unlocks
+	}
+	setMemoryLimit(cfg.MemoryLimit() + extraMemory + kdf)
 	return cfg, nil
 }
 
@@ -78,18 +85,39 @@ func checkGlobals(c *cli.Context) error {
 	if c.IsSet("os-project-id") && c.IsSet("project") && c.String("os-project-id") != c.String("project") {
 		return usageError{fmt.Errorf("--project %q and --os-project-id %q disagree; give one of them", c.String("project"), c.String("os-project-id")), ""}
 	}
-	if p := c.String("password-file"); p != "" {
-		// Reserved for encrypted repositories: read now so a wrong path is
-		// found today, not when encryption arrives.
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return fmt.Errorf("--password-file: %v; give a readable file holding the repository password", err)
-		}
-		if strings.TrimSpace(string(b)) == "" {
-			return fmt.Errorf("--password-file %s is empty; put the repository password in it", p)
-		}
+	pw, err := readPassword(c.String("password-file"), "VOLBACK_PASSWORD", "--password-file")
+	if err != nil {
+		return err
 	}
+	// The passphrase rides on the context of every call: to the owner in
+	// this process, or over the private socket (never argv, never logged).
+	c.Context = service.WithPassword(c.Context, pw)
 	return nil
+}
+
+// readPassword reads a passphrase from file (when given) or from the
+// environment variable env; one trailing newline is dropped, so
+// `echo secret > file` works. An empty one is refused; none at all is nil.
+func readPassword(file, env, flag string) ([]byte, error) {
+	var b []byte
+	if file != "" {
+		var err error
+		if b, err = os.ReadFile(file); err != nil {
+			return nil, fmt.Errorf("%s: %v; give a readable file holding the repository passphrase", flag, err)
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return nil, fmt.Errorf("%s %s is empty; put the repository passphrase in it", flag, file)
+		}
+	} else if v, ok := os.LookupEnv(env); ok {
+		if strings.TrimSpace(v) == "" {
+			return nil, fmt.Errorf("%s is set but empty; put the repository passphrase in it, or unset it", env)
+		}
+		b = []byte(v)
+	} else {
+		return nil, nil
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r")), nil
 }
 
 // project is the project acting: --os-project-id (Cinder's spelling) or

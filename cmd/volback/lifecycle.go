@@ -9,7 +9,7 @@ import (
 // reset-state.
 func lifecycleCommands() []*cli.Command {
 	return []*cli.Command{
-		{Name: "snapshot-create", Category: "snapshots", Usage: "snapshot a volume (reflink clone or sparse copy of an image file)", ArgsUsage: "VOLUME",
+		{Name: "snapshot-create", Category: "snapshots", Usage: "snapshot a volume (RBD snapshot; reflink clone or sparse copy of an image file)", ArgsUsage: "VOLUME",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "snapshot name"}, &cli.StringFlag{Name: "description", Usage: "free text"},
 				&cli.BoolFlag{Name: "force", Usage: "snapshot a volume in use"}},
 			Action: func(c *cli.Context) error {

@@ -61,7 +61,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "os-project-id", EnvVars: []string{"OS_PROJECT_ID"},
 			Usage: "Cinder's spelling of --project (`PROJECT`); both given must agree"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"VOLBACK_PASSWORD_FILE"},
-			Usage: "read the repository password from `FILE` (reserved for encrypted repositories: checked, not used yet)"},
+			Usage: "read the passphrase of encrypted repositories from `FILE` (else from VOLBACK_PASSWORD; never on the command line)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 		&cli.StringFlag{Name: "os-endpoint", EnvVars: []string{"OS_VOLUME_ENDPOINT"},
 			Usage: "call the volback serve at `URL` (http://HOST:8776/v3) over HTTP, with OS_AUTH_TOKEN or noauth's OS_USER_ID"},

@@ -46,7 +46,9 @@ func mountCommand() *cli.Command {
 			if s, ok := caller.(*api.Session); ok {
 				s.ReportHandovers(log.New(os.Stderr, "volback mount: ", log.LstdFlags))
 			}
+			logger := log.New(os.Stderr, "volback mount: ", log.LstdFlags)
 			src := service.NewMountSource(caller, cache)
+			src.Password, src.Log = service.PasswordFrom(c.Context), logger
 			defer src.Close()
 			if addr := c.String("metrics-listen"); addr != "" {
 				ln, err := net.Listen("tcp", addr)
@@ -57,8 +59,7 @@ func mountCommand() *cli.Command {
 				go msrv.Serve(ln)
 				defer msrv.Close()
 			}
-			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"),
-				Logger: log.New(os.Stderr, "volback mount: ", log.LstdFlags)})
+			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"), Logger: logger})
 			if err != nil {
 				return err
 			}

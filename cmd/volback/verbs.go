@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"github.com/volback/volback/service"
@@ -44,7 +45,7 @@ var azFlag = &cli.StringFlag{Name: "availability-zone", Usage: "availability zon
 
 func commands() []*cli.Command {
 	return append([]*cli.Command{
-		{Name: "manage", Usage: "register an existing image file or block device as a volume", ArgsUsage: "SOURCE", Category: "volumes",
+		{Name: "manage", Usage: "register an existing image file, block device or RBD image (rbd://POOL/IMAGE) as a volume", ArgsUsage: "SOURCE", Category: "volumes",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SOURCE"); err != nil {
@@ -57,11 +58,11 @@ func commands() []*cli.Command {
 				return call(c, "manage", service.ManageRequest{Name: c.String("name"), Source: src,
 					AvailabilityZone: c.String("availability-zone"), Project: project(c)}, &service.VolumeView{})
 			}},
-		{Name: "create", Usage: "create a new image-file volume, empty or from a backup", ArgsUsage: "SIZE", Category: "volumes",
+		{Name: "create", Usage: "create a new volume (an image file, or an RBD image where the zone's volumes are), empty or from a backup", ArgsUsage: "SIZE", Category: "volumes",
 			Description: "SIZE is in GiB as in Cinder, or a number with a K, M, G or T suffix (256M); with --backup-id it may be 0 to take the backup's size.",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true, Usage: "volume `NAME`"}, azFlag,
 				&cli.StringFlag{Name: "backup-id", Usage: "restore `BACKUP` into the new volume"},
-				&cli.StringFlag{Name: "path", Usage: "image `FILE` to create (default: HOME/volumes/ID.img)"}},
+				&cli.StringFlag{Name: "path", Usage: "image `FILE` or rbd://POOL/IMAGE to create (default: the zone's volumes setting, else HOME/volumes/ID.img)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "SIZE"); err != nil {
 					return err
@@ -85,14 +86,15 @@ func commands() []*cli.Command {
 			return call(c, "list", service.Ref{AllProjects: c.Bool("all-projects")}, &[]service.VolumeView{})
 		}},
 		refVerb("show", "show a volume", "VOLUME", "volumes", &service.VolumeView{}),
-		refVerb("delete", "delete a volume (its file only if volback created it)", "VOLUME", "volumes", &service.VolumeView{}),
+		refVerb("delete", "delete a volume (its file or image only if volback created it)", "VOLUME", "volumes", &service.VolumeView{}),
 		{Name: "backup-create", Usage: "back up a volume", ArgsUsage: "VOLUME", Category: "backups",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "name", Usage: "backup `NAME`"}, &cli.StringFlag{Name: "description", Usage: "free `TEXT`"},
 				&cli.BoolFlag{Name: "incremental", Usage: "only what changed since the volume's latest available backup"},
 				&cli.BoolFlag{Name: "force", Usage: "back up a volume in use through a snapshot taken now (crash-consistent)"},
 				&cli.BoolFlag{Name: "allow-inconsistent", Usage: "read a volume in use live, without a snapshot (recorded as not consistent)"},
 				&cli.StringFlag{Name: "snapshot-id", Usage: "back up `SNAPSHOT` of the volume"},
-				&cli.StringFlag{Name: "availability-zone", Usage: "write to zone `AZ`'s repository (default: the volume's zone)"}},
+				&cli.StringFlag{Name: "availability-zone", Usage: "write to zone `AZ`'s repository (default: the volume's zone)"},
+				&cli.StringFlag{Name: "container", Usage: "write to the repository registered as `NAME` (repo-init --name)"}},
 			Action: func(c *cli.Context) error {
 				if err := args(c, 1, 1, "VOLUME"); err != nil {
 					return err
@@ -100,7 +102,7 @@ func commands() []*cli.Command {
 				return call(c, "backup-create", service.BackupRequest{Volume: c.Args().First(), Name: c.String("name"),
 					Description: c.String("description"), Incremental: c.Bool("incremental"), Project: project(c),
 					Force: c.Bool("force"), AllowInconsistent: c.Bool("allow-inconsistent"), SnapshotID: c.String("snapshot-id"),
-					AvailabilityZone: c.String("availability-zone")},
+					AvailabilityZone: c.String("availability-zone"), Container: c.String("container")},
 					&service.BackupView{})
 			}},
 		{Name: "backup-list", Usage: "list backups, newest first", Category: "backups",
@@ -166,11 +168,12 @@ func commands() []*cli.Command {
 					Rewrite: c.Bool("rewrite")}, &[]service.RepairReport{})
 			}},
 		checkCommand(),
+		verifyCommand(),
 		rebuildCommand(),
 		mountCommand(),
 		umountCommand(),
 		serveCommand(),
-	}, lifecycleCommands()...)
+	}, append(lifecycleCommands(), repoCommands()...)...)
 }
 
 // refVerb is a verb taking one volume or backup.
@@ -186,14 +189,17 @@ func refVerb(name, usage, argName, category string, resp any) *cli.Command {
 func checkCommand() *cli.Command {
 	return &cli.Command{Name: "repo-check", Usage: "recount chunk references and check every backup's objects", Category: "repositories",
 		Description: "Exit status 1 when any problem is found; each problem is printed on stderr.",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repository"},
-			&cli.BoolFlag{Name: "read-data", Usage: "also read and verify every referenced chunk"}},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "zone", Usage: "only availability zone `AZ`'s repositories"},
+			&cli.StringFlag{Name: "repository", Usage: "only `REPOSITORY` (name, URL or id)"},
+			&cli.BoolFlag{Name: "read-data", Usage: "also read, decrypt and verify every referenced chunk"},
+			&cli.Float64Flag{Name: "sample", Usage: "read and verify only `PERCENT` of the chunks, resuming where the last sampled run stopped (a scheduled scrub)"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			var reps []service.CheckReport
-			if err := call(c, "repo-check", service.CheckRequest{Zone: c.String("zone"), ReadData: c.Bool("read-data")}, &reps); err != nil {
+			if err := call(c, "repo-check", service.CheckRequest{Zone: c.String("zone"), ReadData: c.Bool("read-data"),
+				Sample: c.Float64("sample"), Repository: c.String("repository")}, &reps); err != nil {
 				return err
 			}
 			n := 0
@@ -201,6 +207,9 @@ func checkCommand() *cli.Command {
 				n += len(r.Problems)
 				for _, p := range r.Problems {
 					fmt.Fprintf(os.Stderr, "volback: %s: %s\n", r.Repository, p)
+				}
+				for _, d := range r.Damaged {
+					fmt.Fprintf(os.Stderr, "volback: %s: backup %s is damaged at %s\n", r.Repository, d.BackupID, rangesText(d.DamagedRanges))
 				}
 				if r.UnreferencedPacks > 0 {
 					fmt.Fprintf(os.Stderr, "volback: %s: %d pack(s), %d bytes, are referenced by nothing; repo-gc deletes them once they are older than its grace period\n",
@@ -212,4 +221,49 @@ func checkCommand() *cli.Command {
 			}
 			return nil
 		}}
+}
+
+func verifyCommand() *cli.Command {
+	return &cli.Command{Name: "backup-verify", Usage: "check that every chunk of backups exists (--read-data: decrypts and hashes right)", ArgsUsage: "BACKUP...", Category: "backups",
+		Description: "Damaged backups are listed on stderr with their damaged byte ranges and marked (backup-show's damaged); a backup marked damaged that verifies whole is unmarked. Exit status 1 when any backup is damaged.",
+		Flags:       []cli.Flag{&cli.BoolFlag{Name: "read-data", Usage: "also read, decrypt and verify every chunk"}},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, -1, "BACKUP..."); err != nil {
+				return err
+			}
+			var reps []service.VerifyReport
+			if err := call(c, "backup-verify", service.VerifyRequest{Refs: c.Args().Slice(), ReadData: c.Bool("read-data")}, &reps); err != nil {
+				return err
+			}
+			n := 0
+			for _, r := range reps {
+				if r.Damaged {
+					n++
+					fmt.Fprintf(os.Stderr, "volback: backup %s is damaged at %s\n", r.BackupID, rangesText(r.DamagedRanges))
+					for _, p := range r.Problems {
+						fmt.Fprintf(os.Stderr, "volback: backup %s: %s\n", r.BackupID, p)
+					}
+				}
+			}
+			if n > 0 {
+				return fmt.Errorf("%d of %d backup(s) damaged; see above", n, len(reps))
+			}
+			return nil
+		}}
+}
+
+// rangesText prints damaged byte ranges as "bytes 0-65535 (chunk ...), ...".
+func rangesText(rs []service.ByteRange) string {
+	var b strings.Builder
+	b.WriteString("bytes ")
+	for i, r := range rs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d-%d", r.Offset, r.Offset+r.Length-1)
+		if r.Chunk != "" {
+			fmt.Fprintf(&b, " (chunk %s)", r.Chunk)
+		}
+	}
+	return b.String()
 }

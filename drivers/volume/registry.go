@@ -138,6 +138,28 @@ func DeleteSnapshot(locator, name string) error {
 	return d.DeleteSnapshot(locator, name)
 }
 
+// Placer is implemented by drivers that make new volumes inside a location
+// (a directory, a pool), so a zone's new volumes can be created there.
+type Placer interface {
+	// Place returns the locator of the new volume id inside location, or
+	// an error saying what a location of this driver looks like.
+	Place(location, id string) (string, error)
+}
+
+// Place is the locator of the new volume id inside location (a directory
+// for image files, rbd://POOL for RBD images), by location's driver.
+func Place(location, id string) (string, error) {
+	d, err := Lookup(location)
+	if err != nil {
+		return "", err
+	}
+	p, ok := d.(Placer)
+	if !ok {
+		return "", fmt.Errorf("volume location %q: its driver cannot place new volumes; give a directory or rbd://POOL", location)
+	}
+	return p.Place(location, id)
+}
+
 // CheckSize refuses a size that is negative or not whole sectors, adding
 // fix to the refusal; drivers call it so every one words it the same way.
 func CheckSize(locator string, size int64, fix string) error {

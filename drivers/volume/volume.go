@@ -33,6 +33,9 @@ const SectorSize = 512
 type Extent struct {
 	Offset int64
 	Length int64
+	// Zero marks a changed extent (ChangeTracker) that reads as zeros now:
+	// its data was discarded since the snapshot, so it need not be read.
+	Zero bool
 }
 
 // Info describes a volume as the catalog records it.
@@ -96,6 +99,14 @@ type ChangeTracker interface {
 	// the volume; ErrNotSupported (wrapped) when it cannot tell, and the
 	// caller reads everything.
 	Changed(ctx context.Context, sinceSnapshot string) ([]Extent, error)
+}
+
+// Parallel is implemented by sources and targets whose I/O is a round
+// trip over a network (RBD): a backup keeps InFlight() reads in flight at
+// once instead of one, a restore as many writes, so latency does not bound
+// the throughput.
+type Parallel interface {
+	InFlight() int
 }
 
 // Target is a volume opened for restore.

@@ -4,6 +4,7 @@
 #   integration/ceph/start.sh start DIR   # start (or reuse) a cluster in DIR
 #   integration/ceph/start.sh stop DIR    # stop exactly the daemons it started
 #   integration/ceph/start.sh purge DIR   # stop, then remove DIR
+#   (VOLBACK_CEPH_MEMSTORE_BYTES sets the OSD's capacity, default 4 GiB)
 #   integration/ceph/start.sh run DIR CMD...
 #       runs CMD with DIR/env sourced: in the cluster VOLBACK_CEPH_DIR
 #       already names (a running one), or else in one it starts in DIR
@@ -27,6 +28,9 @@ POOL=volback-test
 RBD_POOL=rbd
 PG=8
 MAX_OBJECT=$((32 << 20)) # osd_max_object_size: small, so tests can reach it
+# The OSD's capacity: memstore holds everything in the OSD's memory.
+# make bench-ceph raises it for W7's 4 GiB images.
+MEMSTORE_BYTES=${VOLBACK_CEPH_MEMSTORE_BYTES:-$((4 << 30))}
 
 usage() {
   echo "usage: $0 start|stop|purge DIR, or $0 run DIR COMMAND..." >&2
@@ -158,7 +162,7 @@ log file = $DIR/log/\$name.log
 admin socket = $DIR/run/\$name.asok
 pid file = $DIR/run/\$name.pid
 osd objectstore = memstore
-memstore device bytes = $((4 << 30))
+memstore device bytes = $MEMSTORE_BYTES
 osd op num shards = 1
 osd op num threads per shard = 2
 osd max object name len = 256

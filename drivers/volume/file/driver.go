@@ -29,7 +29,19 @@ func init() { volume.Register(volume.PathScheme, Driver{}) }
 // Driver serves image files and block devices by absolute path.
 type Driver struct{}
 
-var _ volume.Driver = Driver{}
+var (
+	_ volume.Driver = Driver{}
+	_ volume.Placer = Driver{}
+)
+
+// Place puts new volume id in the directory location, as <id>.img.
+func (Driver) Place(location, id string) (string, error) {
+	dir, err := clean(location)
+	if err != nil {
+		return "", fmt.Errorf("volume location %q is not an absolute directory: give the directory where new image files go", location)
+	}
+	return filepath.Join(dir, id+".img"), nil
+}
 
 // clean checks that locator is an absolute path and returns it cleaned.
 func clean(locator string) (string, error) {
