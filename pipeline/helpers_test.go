@@ -53,6 +53,11 @@ type testRepo struct {
 	readDelay atomic.Int64 // nanoseconds per ReadAt
 	mu        sync.Mutex
 	perLoc    map[string]int
+	// onPut, when set, is told of each object before it is written and
+	// may refuse it (the tests' ordering checks).
+	onPut func(name string, data []byte) error
+	// puts counts the Puts in flight, peak the most at once.
+	puts, peak atomic.Int64
 }
 
 var repoSeq atomic.Int64
@@ -81,6 +86,15 @@ func newTestStore(t testing.TB, chunkSize int) (*chunkstore.Store, *testRepo) {
 }
 
 func (r *testRepo) Put(ctx context.Context, name string, data []byte) error {
+	if r.onPut != nil {
+		if err := r.onPut(name, data); err != nil {
+			return err
+		}
+	}
+	n := r.puts.Add(1)
+	defer r.puts.Add(-1)
+	for p := r.peak.Load(); n > p && !r.peak.CompareAndSwap(p, n); p = r.peak.Load() {
+	}
 	if d := r.putDelay.Load(); d > 0 {
 		select {
 		case <-time.After(time.Duration(d)):
@@ -139,6 +153,8 @@ type mapCatalog struct {
 	order   []string // "pack <id>" and "refs <pos>", as they happened
 	errAt   int64    // CountRefs fails once the list reaches this position (0: never)
 	slow    time.Duration
+	// onCommit, when set, may refuse a pack's commit (ordering checks).
+	onCommit func(pack chunkstore.ID) error
 }
 
 func newMapCatalog() *mapCatalog {
@@ -155,6 +171,11 @@ func (c *mapCatalog) Stored(_ context.Context, id chunkstore.ID) (bool, error) {
 func (c *mapCatalog) CommitPack(_ context.Context, pack chunkstore.ID, entries []chunkstore.PackEntry) error {
 	if c.slow > 0 {
 		time.Sleep(c.slow)
+	}
+	if c.onCommit != nil {
+		if err := c.onCommit(pack); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
