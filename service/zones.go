@@ -124,13 +124,16 @@ func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
 	}
 	t := now()
 	for _, scheme := range volume.Schemes() {
+		name, registered := strings.TrimSuffix(scheme, "://"), strings.TrimSuffix(scheme, "://")
 		if scheme == "/absolute/path" {
-			scheme = "file" // the driver of image files and block devices
-		} else {
-			scheme = strings.TrimSuffix(scheme, "://")
+			name, registered = "file", volume.PathScheme // the driver of image files and block devices
 		}
-		out = append(out, ServiceView{Binary: volumeBinary, Host: host + "@" + scheme, Zone: s.cfg.DefaultZone,
-			Status: "enabled", State: "up", UpdatedAt: &t})
+		row := ServiceView{Binary: volumeBinary, Host: host + "@" + name, Zone: s.cfg.DefaultZone,
+			Status: "enabled", State: "up", UpdatedAt: &t}
+		if err := volume.Available(registered); err != nil {
+			row.State, row.Reason = "down", nullable(err.Error())
+		}
+		out = append(out, row)
 	}
 	out = append(out, ServiceView{Binary: catalogBinary, Host: fmt.Sprintf("%s (pid %d)", host, os.Getpid()), Zone: s.cfg.DefaultZone,
 		Status: "enabled", State: "up", UpdatedAt: &t, Repository: nullable(s.cfg.Home)})
