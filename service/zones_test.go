@@ -18,12 +18,8 @@ import (
 func TestServiceListAndUnreachableRepository(t *testing.T) {
 	s := newService(t)
 	ctx := context.Background()
-	img := filepath.Join(t.TempDir(), "a.img")
-	writeImage(t, img, 1<<20, 1)
-	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
-	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	manageImage(t, s, "a", 1<<20, 1)
+	mustBackup(t, s, "a")
 	rows, err := s.ListServices(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -78,13 +74,8 @@ func TestServiceListAndUnreachableRepository(t *testing.T) {
 func TestServiceDisable(t *testing.T) {
 	s := newService(t)
 	ctx := context.Background()
-	img := filepath.Join(t.TempDir(), "a.img")
-	writeImage(t, img, 1<<20, 1)
-	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
-	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	manageImage(t, s, "a", 1<<20, 1)
+	b := mustBackup(t, s, "a")
 	if _, err := s.SetServiceEnabled(ctx, ServiceRequest{Zone: "nova", Reason: "maintenance"}, false); err != nil {
 		t.Fatal(err)
 	}
