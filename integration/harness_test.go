@@ -432,6 +432,22 @@ func useRepository(t *testing.T, home, dir string) {
 	}
 }
 
+// tmpfsRepository is a new home whose zone nova's repository is repo on a
+// tmpfs of size mounted at mnt, with the volume "v" managed from the image
+// img of n bytes of seed's data: a repository that can fill up or turn
+// read-only under a test.
+func tmpfsRepository(t *testing.T, size string, n int64, seed uint64) (home, mnt, repo, img string) {
+	t.Helper()
+	mnt = mountTmpfs(t, size)
+	repo = filepath.Join(mnt, "repo")
+	home = newHome(t)
+	useRepository(t, home, repo)
+	img = filepath.Join(t.TempDir(), "v.img")
+	randomFile(t, img, n, seed)
+	manage(t, home, "v", img)
+	return home, mnt, repo, img
+}
+
 // --- measuring ---
 
 func sha256File(t *testing.T, path string) string {
