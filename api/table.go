@@ -49,7 +49,7 @@ func init() {
 					s.EmptyCatalogNotice(ctx, p) // a lost catalog looks like an empty one
 				}
 				return vols, err
-			}, volumeListRoutes()...),
+			}, volumeList.routes()...),
 		def(Op{Verb: "show", Idempotent: true},
 			byRef((*S).ShowVolume),
 			Route[service.Ref, *service.VolumeView]{Method: get, Path: "volumes/{id}", Status: 200, Bind: byID, Render: volumeBody}),
@@ -68,7 +68,7 @@ func init() {
 					s.EmptyCatalogNotice(ctx, p)
 				}
 				return bs, err
-			}, backupListRoutes()...),
+			}, backupList.routes()...),
 		def(Op{Verb: "backup-show", Idempotent: true},
 			byRef((*S).ShowBackup),
 			backupRef{Method: get, Path: "backups/{id}", Status: 200, Bind: byID,
@@ -148,7 +148,7 @@ func init() {
 		def(Op{Verb: "snapshot-list", Idempotent: true},
 			func(s *S, ctx context.Context, r service.Ref, _ PF) ([]service.SnapshotView, error) {
 				return s.ListSnapshots(ctx, r.Ref, r.AllProjects)
-			}, snapshotListRoutes()...),
+			}, snapshotList.routes()...),
 		def(Op{Verb: "snapshot-show", Idempotent: true},
 			byRef((*S).ShowSnapshot),
 			Route[service.Ref, *service.SnapshotView]{Method: get, Path: "snapshots/{id}", Status: 200, Bind: byID, Render: snapshotBody}),
