@@ -9,11 +9,9 @@ import (
 // volumeCanStart refuses a volume that cannot start op ("a backup", "a
 // snapshot"): it must be available or in-use (not backed up or restored
 // into by a running job, not in error) and have a known source. Callers
-// run it in the transaction that then claims the volume: backup-create
-// marks it backing-up; snapshot-create writes the snapshot's `creating`
-// record, which volume-delete counts as a dependent snapshot, as Cinder's
-// snapshot record is. So no other change can come between the check and
-// the claim.
+// run it in the transaction that then claims the volume by writing it
+// (backup-create marks it backing-up; snapshot-create, claimVolume), so
+// no other change can come between the check and the claim.
 func volumeCanStart(v *index.Volume, op string) error {
 	switch v.Status {
 	case index.StatusAvailable, index.StatusInUse:
@@ -24,7 +22,7 @@ func volumeCanStart(v *index.Volume, op string) error {
 		return errorf(ErrInvalidState, "Invalid volume: %s cannot be taken of volume %s (%s) in %s status (a restore into it did not finish, so it holds part of a backup): restore a backup into it again first",
 			op, v.ID, v.Name, v.Status)
 	default:
-		return errorf(ErrInvalidState, "Invalid volume: Volume %s (%s) status must be available or in-use, but current status is: %s; %s waits for the running job to finish (volback show %s)",
+		return errorf(ErrInvalidState, "Invalid volume: Volume %s (%s) status must be available or in-use, but current status is: %s; wait for the running job to finish before %s (volback show %s)",
 			v.ID, v.Name, v.Status, op, v.ID)
 	}
 	if v.Placeholder || v.Path == "" {

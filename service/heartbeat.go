@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -56,14 +57,11 @@ func (c *Config) checkHeartbeat(path string) error {
 // startHeartbeat checks every zone's repository now and then every
 // report_interval, recording a heartbeat in the catalog for each that
 // answers (and the error for each that does not), until Close. A config
-// made without LoadConfig (zero interval) gets the defaults.
+// made without LoadConfig (zero durations) gets the defaults.
 func (s *Service) startHeartbeat() {
 	s.hb.first = make(chan struct{})
 	s.hb.fresh = map[string]bool{}
-	every := s.cfg.ReportInterval
-	if every <= 0 {
-		every = DefaultReportInterval
-	}
+	every := cmp.Or(s.cfg.ReportInterval, DefaultReportInterval)
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -120,10 +118,7 @@ func (s *Service) beat(ctx context.Context) {
 // recorded state: down with the probe's error, or when its heartbeat is
 // older than service_down_time (the owner's heartbeat stopped or stalls).
 func (s *Service) zoneState(st index.Service, url string, at time.Time) (state, reason string) {
-	down := s.cfg.ServiceDownTime
-	if down <= 0 {
-		down = DefaultServiceDownTime
-	}
+	down := cmp.Or(s.cfg.ServiceDownTime, DefaultServiceDownTime)
 	s.hb.mu.Lock()
 	fresh := s.hb.fresh[st.Zone]
 	s.hb.mu.Unlock()
@@ -134,7 +129,7 @@ func (s *Service) zoneState(st index.Service, url string, at time.Time) (state, 
 		return "down", "no heartbeat recorded yet"
 	case at.Sub(st.Heartbeat) > down:
 		return "down", fmt.Sprintf("last heartbeat %s ago, longer than service_down_time %v: the owner's check of its zones (every %v) has stalled; see its log",
-			at.Sub(st.Heartbeat).Round(time.Second), down, s.cfg.ReportInterval)
+			at.Sub(st.Heartbeat).Round(time.Second), down, cmp.Or(s.cfg.ReportInterval, DefaultReportInterval))
 	case fresh && !s.zoneUsed(url): // not since that check either
 		return "up", "no repository yet: the zone's first backup creates it"
 	}

@@ -196,8 +196,8 @@ func TestSnapshotRefusesBusyVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ status, want string }{
-		{index.StatusRestoringBackup, "waits for the running job"},
-		{index.StatusBackingUp, "waits for the running job"},
+		{index.StatusRestoringBackup, "wait for the running job to finish"},
+		{index.StatusBackingUp, "wait for the running job to finish"},
 		{index.StatusError, "manage the source again"},
 		{index.StatusErrorRestoring, "restore a backup into it again"},
 	} {
