@@ -165,6 +165,11 @@ func (s *Service) commitImport(r *repository, rec *chunkstore.Record, m *chunkst
 				return err
 			}
 		}
+		if !placeholder { // an import counts against its project's quotas (a rebuild puts back what was counted)
+			if err := reserveBackup(tx, b.ProjectID, b.SizeBytes); err != nil {
+				return fmt.Errorf("backup-import of %s: %w", b.ID, err)
+			}
+		}
 		return tx.PutBackup(b)
 	})
 	if err != nil {
