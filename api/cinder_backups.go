@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"net/http"
 	"slices"
 	"strings"
 
@@ -11,7 +10,6 @@ import (
 
 // Backups: /v3/{project_id}/backups, as Cinder's.
 
-type backupsRef = Route[service.Ref, []service.BackupView]
 type backupRef = Route[service.Ref, *service.BackupView]
 
 // backupList is how backup lists are filtered, sorted and shown.
@@ -73,19 +71,6 @@ func nullString(s string) any {
 }
 
 // backupListRoutes are GET backups and backups/detail.
-func backupListRoutes() []backupsRef {
-	bind := func(r *Request) (service.Ref, error) {
-		all, err := r.Flag("all_tenants")
-		return service.Ref{AllProjects: all}, err
-	}
-	return []backupsRef{
-		{Method: http.MethodGet, Path: "backups", Status: http.StatusOK, Bind: bind,
-			Render: func(r *Request, bs []service.BackupView) any { return backupList.render(r, bs, false) }},
-		{Method: http.MethodGet, Path: "backups/detail", Status: http.StatusOK, Bind: bind,
-			Render: func(r *Request, bs []service.BackupView) any { return backupList.render(r, bs, true) }},
-	}
-}
-
 func byID(r *Request) (service.Ref, error) { return service.Ref{Ref: r.Var("id")}, nil }
 
 // bindBackupUpdate accepts an update that changes nothing (metadata {},

@@ -3,6 +3,7 @@ package api
 import (
 	"cmp"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -33,6 +34,22 @@ type listing[T any] struct {
 
 // pagination and listing parameters every list accepts.
 var listParams = []string{"limit", "marker", "offset", "sort", "sort_key", "sort_dir", "all_tenants", "with_count"}
+
+// routes are the collection's list and detail calls, GET collection and
+// GET collection/detail: the caller's project's items, or with all_tenants
+// every project's (for an admin).
+func (l listing[T]) routes() []Route[service.Ref, []T] {
+	bind := func(r *Request) (service.Ref, error) {
+		all, err := r.Flag("all_tenants")
+		return service.Ref{AllProjects: all}, err
+	}
+	return []Route[service.Ref, []T]{
+		{Method: http.MethodGet, Path: l.collection, Status: http.StatusOK, Bind: bind,
+			Render: func(r *Request, items []T) any { return l.render(r, items, false) }},
+		{Method: http.MethodGet, Path: l.collection + "/detail", Status: http.StatusOK, Bind: bind,
+			Render: func(r *Request, items []T) any { return l.render(r, items, true) }},
+	}
+}
 
 // render answers a list call: filters (exact matches on fields), sorts
 // (default newest first), pages (limit, marker, offset) and renders items

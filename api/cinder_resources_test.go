@@ -155,7 +155,9 @@ func TestServicesOverHTTP(t *testing.T) {
 	bins := map[string]bool{}
 	for _, s := range all {
 		bins[s["binary"].(string)] = true
-		if s["state"] != "up" || s["status"] != "enabled" {
+		// The rbd driver of a build without Ceph support is down, saying why.
+		noCeph := strings.HasSuffix(fmt.Sprint(s["host"]), "@rbd") && strings.Contains(fmt.Sprint(s["volback:reason"]), "without Ceph support")
+		if (s["state"] != "up" && !noCeph) || s["status"] != "enabled" {
 			t.Errorf("service %v", s)
 		}
 	}

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 
@@ -75,19 +74,6 @@ func volumeDetail(r *Request, v *service.VolumeView) map[string]any {
 		m["consumes_quota"] = true
 	}
 	return m
-}
-
-func volumeListRoutes() []Route[service.Ref, []service.VolumeView] {
-	bind := func(r *Request) (service.Ref, error) {
-		all, err := r.Flag("all_tenants")
-		return service.Ref{AllProjects: all}, err
-	}
-	return []Route[service.Ref, []service.VolumeView]{
-		{Method: http.MethodGet, Path: "volumes", Status: http.StatusOK, Bind: bind,
-			Render: func(r *Request, vs []service.VolumeView) any { return volumeList.render(r, vs, false) }},
-		{Method: http.MethodGet, Path: "volumes/detail", Status: http.StatusOK, Bind: bind,
-			Render: func(r *Request, vs []service.VolumeView) any { return volumeList.render(r, vs, true) }},
-	}
 }
 
 // volumeCreateBody is POST volumes' body member: what volback serves,
@@ -199,19 +185,6 @@ func snapshotDetail(r *Request, s *service.SnapshotView) map[string]any {
 		m["consumes_quota"] = true
 	}
 	return m
-}
-
-func snapshotListRoutes() []Route[service.Ref, []service.SnapshotView] {
-	bind := func(r *Request) (service.Ref, error) {
-		all, err := r.Flag("all_tenants")
-		return service.Ref{AllProjects: all}, err
-	}
-	return []Route[service.Ref, []service.SnapshotView]{
-		{Method: http.MethodGet, Path: "snapshots", Status: http.StatusOK, Bind: bind,
-			Render: func(r *Request, ss []service.SnapshotView) any { return snapshotList.render(r, ss, false) }},
-		{Method: http.MethodGet, Path: "snapshots/detail", Status: http.StatusOK, Bind: bind,
-			Render: func(r *Request, ss []service.SnapshotView) any { return snapshotList.render(r, ss, true) }},
-	}
 }
 
 func bindSnapshotCreate(r *Request) (service.SnapshotRequest, error) {

@@ -432,6 +432,42 @@ func useRepository(t *testing.T, home, dir string) {
 	}
 }
 
+// startHelper starts cmd, a helper process (this test binary, which
+// TestMain turns into the helper its environment names), kills it when the
+// test ends, and waits until it says ready on stdout.
+func startHelper(t *testing.T, what string, cmd *exec.Cmd, ready string) {
+	t.Helper()
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line := make([]byte, len(ready))
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != ready {
+		t.Fatalf("%s did not start: it said %q (%v)", what, line, err)
+	}
+}
+
+// tmpfsRepository is a new home whose zone nova's repository is repo on a
+// tmpfs of size mounted at mnt, with the volume "v" managed from the image
+// img of n bytes of seed's data: a repository that can fill up or turn
+// read-only under a test.
+func tmpfsRepository(t *testing.T, size string, n int64, seed uint64) (home, mnt, repo, img string) {
+	t.Helper()
+	mnt = mountTmpfs(t, size)
+	repo = filepath.Join(mnt, "repo")
+	home = newHome(t)
+	useRepository(t, home, repo)
+	img = filepath.Join(t.TempDir(), "v.img")
+	randomFile(t, img, n, seed)
+	manage(t, home, "v", img)
+	return home, mnt, repo, img
+}
+
 // --- measuring ---
 
 func sha256File(t *testing.T, path string) string {

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -342,19 +341,7 @@ func startWriter(t *testing.T, path string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(cleanEnv(), writerEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make([]byte, len("writing\n"))
-	if _, err := io.ReadFull(out, line); err != nil {
-		t.Fatalf("writer did not start: %v", err)
-	}
+	startHelper(t, "writer", cmd, "writing\n")
 }
 
 // pointInTime checks that the image at path is the writer's image at one

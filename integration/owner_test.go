@@ -491,19 +491,7 @@ func startFakeOwner(t *testing.T, home string) *exec.Cmd {
 	cmd := exec.Command(executableByAll(t, os.Args[0]), "-test.run=^$")
 	cmd.Env = append(cleanEnv(), fakeOwnerEnv+"="+socketPath(home))
 	cmd.SysProcAttr = asNobody(true)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make([]byte, len("listening\n"))
-	if _, err := io.ReadFull(out, line); err != nil || string(line) != "listening\n" {
-		t.Fatalf("fake owner did not start: %q %v", line, err)
-	}
+	startHelper(t, "fake owner", cmd, "listening\n")
 	return cmd
 }
 

@@ -104,13 +104,7 @@ func TestRefuseRestoreTooSmall(t *testing.T) {
 // become read-only, leaving no available record; once writable it works.
 func TestRefuseReadOnlyRepository(t *testing.T) {
 	requireRoot(t)
-	mnt := mountTmpfs(t, "64m")
-	repo := filepath.Join(mnt, "repo")
-	home := newHome(t)
-	useRepository(t, home, repo)
-	img := filepath.Join(t.TempDir(), "v.img")
-	randomFile(t, img, 4*mib, 70)
-	manage(t, home, "v", img)
+	home, mnt, repo, img := tmpfsRepository(t, "64m", 4*mib, 70)
 	first := backupCreate(t, home, "v")
 	recs := records(t, repo)
 
@@ -165,13 +159,7 @@ func assertFailedBackups(t *testing.T, home, ok, reason string) []Backup {
 // room a backup succeeds and restores.
 func TestDiskFull(t *testing.T) {
 	requireRoot(t)
-	mnt := mountTmpfs(t, "8m")
-	repo := filepath.Join(mnt, "repo")
-	home := newHome(t)
-	useRepository(t, home, repo)
-	img := filepath.Join(t.TempDir(), "v.img")
-	randomFile(t, img, 64*mib, 80)
-	manage(t, home, "v", img)
+	home, mnt, repo, img := tmpfsRepository(t, "8m", 64*mib, 80)
 
 	_, stderr, code := run(t, home, "backup-create", "v")
 	assertRefused(t, "backup-create onto a full disk", stderr, code, "no space")

@@ -231,13 +231,7 @@ func TestTwoZonesOneRepository(t *testing.T) {
 // once there is room.
 func TestDiskFullKeepsBackups(t *testing.T) {
 	requireRoot(t)
-	mnt := mountTmpfs(t, "24m")
-	repo := filepath.Join(mnt, "repo")
-	home := newHome(t)
-	useRepository(t, home, repo)
-	img := filepath.Join(t.TempDir(), "v.img")
-	randomFile(t, img, 8*mib, 401)
-	manage(t, home, "v", img)
+	home, mnt, repo, img := tmpfsRepository(t, "24m", 8*mib, 401)
 	first := backupCreate(t, home, "v")
 	firstSum := sha256File(t, img)
 	used := dirSize(t, filepath.Join(repo, "packs"))

@@ -112,11 +112,8 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 		if err != nil {
 			return err
 		}
-		if v.Status != index.StatusAvailable && v.Status != index.StatusInUse {
-			return errorf(ErrInvalidState, "volume %s (%s) is %s; a backup needs it available or in-use", v.ID, v.Name, v.Status)
-		}
-		if v.Placeholder {
-			return errorf(ErrInvalidState, "volume %s was rebuilt from a backup record and has no known source; manage the source again", v.ID)
+		if err := volumeCanStart(v, "a backup"); err != nil {
+			return err
 		}
 		t := now()
 		b = &index.Backup{ID: id, Name: req.Name, Description: req.Description,

@@ -72,6 +72,14 @@ type Config struct {
 	TrackingSnapshots int `toml:"change_tracking_snapshots"`
 	// API configures `volback serve`'s HTTP API (package api, docs/API.md).
 	API APIConfig `toml:"api"`
+	// ReportInterval is how often the owner checks every zone's repository
+	// and records its heartbeat; ServiceDownTime is how old a heartbeat
+	// may be before service-list shows the zone down (Cinder's
+	// report_interval and service_down_time; heartbeat.go).
+	ReportIntervalText  string        `toml:"report_interval"`
+	ReportInterval      time.Duration `toml:"-"`
+	ServiceDownTimeText string        `toml:"service_down_time"`
+	ServiceDownTime     time.Duration `toml:"-"`
 }
 
 // APIConfig is volback.toml's [api] table.
@@ -178,6 +186,9 @@ func LoadConfig(home string) (Config, error) {
 		return Config{}, err
 	}
 	if err := c.API.check(path, abs); err != nil {
+		return Config{}, err
+	}
+	if err := c.checkHeartbeat(path); err != nil {
 		return Config{}, err
 	}
 	for name, z := range c.Zones {

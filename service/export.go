@@ -175,14 +175,18 @@ func errBackupExists(id string) error {
 }
 
 // ImportBackup registers an exported backup as `available` with its
-// original id. Every check runs before anything is written, in this order:
-// base64, JSON, service name, repository, manifest and digest, size, chunk
+// original id, counted against its project's backup quotas as in Cinder.
+// Every check runs before anything is written, in this order: base64,
+// JSON, quota, service name, repository, manifest and digest, size, chunk
 // size, record object, id not taken, every chunk in a pack. An incremental
 // whose parent is not in the catalog is imported marked MissingParent;
 // restore refuses it until the parent is imported.
 func (s *Service) ImportBackup(ctx context.Context, req ImportRequest) (*BackupView, error) {
 	rec, err := DecodeBackupURL(req.BackupURL)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.importQuota(&rec.Record); err != nil {
 		return nil, err
 	}
 	if req.BackupService == "" {

@@ -47,13 +47,8 @@ func TestRotatingFile(t *testing.T) {
 func TestStateChangesLogged(t *testing.T) {
 	s := newService(t)
 	ctx := context.Background()
-	img := filepath.Join(t.TempDir(), "a.img")
-	writeImage(t, img, 1<<20, 1)
-	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
-	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	manageImage(t, s, "a", 1<<20, 1)
+	b := mustBackup(t, s, "a")
 	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.ID}}); err != nil {
 		t.Fatal(err)
 	}

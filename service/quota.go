@@ -3,7 +3,9 @@ package service
 import (
 	"cmp"
 	"context"
+	"fmt"
 
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/index"
 )
 
@@ -103,6 +105,19 @@ func checkBackupQuota(tx *index.Tx, project string, size int64) error {
 	if q.BackupGigabytes >= 0 && u.gigabytes+u.resGigabytes+gb > q.BackupGigabytes {
 		return errorf(ErrQuotaExceeded, "Requested backup exceeds allowed Backup gigabytes quota. Requested %dG, quota is %dG and %dG has been consumed (project %s); delete backups or ask an admin to raise the quota (quota-update --backup-gigabytes)",
 			gb, q.BackupGigabytes, u.gigabytes+u.resGigabytes, project)
+	}
+	return nil
+}
+
+// importQuota refuses, before any work, an import that would take rec's
+// project over its backup quotas. Cinder's import_record reserves one
+// backup and the record's size the same way a create does; the
+// reservation itself is reserveBackup in the transaction that writes the
+// imported record (commitImport), so concurrent imports cannot overshoot.
+func (s *Service) importQuota(rec *chunkstore.Record) error {
+	err := s.cat.View(func(tx *index.Tx) error { return checkBackupQuota(tx, rec.ProjectID, rec.SizeBytes) })
+	if err != nil {
+		return fmt.Errorf("backup-import of %s: %w", rec.ID, err)
 	}
 	return nil
 }

@@ -112,3 +112,80 @@ func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 		t.Errorf("%d created, %d refused, %d backups listed; want 2, 2, 2", ok, refused, len(bs))
 	}
 }
+
+// TestImportCountsAgainstQuota: backup-import reserves one backup and the
+// record's size, as Cinder's import_record does: over either quota it is
+// refused naming the quota and how to raise it, changing nothing, and
+// goes through once an admin raises the quota.
+func TestImportCountsAgainstQuota(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	c := makeChain(t, s) // three backups of a 3 MiB volume: 1 GiB each by Cinder's count
+	s = loseCatalog(t, s)
+	imp := func(i int) error {
+		_, err := s.ImportBackup(ctx, ImportRequest{BackupService: "volback.drivers.posix", BackupURL: c.urls[i]})
+		return err
+	}
+	if _, err := s.UpdateQuota(ctx, QuotaRequest{Project: "admin", Backups: ptr(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := imp(0); err != nil {
+		t.Fatal(err)
+	}
+	before := catalogState(t, s)
+	err := imp(1)
+	if !errors.Is(err, ErrQuotaExceeded) || !strings.Contains(err.Error(), "Maximum number of backups allowed (1) exceeded") || !strings.Contains(err.Error(), "quota-update --backups") {
+		t.Fatalf("import over the backups quota: %v", err)
+	}
+	if catalogState(t, s) != before {
+		t.Error("an import refused over quota changed the catalog")
+	}
+	if _, err := s.UpdateQuota(ctx, QuotaRequest{Project: "admin", Backups: ptr(-1), BackupGigabytes: ptr(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := imp(1); err != nil {
+		t.Fatalf("import after raising the backups quota: %v", err)
+	}
+	err = imp(2)
+	if !errors.Is(err, ErrQuotaExceeded) || !strings.Contains(err.Error(), "Backup gigabytes quota") || !strings.Contains(err.Error(), "quota-update --backup-gigabytes") {
+		t.Fatalf("import over the gigabytes quota: %v", err)
+	}
+	if u, err := s.QuotaUsage(ctx, QuotaRequest{}); err != nil || u[0].InUse != 2 || u[0].Reserved != 0 {
+		t.Errorf("quota usage after two imports and a refusal: %+v, %v", u, err)
+	}
+}
+
+// TestConcurrentImportsRespectQuota: imports racing for the last backup
+// of a quota: exactly one gets it (the reservation is in the transaction
+// that writes the record), the others are refused over quota.
+func TestConcurrentImportsRespectQuota(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	c := makeChain(t, s)
+	s = loseCatalog(t, s)
+	if _, err := s.UpdateQuota(ctx, QuotaRequest{Project: "admin", Backups: ptr(1)}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, len(c.urls))
+	var wg sync.WaitGroup
+	for i, u := range c.urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.ImportBackup(ctx, ImportRequest{BackupService: "volback.drivers.posix", BackupURL: u})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrQuotaExceeded):
+			t.Errorf("import %d: %v, want success or over quota", i, err)
+		}
+	}
+	if bs, _ := s.ListBackups(ctx, "", false); ok != 1 || len(bs) != 1 {
+		t.Errorf("%d imports succeeded, %d backups in the catalog; want exactly one of each under a quota of 1", ok, len(bs))
+	}
+}

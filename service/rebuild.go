@@ -205,6 +205,11 @@ func (s *Service) commitImport(ctx context.Context, r *repository, rec *chunksto
 				return err
 			}
 		}
+		if !placeholder { // an import counts against its project's quotas (a rebuild puts back what was counted)
+			if err := reserveBackup(tx, b.ProjectID, b.SizeBytes); err != nil {
+				return fmt.Errorf("backup-import of %s: %w", b.ID, err)
+			}
+		}
 		return tx.PutBackup(b)
 	})
 	if err != nil {

@@ -57,6 +57,7 @@ type Service struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+	hb       heartbeat // heartbeat.go
 }
 
 // Open opens the catalog in cfg.Home (creating the home on first use) and
@@ -88,6 +89,7 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 		s.Close()
 		return nil, err
 	}
+	s.startHeartbeat()
 	return s, nil
 }
 

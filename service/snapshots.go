@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,24 +90,22 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*Sna
 	if err := s.cat.View(func(tx *index.Tx) (err error) { vol, err = findVolume(tx, who, req.Volume); return err }); err != nil {
 		return nil, err
 	}
+	if err := volumeCanStart(vol, "a snapshot"); err != nil { // refused early, naming the status, before asking the driver
+		return nil, err
+	}
 	if u := usageOf(vol); (u.InUse || vol.Status == index.StatusInUse) && !req.Force {
 		return nil, errorf(ErrInvalidState, "Invalid volume: Volume %s status must be available, but current status is: in-use (%s). Snapshot of an in-use volume must use the force flag: pass --force",
-			vol.ID, u.Reason)
+			vol.ID, cmp.Or(u.Reason, "its status"))
 	}
 	t := now()
 	snap := &index.Snapshot{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: vol.ID,
 		Status: index.StatusCreating, ProjectID: vol.ProjectID, CreatedAt: t, UpdatedAt: t}
 	snap.DriverName = driverSnapshotName(snap.ID)
+	// The status is checked again and the volume claimed, with the
+	// `creating` record volume-delete counts, in one transaction.
 	err := s.update(func(tx *index.Tx) error {
-		v, err := tx.Volume(vol.ID)
-		if err != nil {
+		if _, err := claimVolume(tx, vol.ID, vol.Name, "a snapshot"); err != nil {
 			return err
-		}
-		if v.Status != index.StatusAvailable && v.Status != index.StatusInUse {
-			return errorf(ErrInvalidState, "Invalid volume: Volume %s status must be available or in-use, but current status is: %s; wait for the running job to finish", v.ID, v.Status)
-		}
-		if v.Placeholder || v.Path == "" {
-			return errorf(ErrInvalidState, "volume %s (%s) has no known source; manage its source again first", v.ID, v.Name)
 		}
 		return tx.PutSnapshot(snap)
 	})

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/volback/volback/index"
@@ -161,4 +163,115 @@ func TestInUseBackup(t *testing.T) {
 	if sn, err := s.CreateSnapshot(ctx, SnapshotRequest{Volume: "a"}); !errors.Is(err, ErrInvalidState) {
 		t.Errorf("snapshot of an in-use volume without --force: %+v %v", sn, err)
 	}
+}
+
+// setVolumeStatus sets a volume's status in the catalog, as a running job
+// or a failure would.
+func setVolumeStatus(t *testing.T, s *Service, id, status string) {
+	t.Helper()
+	err := s.update(func(tx *index.Tx) error {
+		v, err := tx.Volume(id)
+		if err != nil {
+			return err
+		}
+		v.Status = status
+		return tx.PutVolume(v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSnapshotRefusesBusyVolume: snapshot-create of a volume a job holds
+// (being restored into or backed up) or in an error status is refused,
+// naming the status and what to do, with or without --force, and leaves
+// no snapshot behind; backup-create refuses the same way (one check).
+func TestSnapshotRefusesBusyVolume(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "a.img")
+	writeImage(t, img, 1<<20, 5)
+	v, err := s.Manage(ctx, ManageRequest{Name: "a", Source: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ status, want string }{
+		{index.StatusRestoringBackup, "wait for the running job to finish"},
+		{index.StatusBackingUp, "wait for the running job to finish"},
+		{index.StatusError, "manage the source again"},
+		{index.StatusErrorRestoring, "restore a backup into it again"},
+	} {
+		setVolumeStatus(t, s, v.ID, c.status)
+		for _, force := range []bool{false, true} {
+			_, err := s.CreateSnapshot(ctx, SnapshotRequest{Volume: "a", Force: force})
+			if !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), c.status) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("snapshot-create (force %v) of a volume in %s: %v, want refused naming the status and %q", force, c.status, err, c.want)
+			}
+		}
+		if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a", Force: true}, nil); !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("backup-create of a volume in %s: %v, want refused with %q", c.status, err, c.want)
+		}
+		if l, _ := s.ListSnapshots(ctx, "", false); len(l) != 0 {
+			t.Fatalf("refused snapshot-create of a volume in %s left snapshots %+v", c.status, l)
+		}
+		if got, _ := s.ShowVolume(ctx, v.ID); got.Status != c.status {
+			t.Errorf("refusals changed the volume's status %s to %s", c.status, got.Status)
+		}
+	}
+	setVolumeStatus(t, s, v.ID, index.StatusAvailable)
+	if _, err := s.CreateSnapshot(ctx, SnapshotRequest{Volume: "a"}); err != nil {
+		t.Errorf("snapshot-create once available again: %v", err)
+	}
+}
+
+// TestSnapshotCreateRacesVolumeDelete: snapshot-create and volume-delete
+// of one volume, started together many times: exactly one goes through.
+// Either the snapshot exists and the delete was refused for it, or the
+// volume is gone and the snapshot was refused, leaving no record and no
+// driver snapshot behind.
+func TestSnapshotCreateRacesVolumeDelete(t *testing.T) {
+	s := newService(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	snapped, deleted := 0, 0
+	for i := range 20 {
+		name := fmt.Sprintf("v%d", i)
+		img := filepath.Join(dir, name+".img")
+		writeImage(t, img, 256<<10, uint64(i))
+		v, err := s.Manage(ctx, ManageRequest{Name: name, Source: img})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snapErr, delErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _, snapErr = s.CreateSnapshot(ctx, SnapshotRequest{Volume: v.ID}) }()
+		go func() { defer wg.Done(); _, delErr = s.DeleteVolume(ctx, v.ID) }()
+		wg.Wait()
+		snaps, _ := s.ListSnapshots(ctx, "", false)
+		mine := 0
+		for _, sn := range snaps {
+			if sn.VolumeID == v.ID {
+				mine++
+			}
+		}
+		switch {
+		case snapErr == nil && errors.Is(delErr, ErrInvalidState):
+			snapped++
+			if _, err := s.ShowVolume(ctx, v.ID); err != nil || mine != 1 {
+				t.Fatalf("round %d: snapshot won, but volume: %v, its snapshots: %d", i, err, mine)
+			}
+		case delErr == nil && snapErr != nil && errors.Is(snapErr, ErrNotFound):
+			deleted++
+			if mine != 0 {
+				t.Fatalf("round %d: the volume was deleted, yet %d snapshots of it are in the catalog", i, mine)
+			}
+			if leftovers, _ := filepath.Glob(filepath.Join(dir, name+".img*snapshot-*")); len(leftovers) != 0 {
+				t.Fatalf("round %d: driver snapshots left behind: %v", i, leftovers)
+			}
+		default:
+			t.Fatalf("round %d: snapshot-create %v, volume-delete %v; want exactly one to go through", i, snapErr, delErr)
+		}
+	}
+	t.Logf("snapshot first %d times, delete first %d times", snapped, deleted)
 }

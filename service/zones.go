@@ -77,35 +77,25 @@ func probe(ctx context.Context, url string) error {
 	}
 }
 
-// ListServices probes every zone's repository (recording a heartbeat when
-// it answers) and lists the services.
+// ListServices lists the services: each zone's backup service as the
+// owner's heartbeat last found it (it waits for the owner's first check
+// of its zones), the volume drivers and the catalog owner.
 func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
+	select {
+	case <-s.hb.first:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	host := hostname()
 	var out []ServiceView
+	t := now()
 	for _, zone := range s.cfg.ZoneNames() {
 		url := s.cfg.Zones[zone].Repository
-		perr := probe(ctx, url)
-		fresh := perr != nil && !s.zoneUsed(url) // created by its first backup
-		if fresh {
-			perr = nil
-		}
 		var st index.Service
-		err := s.update(func(tx *index.Tx) (err error) {
-			if st, _, err = tx.ServiceState(backupBinary, zone); err != nil {
-				return err
-			}
-			st.Error = ""
-			if perr == nil {
-				st.Heartbeat = now()
-			} else {
-				st.Error = perr.Error()
-			}
-			return tx.PutServiceState(st)
-		})
-		if err != nil {
+		if err := s.cat.View(func(tx *index.Tx) (err error) { st, _, err = tx.ServiceState(backupBinary, zone); return err }); err != nil {
 			return nil, err
 		}
-		row := ServiceView{Binary: backupBinary, Host: host, Zone: zone, Status: "enabled", State: "up",
+		row := ServiceView{Binary: backupBinary, Host: host, Zone: zone, Status: "enabled",
 			DisabledReason: nullable(st.DisabledReason), Repository: nullable(url)}
 		if st.Disabled {
 			row.Status = "disabled"
@@ -114,23 +104,22 @@ func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
 			hb := st.Heartbeat
 			row.UpdatedAt = &hb
 		}
-		if perr != nil {
-			row.State, row.Reason = "down", nullable(perr.Error())
-		}
-		if fresh {
-			row.Reason = nullable("no repository yet: the zone's first backup creates it")
-		}
+		var reason string
+		row.State, reason = s.zoneState(st, url, t)
+		row.Reason = nullable(reason)
 		out = append(out, row)
 	}
-	t := now()
 	for _, scheme := range volume.Schemes() {
+		name, registered := strings.TrimSuffix(scheme, "://"), strings.TrimSuffix(scheme, "://")
 		if scheme == "/absolute/path" {
-			scheme = "file" // the driver of image files and block devices
-		} else {
-			scheme = strings.TrimSuffix(scheme, "://")
+			name, registered = "file", volume.PathScheme // the driver of image files and block devices
 		}
-		out = append(out, ServiceView{Binary: volumeBinary, Host: host + "@" + scheme, Zone: s.cfg.DefaultZone,
-			Status: "enabled", State: "up", UpdatedAt: &t})
+		row := ServiceView{Binary: volumeBinary, Host: host + "@" + name, Zone: s.cfg.DefaultZone,
+			Status: "enabled", State: "up", UpdatedAt: &t}
+		if err := volume.Available(registered); err != nil {
+			row.State, row.Reason = "down", nullable(err.Error())
+		}
+		out = append(out, row)
 	}
 	out = append(out, ServiceView{Binary: catalogBinary, Host: fmt.Sprintf("%s (pid %d)", host, os.Getpid()), Zone: s.cfg.DefaultZone,
 		Status: "enabled", State: "up", UpdatedAt: &t, Repository: nullable(s.cfg.Home)})

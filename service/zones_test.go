@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/volback/volback/drivers/volume"
 )
 
 // TestServiceListAndUnreachableRepository: a zone whose repository is
@@ -16,12 +18,8 @@ import (
 func TestServiceListAndUnreachableRepository(t *testing.T) {
 	s := newService(t)
 	ctx := context.Background()
-	img := filepath.Join(t.TempDir(), "a.img")
-	writeImage(t, img, 1<<20, 1)
-	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
-	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	manageImage(t, s, "a", 1<<20, 1)
+	mustBackup(t, s, "a")
 	rows, err := s.ListServices(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -76,13 +74,8 @@ func TestServiceListAndUnreachableRepository(t *testing.T) {
 func TestServiceDisable(t *testing.T) {
 	s := newService(t)
 	ctx := context.Background()
-	img := filepath.Join(t.TempDir(), "a.img")
-	writeImage(t, img, 1<<20, 1)
-	s.Manage(ctx, ManageRequest{Name: "a", Source: img})
-	b, err := s.CreateBackup(ctx, BackupRequest{Volume: "a"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	manageImage(t, s, "a", 1<<20, 1)
+	b := mustBackup(t, s, "a")
 	if _, err := s.SetServiceEnabled(ctx, ServiceRequest{Zone: "nova", Reason: "maintenance"}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +143,38 @@ func TestBackupToAnotherZone(t *testing.T) {
 	}
 	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "a", AvailabilityZone: "nowhere"}, nil); !errors.Is(err, ErrUsage) {
 		t.Errorf("backup to an unknown zone: %v", err)
+	}
+}
+
+// TestServiceListDriverAvailability: a volume driver that cannot serve in
+// this build (rbd without the ceph tag) shows down with the reason and
+// how to rebuild; one that can shows up.
+func TestServiceListDriverAvailability(t *testing.T) {
+	s := newService(t)
+	rows, err := s.ListServices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rbd, file *ServiceView
+	for i, r := range rows {
+		switch {
+		case r.Binary == volumeBinary && strings.HasSuffix(r.Host, "@rbd"):
+			rbd = &rows[i]
+		case r.Binary == volumeBinary && strings.HasSuffix(r.Host, "@file"):
+			file = &rows[i]
+		}
+	}
+	if rbd == nil || file == nil {
+		t.Fatalf("service-list %+v: want rows for the rbd and file volume drivers", rows)
+	}
+	if file.State != "up" || file.Reason != nil {
+		t.Errorf("file driver row %+v, want up", *file)
+	}
+	if avail := volume.Available("rbd"); avail == nil {
+		if rbd.State != "up" || rbd.Reason != nil {
+			t.Errorf("rbd driver row in a Ceph build %+v, want up", *rbd)
+		}
+	} else if rbd.State != "down" || rbd.Reason == nil || !strings.Contains(*rbd.Reason, "-tags ceph,pacific") {
+		t.Errorf("rbd driver row without Ceph support %+v, want down with how to rebuild", *rbd)
 	}
 }

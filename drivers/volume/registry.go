@@ -64,6 +64,30 @@ func Schemes() []string {
 	return s
 }
 
+// Checker is implemented by a driver that can be registered yet unable to
+// serve (the rbd driver of a build without Ceph support).
+type Checker interface {
+	// Available returns nil when the driver can serve, else why not and
+	// how to fix it.
+	Available() error
+}
+
+// Available reports whether the driver of scheme (as Register got it:
+// "rbd", PathScheme) can serve: nil, or why not. A driver that does not
+// implement Checker is available.
+func Available(scheme string) error {
+	mu.Lock()
+	d, found := drivers[scheme]
+	mu.Unlock()
+	if !found {
+		return fmt.Errorf("no volume driver for scheme %q in this build", scheme)
+	}
+	if c, ok := d.(Checker); ok {
+		return c.Available()
+	}
+	return nil
+}
+
 // The functions below dispatch to the driver of the locator's scheme.
 
 // Stat describes the volume at locator.

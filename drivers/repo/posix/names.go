@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/volback/volback/drivers/repo"
 )
 
 // tmpPrefix marks in-flight Put files (and the writability probe). List
@@ -15,27 +17,18 @@ const tmpPrefix = ".tmp-"
 // so no single directory grows to millions of entries.
 const packsDir = "packs/"
 
-// checkName refuses names that could escape the repository directory or
-// that the sharded layout could not list back under the same name.
+// checkName refuses names repo.CheckName refuses, and names the sharded
+// layout could not list back under the same name: elements starting with
+// tmpPrefix, and pack names without a two-character shard.
 func checkName(name string) error {
+	if err := repo.CheckName(name); err != nil {
+		return err
+	}
 	bad := func(why string) error {
 		return fmt.Errorf("invalid object name %q: %s (names are relative slash-separated paths like \"packs/<hex>\")", name, why)
 	}
-	switch {
-	case name == "":
-		return bad("empty")
-	case strings.HasPrefix(name, "/"):
-		return bad("absolute path")
-	case strings.ContainsAny(name, "\\\x00"):
-		return bad("contains a backslash or NUL byte")
-	}
 	for _, el := range strings.Split(name, "/") {
-		switch {
-		case el == "":
-			return bad("empty path element")
-		case el == "." || el == "..":
-			return bad("contains a . or .. element")
-		case strings.HasPrefix(el, tmpPrefix):
+		if strings.HasPrefix(el, tmpPrefix) {
 			return bad("elements starting with " + tmpPrefix + " are reserved for temporary files")
 		}
 	}

@@ -282,3 +282,11 @@ func TestTargetGathersChunks(t *testing.T) {
 		t.Fatal("the image does not read as what was written through the gathering target")
 	}
 }
+
+// TestAvailableWithCeph: a Ceph build's driver is available (service-list
+// shows it up; a cluster's health is another matter).
+func TestAvailableWithCeph(t *testing.T) {
+	if err := volume.Available(Scheme); err != nil {
+		t.Fatalf("volume.Available(%q) in a build with the ceph tag: %v", Scheme, err)
+	}
+}

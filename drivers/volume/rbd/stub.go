@@ -4,6 +4,7 @@ package rbd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/volback/volback/drivers/volume"
@@ -17,13 +18,18 @@ func init() { volume.Register(Scheme, Driver{}) }
 type Driver struct{}
 
 var (
-	_ volume.Driver = Driver{}
-	_ volume.Placer = Driver{}
+	_ volume.Driver  = Driver{}
+	_ volume.Placer  = Driver{}
+	_ volume.Checker = Driver{}
 )
 
-func unsupported(locator string) error {
-	return fmt.Errorf("volume %q: this volback was built without Ceph support; build it with `make build` (go build -tags ceph,pacific, after scripts/deps.sh installs librbd-dev)", locator)
-}
+const noCeph = "this volback was built without Ceph support; build it with `make build` (go build -tags ceph,pacific, after scripts/deps.sh installs librbd-dev)"
+
+func unsupported(locator string) error { return fmt.Errorf("volume %q: %s", locator, noCeph) }
+
+// Available says this build cannot serve rbd:// (service-list shows the
+// driver down with this reason).
+func (Driver) Available() error { return errors.New(noCeph) }
 
 func (Driver) Stat(l string) (volume.Info, error)                    { return volume.Info{}, unsupported(l) }
 func (Driver) OpenSource(l string) (volume.Source, error)            { return nil, unsupported(l) }
