@@ -37,7 +37,11 @@ func TestRBDOSDStoppedMidBackup(t *testing.T) {
 
 	osd := c.OSDPid(t)
 	var once sync.Once
-	resume := func() { once.Do(func() { syscall.Kill(osd, syscall.SIGCONT) }) }
+	// Resuming waits until the cluster serves again: an OSD stopped past
+	// the heartbeat grace is marked down and must rejoin and re-peer,
+	// which on a loaded machine outlasts volback's 5 s timeouts (and would
+	// fail the tests after this one too).
+	resume := func() { once.Do(func() { syscall.Kill(osd, syscall.SIGCONT); c.waitActive() }) }
 	t.Cleanup(resume)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -108,6 +112,47 @@ func TestRBDOSDStoppedMidBackup(t *testing.T) {
 			t.Errorf("the failed backup's snapshot %s is still on the image", s)
 		}
 	}
+}
+
+// waitActive waits, up to 3 minutes, until every OSD of the cluster is up
+// and every placement group active (not stale, peering or down).
+func (c *cephTest) waitActive() {
+	c.t.Helper()
+	start := time.Now()
+	var last string
+	for time.Since(start) < 3*time.Minute {
+		out, err := exec.Command("ceph", c.args("--connect-timeout", "10", "status", "--format", "json")...).Output()
+		if err == nil {
+			var st struct {
+				OSDMap struct {
+					NumOSDs   int `json:"num_osds"`
+					NumUpOSDs int `json:"num_up_osds"`
+				} `json:"osdmap"`
+				PGMap struct {
+					NumPGs int `json:"num_pgs"`
+					States []struct {
+						Name  string `json:"state_name"`
+						Count int    `json:"count"`
+					} `json:"pgs_by_state"`
+				} `json:"pgmap"`
+			}
+			if err := jsonUnmarshal(string(out), &st); err == nil {
+				active := 0
+				for _, s := range st.PGMap.States {
+					if strings.Contains(s.Name, "active") && !strings.Contains(s.Name, "stale") && !strings.Contains(s.Name, "peering") {
+						active += s.Count
+					}
+				}
+				if st.OSDMap.NumOSDs > 0 && st.OSDMap.NumUpOSDs == st.OSDMap.NumOSDs && active == st.PGMap.NumPGs {
+					c.t.Logf("cluster active again %v after the OSD resumed", time.Since(start).Round(time.Millisecond))
+					return
+				}
+				last = fmt.Sprintf("%d of %d OSDs up, %d of %d placement groups active", st.OSDMap.NumUpOSDs, st.OSDMap.NumOSDs, active, st.PGMap.NumPGs)
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	c.t.Errorf("the cluster was not active again within 3 minutes of resuming the OSD (%s)", last)
 }
 
 // TestRBDTwoHomesShareRADOS: two volback homes (two hosts) keep their
