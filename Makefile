@@ -18,7 +18,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph soak clean gen install ceph-start ceph-stop
+.PHONY: all build deps demo test unit integration lint fuzz bench bench-ceph bench-scale soak clean gen install ceph-start ceph-stop
 
 all: build
 
@@ -100,6 +100,15 @@ bench: deps build
 bench-ceph: deps build
 	VOLBACK_CEPH_DIR= VOLBACK_CEPH_MEMSTORE_BYTES=$$((12 << 30)) integration/ceph/start.sh run $(CURDIR)/.ceph-bench \
 		$(GO) run -tags $(TAGS) ./bench -volback ./volback -ceph -only W7 $(if $(BENCH_OUT),-out $(BENCH_OUT))
+
+# The -scale rows (issue 13): W8 (1 TiB sparse, 8 GiB of data), W9 (16 GiB
+# dense), the catalog's share, W10 (four 2 GiB at once), with W1, W2, W3
+# and W6 of the same run to judge them by; volback only (cp has no
+# targets there). Data and repositories under BENCH_WORKDIR (default
+# /var/tmp; about 60 GiB free), removed afterwards. Writes the scale
+# section of docs/BENCHMARKS.md.
+bench-scale: deps build
+	$(GO) run ./bench -volback ./volback -scale -only W1,W2,W3,W6 -tools volback -workdir $${BENCH_WORKDIR:-/var/tmp} -out docs/BENCHMARKS.md
 
 clean:
 	rm -rf volback build

@@ -104,8 +104,8 @@ func init() {
 			Route[service.ImportRequest, *service.BackupView]{Method: post, Path: "backups/import_record", Status: 201, Bind: bindImport,
 				Render: func(r *Request, b *service.BackupView) any { return map[string]any{"backup": backupSummary(r, b)} }}),
 		def(Op{Verb: "backup-locate", Idempotent: true},
-			func(s *S, ctx context.Context, r service.Ref, _ PF) (*service.ImageLocation, error) {
-				return s.LocateImage(ctx, r.Ref)
+			func(s *S, ctx context.Context, r service.LocateRequest, _ PF) (*service.ImageLocation, error) {
+				return s.LocateImage(ctx, r)
 			}),
 
 		def(Op{Verb: "repo-gc", Admin: "backup:repo-gc", Unknown: "garbage collection is safe to run again: run repo-gc again"},

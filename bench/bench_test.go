@@ -345,3 +345,33 @@ func TestW7NeedsCeph(t *testing.T) {
 		t.Fatal("-ceph -only W7 must run W7 alone")
 	}
 }
+
+// TestJudgeScale: the -scale rows are held against W1, W2, W3 and W6 of
+// the same run; W9 fails on RSS more than 8 MiB over W1's, W10 on time.
+func TestJudgeScale(t *testing.T) {
+	const gib = 1 << 30
+	rows := []*row{
+		{workload: "W1", tool: "volback", secs: 10, bytes: 2 * gib, rssKiB: 60 << 10},
+		{workload: "W2", tool: "volback", secs: 8, bytes: 2 * gib, rssKiB: 60 << 10},
+		{workload: "W3", tool: "volback", secs: 4, bytes: 2 * gib},
+		{workload: "W6 seq", tool: "volback", secs: 2, bytes: 2 * gib},
+		{workload: "W9", tool: "volback", secs: 85, bytes: 16 * gib, rssKiB: 70 << 10},
+		{workload: "W8", tool: "volback", secs: 45, bytes: w8Data, rssKiB: 80 << 10},
+		{workload: "W8 incr", tool: "volback", secs: 30, bytes: w8Data, rssKiB: 80 << 10},
+		{workload: "W8 restore", tool: "volback", secs: 17, bytes: w8Data, rssKiB: 50 << 10},
+		{workload: "W8 mount", tool: "volback", secs: 8, bytes: w8Data, rssKiB: 90 << 10},
+		{workload: "catalog", tool: "volback", secs: 1e-9, catalogShare: 0.004},
+		{workload: "W10", tool: "volback", secs: 60, bytes: 8 * gib, rssKiB: 120 << 10},
+	}
+	judge(rows, 1)
+	want := map[string]string{"W9": "FAIL", "W8": "PASS", "W8 incr": "PASS", "W8 restore": "PASS",
+		"W8 mount": "PASS", "catalog": "PASS", "W10": "FAIL"}
+	for _, r := range rows {
+		if w, ok := want[r.workload]; ok && !strings.HasPrefix(r.target, w) {
+			t.Errorf("%s: %q, want %s", r.workload, r.target, w)
+		}
+	}
+	if !strings.Contains(rows[4].target, "RSS +10.0 MiB over W1's") {
+		t.Errorf("W9: %q", rows[4].target)
+	}
+}

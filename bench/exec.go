@@ -152,6 +152,26 @@ func storedBytes(root string) (int64, error) {
 	return total, err
 }
 
+// readTree reads every regular file under root once (into the page cache).
+func readTree(root string) error {
+	buf := make([]byte, 1<<20)
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return nil
+			}
+		}
+	})
+}
+
 // procHWM reads a live process's peak resident set (VmHWM) in KiB.
 func procHWM(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -34,6 +34,7 @@ type config struct {
 	keep        bool
 	ceph        bool  // run W7 on the Ceph test cluster
 	rbdSize     int64 // W7's image
+	scale       bool  // also run W8, W9, W10 (bench/scale.go)
 }
 
 // selected reports whether workload w runs: the -only list, or every one
@@ -41,6 +42,9 @@ type config struct {
 func (c config) selected(w string) bool {
 	if w == "W7" && !c.ceph {
 		return false
+	}
+	if w == "W8" || w == "W9" || w == "W10" {
+		return c.scale
 	}
 	return len(c.only) == 0 || slices.Contains(c.only, w)
 }
@@ -68,6 +72,7 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder (data, repositories) for inspection")
 	flag.BoolVar(&cfg.ceph, "ceph", false, "also run W7 (RBD) on the Ceph test cluster of VOLBACK_CEPH_* (make bench-ceph starts one); needs a bench built with -tags ceph,pacific")
 	flag.StringVar(&rbdSize, "rbd-size", "4G", "W7's RBD image size")
+	flag.BoolVar(&cfg.scale, "scale", false, "also run W8 (1 TiB sparse, 8 GiB of data), W9 (16 GiB dense) and W10 (four 2 GiB at once), volback and cp only; they are judged against W1, W2, W3 and W6 of the same run; needs about 60 GiB free under -workdir")
 	flag.Parse()
 
 	var err error
@@ -173,7 +178,10 @@ func benchMain(cfg config) error {
 
 	if cfg.out != "" {
 		write := writeResults
-		if !cfg.fileWorkloads() {
+		switch {
+		case cfg.scale:
+			write = func(path, section string) error { return writeBetween(path, section, beginScaleMarker, endScaleMarker) }
+		case !cfg.fileWorkloads():
 			write = func(path, section string) error { return writeBetween(path, section, beginRBDMarker, endRBDMarker) }
 		}
 		if err := write(cfg.out, b.section(table, versions)); err != nil {

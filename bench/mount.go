@@ -125,6 +125,16 @@ func readSequential(ctx context.Context, file string) (measure, int64, error) {
 	return m, st.Size(), err
 }
 
+// readWarm times dd of the whole file without dropping caches.
+func readWarm(ctx context.Context, file string) (measure, int64, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return measure{}, 0, err
+	}
+	m, _, err := run(ctx, command{name: "dd", args: []string{"if=" + file, "of=/dev/null", "bs=1M"}})
+	return m, st.Size(), err
+}
+
 // readRandom drops caches and times up to randomReads 4 KiB preads at
 // random 4 KiB-aligned offsets from randomProcs goroutines, stopping early
 // at randomBudget; it returns the time taken and the reads done.

@@ -25,6 +25,8 @@ type row struct {
 	badData  bool   // W3: restored bytes differ from the image
 	note     string // IOPS, sha256 result, ...
 
+	catalogShare float64 // catalog: its size over the repository's
+
 	readBytes    int64 // W7 incr: bytes the OSDs served to the backup
 	changedBytes int64 // W7 incr: bytes of the 64 KiB chunks the rewrite touched
 
@@ -128,10 +130,16 @@ func judge(rows []*row, dense float64) {
 			if vb.ok() {
 				checks = append(checks, check{vb.mbps() >= 1500, fmt.Sprintf("%.0f MB/s (≥1500)", vb.mbps())})
 			}
+		case "W6 warm":
+			if vb.ok() {
+				checks = append(checks, check{vb.mbps() >= 1500, fmt.Sprintf("%.0f MB/s (≥1500)", vb.mbps())})
+			}
+		default:
+			checks = append(checks, scaleChecks(vb, find)...)
 		}
 		switch {
-		case !vb.ok() || vb.rssKiB <= 0 || strings.HasPrefix(vb.workload, "W7"):
-		case strings.HasPrefix(vb.workload, "W6"):
+		case !vb.ok() || vb.rssKiB <= 0 || strings.HasPrefix(vb.workload, "W7"), vb.workload == "W9", vb.workload == "W10":
+		case strings.HasPrefix(vb.workload, "W6"), vb.workload == "W8 mount":
 			limit := int64(mountCacheKiB + mountOverheadKiB)
 			checks = append(checks, check{vb.rssKiB < limit, fmt.Sprintf("RSS %.0f MiB (< %s cache + 64)", kibToMiB(vb.rssKiB), mountCache)})
 		default:
@@ -269,8 +277,10 @@ const (
 	endMarker   = "<!-- bench:results:end -->"
 	// A run of W7 alone (make bench-ceph) has its own markers, so it does
 	// not replace the table of W1–W6.
-	beginRBDMarker = "<!-- bench:rbd:begin -->"
-	endRBDMarker   = "<!-- bench:rbd:end -->"
+	beginScaleMarker = "<!-- bench:scale:begin -->"
+	endScaleMarker   = "<!-- bench:scale:end -->"
+	beginRBDMarker   = "<!-- bench:rbd:begin -->"
+	endRBDMarker     = "<!-- bench:rbd:end -->"
 )
 
 // writeResults puts section between the result markers of path, keeping the

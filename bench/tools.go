@@ -189,6 +189,17 @@ func (v *volback) mount(ctx context.Context, id, mnt string) (*mounted, error) {
 	})
 }
 
+// warmer is a tool whose stored data can be read into the page cache
+// (W6 warm).
+type warmer interface{ warm() error }
+
+func (v *volback) warm() error { return readTree(filepath.Join(v.home, "repository")) }
+
+func (c *cpTool) warm() error { return readTree(c.dir) }
+
+// catalogBytes is the space the catalog takes.
+func (v *volback) catalogBytes() (int64, error) { return storedBytes(filepath.Join(v.home, "catalog")) }
+
 // ---- restic ----
 
 type restic struct {

@@ -1,11 +1,9 @@
 package chunkstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"io"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -57,7 +55,7 @@ func BenchmarkPackerAdd(b *testing.B) {
 		for _, level := range []int{0, 1, 3} {
 			b.Run(kind+"/level"+string(rune('0'+level)), func(b *testing.B) {
 				s := &Store{be: &nullRepo{}, cfg: Config{ChunkSize: 64 << 10}}
-				p := s.NewPacker(context.Background(), Compression{Level: level}, 2)
+				p := s.NewPacker(context.Background(), Compression{Level: level}, PackerOptions{Uploaders: 2})
 				raw := data[kind]
 				var next atomic.Uint64
 				var stored atomic.Int64
@@ -67,7 +65,7 @@ func BenchmarkPackerAdd(b *testing.B) {
 					var id ID
 					for pb.Next() {
 						binary.LittleEndian.PutUint64(id[:], next.Add(1))
-						n, err := p.Add(id, raw)
+						_, n, err := p.Add(id, raw)
 						if err != nil {
 							b.Error(err)
 							return
@@ -75,7 +73,7 @@ func BenchmarkPackerAdd(b *testing.B) {
 						stored.Add(int64(n))
 					}
 				})
-				if _, err := p.Close(); err != nil {
+				if err := p.Close(); err != nil {
 					b.Fatal(err)
 				}
 				b.ReportMetric(float64(stored.Load())/float64(b.N*len(raw)), "stored/raw")
@@ -87,38 +85,6 @@ func BenchmarkPackerAdd(b *testing.B) {
 // BenchmarkImageReadSequential reads a 64 MiB text-like image (64 KiB
 // chunks, zstd level 1) sequentially in 1 MiB reads with an empty cache,
 // so every chunk is read, decompressed and verified.
-func BenchmarkImageReadSequential(b *testing.B) {
-	cs := 64 << 10
-	s, _ := newTestStore(b, cs)
-	r := rand.New(rand.NewPCG(4, 4))
-	vol := make([]byte, 0, 64<<20)
-	for len(vol) < 64<<20 {
-		vol = append(vol, textBytes(r, cs)...)
-	}
-	m, entries := backupVolume(b, s, vol, Compression{Level: 1})
-	loc := newMapLocator(entries)
-	for _, ra := range []int{0, 8} {
-		b.Run("readahead"+string(rune('0'+ra)), func(b *testing.B) {
-			b.SetBytes(int64(len(vol)))
-			buf := make([]byte, 1<<20)
-			for b.Loop() {
-				im := s.OpenImage(m, loc, ImageOptions{Cache: NewCache(32 << 20), ReadAhead: ra, Name: "bench"})
-				for off := int64(0); off < im.Size(); off += int64(len(buf)) {
-					n, err := im.ReadAt(buf, off)
-					if err != nil && err != io.EOF {
-						b.Fatal(err)
-					}
-					if off == 0 && !bytes.Equal(buf[:n], vol[:n]) {
-						b.Fatal("wrong bytes")
-					}
-				}
-				im.Close()
-			}
-		})
-	}
-}
-
-// BenchmarkEncodeBlob is the per-chunk compression cost on one core.
 func BenchmarkEncodeBlob(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 5))
 	for _, kind := range []string{"random", "text"} {

@@ -242,7 +242,8 @@ func TestPackerConcurrent(t *testing.T) {
 			chunks = append(chunks, chunks[r.IntN(len(chunks))]) // duplicate
 		}
 	}
-	p := s.NewPacker(context.Background(), Compression{Level: 3}, 2)
+	col := &collector{}
+	p := s.NewPacker(context.Background(), Compression{Level: 3}, PackerOptions{Uploaders: 2, Commit: col.commit})
 	var wg sync.WaitGroup
 	var stored sync.Map
 	for w := range 8 {
@@ -251,9 +252,9 @@ func TestPackerConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := w; i < len(chunks); i += 8 {
 				buf := append([]byte(nil), chunks[i]...)
-				n, err := p.Add(Sum(buf), buf)
-				if err != nil {
-					t.Error(err)
+				seq, n, err := p.Add(Sum(buf), buf)
+				if err != nil || seq == 0 {
+					t.Error(seq, err)
 					return
 				}
 				clear(buf) // raw may be reused once Add returns
@@ -264,16 +265,30 @@ func TestPackerConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	entries, err := p.Close()
-	if err != nil {
+	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
+	entries := col.all()
 	unique := map[ID][]byte{}
 	for _, c := range chunks {
 		unique[Sum(c)] = c
 	}
-	if len(entries) != len(unique) {
-		t.Fatalf("%d entries for %d unique chunks", len(entries), len(unique))
+	// Every chunk is stored; one added again after its pack was committed
+	// is stored again (a backup asks the catalog first), never twice in
+	// one pack.
+	inPack := map[[2]ID]bool{}
+	for _, e := range entries {
+		if inPack[[2]ID{e.Pack, e.ID}] {
+			t.Fatalf("chunk %s twice in pack %s", e.ID, e.Pack)
+		}
+		inPack[[2]ID{e.Pack, e.ID}] = true
+		delete(unique, e.ID)
+	}
+	if len(unique) != 0 || len(entries) > len(chunks) {
+		t.Fatalf("%d chunks not stored, %d entries", len(unique), len(entries))
+	}
+	for _, c := range chunks {
+		unique[Sum(c)] = c
 	}
 	packs := map[ID]bool{}
 	for _, e := range entries {
@@ -302,7 +317,7 @@ func TestPackerConcurrent(t *testing.T) {
 		}
 	}
 	// Adding after Close is refused.
-	if _, err := p.Add(Sum([]byte("x")), []byte("x")); err == nil {
+	if _, _, err := p.Add(Sum([]byte("x")), []byte("x")); err == nil {
 		t.Fatal("Add after Close succeeded")
 	}
 }
@@ -313,7 +328,7 @@ func TestPackerUploadErrorAndBackpressure(t *testing.T) {
 	var puts sync.WaitGroup
 	be.putHook = func(string) { <-release }
 	be.putErr = errors.New("disk full")
-	p := s.NewPacker(context.Background(), Compression{}, 1)
+	p := s.NewPacker(context.Background(), Compression{}, PackerOptions{Uploaders: 1})
 	r := rand.New(rand.NewPCG(9, 10))
 	chunk := randomBytes(r, 64<<10)
 	var added atomicInt
@@ -323,7 +338,7 @@ func TestPackerUploadErrorAndBackpressure(t *testing.T) {
 		defer puts.Done()
 		for i := 0; ; i++ {
 			binary.LittleEndian.PutUint64(chunk, uint64(i))
-			if _, err := p.Add(Sum(chunk), chunk); err != nil {
+			if _, _, err := p.Add(Sum(chunk), chunk); err != nil {
 				done <- err
 				return
 			}
@@ -350,7 +365,7 @@ func TestPackerUploadErrorAndBackpressure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "uploading pack") {
 		t.Fatalf("Add error = %v", err)
 	}
-	if _, err := p.Close(); err == nil || !strings.Contains(err.Error(), "disk full") {
+	if err := p.Close(); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("Close error = %v", err)
 	}
 	puts.Wait()
@@ -358,14 +373,14 @@ func TestPackerUploadErrorAndBackpressure(t *testing.T) {
 
 func TestPackerAbort(t *testing.T) {
 	s, be := newTestStore(t, 64<<10)
-	p := s.NewPacker(context.Background(), Compression{Level: 1}, 2)
+	p := s.NewPacker(context.Background(), Compression{Level: 1}, PackerOptions{Uploaders: 2})
 	raw := textBytes(rand.New(rand.NewPCG(1, 1)), 64<<10)
-	if _, err := p.Add(Sum(raw), raw); err != nil {
+	if _, _, err := p.Add(Sum(raw), raw); err != nil {
 		t.Fatal(err)
 	}
 	p.Abort()
 	p.Abort()
-	if _, err := p.Close(); err == nil {
+	if err := p.Close(); err == nil {
 		t.Fatal("Close after Abort succeeded")
 	}
 	n := 0
@@ -433,7 +448,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := s.Config()
-	if cfg.ChunkSize != 128<<10 || cfg.Version != 1 || cfg.Format != "volback" || cfg.Hash != "blake3-256" || len(cfg.ID) != 36 {
+	if cfg.ChunkSize != 128<<10 || cfg.Version != FormatVersion || cfg.Format != "volback" || cfg.Hash != "blake3-256" || len(cfg.ID) != 36 {
 		t.Fatalf("config %+v", cfg)
 	}
 	if _, err := Init(ctx, be, 64<<10); err == nil || !strings.Contains(err.Error(), "already has a config") {
@@ -455,14 +470,18 @@ func TestConfig(t *testing.T) {
 		_, err := Open(ctx, b2)
 		return err
 	}
-	err = put(func(m map[string]any) { m["version"] = 3 })
-	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 3") || !strings.Contains(err.Error(), "upgrade volback") {
-		t.Fatalf("version 3: %v", err)
+	err = put(func(m map[string]any) { m["version"] = 4 })
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 4") || !strings.Contains(err.Error(), "upgrade volback") {
+		t.Fatalf("version 4: %v", err)
 	}
 	for name, f := range map[string]func(map[string]any){
 		"version 2 without encryption": func(m map[string]any) { m["version"] = 2; m["hash"] = "blake3-256-keyed" },
 		"version 2 unkeyed":            func(m map[string]any) { m["version"] = 2; m["encryption"] = "aes-256-gcm" },
-		"version 1 encrypted":          func(m map[string]any) { m["encryption"] = "aes-256-gcm" },
+		"version 1 encrypted":          func(m map[string]any) { m["version"] = 1; m["encryption"] = "aes-256-gcm" },
+		"version 3 keyed, no cipher":   func(m map[string]any) { m["hash"] = "blake3-256-keyed" },
+		"version 3 cipher, unkeyed":    func(m map[string]any) { m["encryption"] = "aes-256-gcm" },
+		"version 3 unknown cipher":     func(m map[string]any) { m["hash"] = "blake3-256-keyed"; m["encryption"] = "rot13" },
+		"version 0":                    func(m map[string]any) { m["version"] = 0 },
 		"format":                       func(m map[string]any) { m["format"] = "restic" },
 		"hash":                         func(m map[string]any) { m["hash"] = "sha256" },
 		"chunk size":                   func(m map[string]any) { m["chunk_size"] = 1000 },
@@ -496,5 +515,62 @@ func TestEncodePackRefuses(t *testing.T) {
 		if _, _, _, err := EncodePack([]PackBlob{{ID: Sum(nil), Blob: good}, {ID: Sum(nil), Blob: blob}}); err == nil {
 			t.Errorf("%s: EncodePack accepted a bad blob", name)
 		}
+	}
+}
+
+// TestPackerSync: Sync seals the pack being filled and returns only once
+// the packs up to the sequence asked for are committed; a commit error
+// fails the packer.
+func TestPackerSync(t *testing.T) {
+	s, _ := newTestStore(t, 64<<10)
+	ctx := context.Background()
+	release := make(chan struct{})
+	col := &collector{}
+	p := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 2, Commit: func(ctx context.Context, pack ID, e []PackEntry) error {
+		<-release
+		return col.commit(ctx, pack, e)
+	}})
+	r := rand.New(rand.NewPCG(3, 4))
+	a, b := randomBytes(r, 64<<10), randomBytes(r, 64<<10)
+	seqA, _, err := p.Add(Sum(a), a)
+	if err != nil || seqA != 1 {
+		t.Fatal(seqA, err)
+	}
+	if seq, n, _ := p.Add(Sum(a), a); seq != seqA || n != 0 {
+		t.Fatalf("pending chunk added again: seq %d, %d bytes", seq, n)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- p.Sync(ctx, seqA) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-synced:
+		t.Fatalf("Sync returned before the commit: %v", err)
+	default:
+	}
+	// The pack was sealed: the next chunk opens pack 2.
+	if seq, _, _ := p.Add(Sum(b), b); seq != 2 {
+		t.Fatalf("next chunk in pack %d, want 2", seq)
+	}
+	close(release)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if e := col.all(); len(e) != 1 || e[0].ID != Sum(a) {
+		t.Fatalf("committed %v", e)
+	}
+	if err := p.Sync(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil || len(col.all()) != 2 {
+		t.Fatalf("close: %v, %d entries", err, len(col.all()))
+	}
+
+	bad := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 1, Commit: func(context.Context, ID, []PackEntry) error { return errors.New("catalog full") }})
+	seq, _, _ := bad.Add(Sum(a), a)
+	if err := bad.Sync(ctx, seq); err == nil || !strings.Contains(err.Error(), "catalog full") {
+		t.Fatalf("Sync after a failed commit: %v", err)
+	}
+	if err := bad.Close(); err == nil {
+		t.Fatal("Close after a failed commit succeeded")
 	}
 }

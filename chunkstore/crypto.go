@@ -36,7 +36,8 @@ func keyName(id string) string { return keysPrefix + id }
 // Magic numbers of sealed objects; each is also the start of the
 // associated data, so one kind of object cannot pass for another.
 const (
-	sealedManifestMagic = "VBMANIF2"
+	sealedManifestMagic = "VBMANIF2" // a whole manifest (v2) or a head (v3)
+	sealedSegmentMagic  = "VBMSEGS3"
 	sealedRecordMagic   = "VBRECRD2"
 	blobAD              = "VBBLOB02"
 	trailerAD           = "VBTRAIL2"
@@ -93,6 +94,10 @@ func (s *Store) blobOverhead() int {
 	}
 	return sealOverhead(s.cfg.Encryption)
 }
+
+// BlobOverhead is what sealing adds to each stored blob (0 unencrypted):
+// readers size their buffers with it.
+func (s *Store) BlobOverhead() int { return s.blobOverhead() }
 
 func sealOverhead(cipherName string) int {
 	if cipherName == crypt.AES256GCM {

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
-	"time"
 )
 
 func randomBytes(r *rand.Rand, n int) []byte {
@@ -41,31 +40,26 @@ func textBytes(r *rand.Rand, n int) []byte {
 	return b[:n]
 }
 
-// mapLocator is a Locator over packer results.
-type mapLocator struct {
-	mu sync.Mutex
-	m  map[ID]Location
+// collector is a CommitFunc that keeps every committed entry.
+type collector struct {
+	mu      sync.Mutex
+	entries []PackEntry
+	packs   []ID
 }
 
-func newMapLocator(entries []PackEntry) *mapLocator {
-	l := &mapLocator{m: map[ID]Location{}}
-	for _, e := range entries {
-		l.m[e.ID] = e.Location
-	}
-	return l
+func (c *collector) commit(_ context.Context, pack ID, e []PackEntry) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = append(c.entries, e...)
+	c.packs = append(c.packs, pack)
+	return nil
 }
 
-func (l *mapLocator) Locate(ctx context.Context, id ID) (Location, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	loc, ok := l.m[id]
-	if !ok {
-		return Location{}, fmt.Errorf("chunk %s not in catalog: %w", id, errNotInCatalog)
-	}
-	return loc, nil
+func (c *collector) all() []PackEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]PackEntry(nil), c.entries...)
 }
-
-var errNotInCatalog = fmt.Errorf("not in catalog")
 
 func newTestStore(t testing.TB, chunkSize int) (*Store, *memRepo) {
 	t.Helper()
@@ -77,59 +71,4 @@ func newTestStore(t testing.TB, chunkSize int) (*Store, *memRepo) {
 	return s, be
 }
 
-// backupVolume stores vol like a backup would: zero chunks skipped, the
-// rest added concurrently through a packer. It returns the manifest and
-// the pack entries.
-func backupVolume(t testing.TB, s *Store, vol []byte, comp Compression) (*Manifest, []PackEntry) {
-	t.Helper()
-	cs := s.Config().ChunkSize
-	m := NewManifest(int64(len(vol)), cs)
-	p := s.NewPacker(context.Background(), comp, 2)
-	ids := make([]ID, m.Chunks())
-	zero := make([]bool, m.Chunks())
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
-	work := make(chan int)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				c := vol[i*cs : min(len(vol), (i+1)*cs)]
-				if IsZero(c) {
-					zero[i] = true
-					continue
-				}
-				ids[i] = Sum(c)
-				if _, err := p.Add(ids[i], c); err != nil {
-					errMu.Lock()
-					firstErr = err
-					errMu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range m.Chunks() {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		t.Fatal(firstErr)
-	}
-	entries, err := p.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range ids {
-		if !zero[i] {
-			m.Set(i, ids[i])
-		}
-	}
-	return m, entries
-}
-
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
-
-func sleep() { time.Sleep(10 * time.Millisecond) }

@@ -3,171 +3,159 @@ package chunkstore
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"sort"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
 
+// A manifest (docs/FORMAT.md, "Manifests") is stored in pieces so that no
+// reader or writer holds a whole volume's chunk map: a small head lists the
+// segments, and each segment maps one slot of SegmentChunks consecutive
+// chunks to chunk IDs. A slot whose chunks are all zero has no segment.
+// Version-1 manifests (one object, every chunk) are still read: they
+// appear as a head with one segment held in memory.
+
 const (
-	manifestMagic      = "VBMANIF1"
-	manifestHeaderSize = 8 + 4 + 8 + 8 + 4 + 1 + 4
-	manifestDigestSize = 32
-	// maxManifestChunks refuses absurd chunk counts before anything is
-	// allocated: 2^32 chunks is 64 TiB at the smallest chunk size.
-	maxManifestChunks = 1 << 32
+	headMagic     = "VBMHEAD3"
+	headFixedSize = 8 + 4 + 8 + 8 + 4 + 4 + 8
+	headEntrySize = 4 + 4 + 32
+	segmentMagic  = "VBMSEG03"
+	segHeaderSize = 8 + 4 + 4 + 4 + 1 + 4
+	digestSize    = 32
+	// MinSegmentChunks and MaxSegmentChunks bound the chunks a segment
+	// covers (a power of two).
+	MinSegmentChunks = 1 << 2
+	MaxSegmentChunks = 1 << 20
 )
 
-// Manifest maps chunk index -> chunk ID (docs/FORMAT.md).
-type Manifest struct {
-	ChunkSize int
-	Size      int64
-	IDs       []ID     // unique IDs in first-seen order
-	Refs      []uint32 // per chunk: 0 = zero chunk, k = IDs[k-1]
+// DefaultSegmentChunks is how many chunks a segment covers when volback
+// writes one: 1 GiB of volume at 64 KiB chunks, at most 576 KiB decoded
+// (16384 refs and as many IDs).
+const DefaultSegmentChunks = 1 << 14
 
-	index map[ID]uint32 // ID -> ref, built by the first Set
+// Manifest is a manifest head: the volume's shape and its segments, in
+// slot order. It holds no chunk IDs (see Segment), so its size is about 40
+// bytes per slot with data: 40 KiB for a dense 1 TiB volume.
+type Manifest struct {
+	ChunkSize     int
+	Size          int64
+	SegmentChunks int
+	Segments      []SegmentRef
+
+	v1 *Segment // a version-1 manifest's one segment, decoded with the head
 }
 
-// NewManifest makes an all-zero manifest for a volume of size bytes.
+// SegmentRef is one head entry: the slot a stored segment covers, how many
+// distinct chunk IDs it lists and its digest (the BLAKE3 of its object
+// before its own trailing digest).
+type SegmentRef struct {
+	Slot   uint32
+	Unique uint32
+	Digest ID
+}
+
+// NewManifest is the head of a manifest with no segments yet (all zeros)
+// for a volume of size bytes, in segments of DefaultSegmentChunks.
 func NewManifest(size int64, chunkSize int) *Manifest {
-	return &Manifest{
-		ChunkSize: chunkSize,
-		Size:      size,
-		Refs:      make([]uint32, chunkCount(size, chunkSize)),
+	return &Manifest{ChunkSize: chunkSize, Size: size, SegmentChunks: DefaultSegmentChunks}
+}
+
+// CheckSegmentChunks says why n cannot be a segment's chunk count.
+func CheckSegmentChunks(n int) error {
+	if n < MinSegmentChunks || n > MaxSegmentChunks || n&(n-1) != 0 {
+		return fmt.Errorf("segment size %d chunks is not a power of two from %d to %d", n, MinSegmentChunks, MaxSegmentChunks)
 	}
+	return nil
 }
 
 func chunkCount(size int64, chunkSize int) int64 {
 	return (size + int64(chunkSize) - 1) / int64(chunkSize)
 }
 
-// Set records that chunk i holds id and reports whether id is new to the
-// manifest (a backup uses that to look each distinct chunk up once). Not
-// safe for concurrent use.
-func (m *Manifest) Set(i int, id ID) (added bool) {
-	if m.index == nil {
-		m.index = make(map[ID]uint32, len(m.IDs))
-		for k, id := range m.IDs {
-			if _, ok := m.index[id]; !ok {
-				m.index[id] = uint32(k + 1)
-			}
-		}
-	}
-	ref, ok := m.index[id]
-	if !ok {
-		m.IDs = append(m.IDs, id)
-		ref = uint32(len(m.IDs))
-		m.index[id] = ref
-	}
-	m.Refs[i] = ref
-	return !ok
+// Chunks is the number of chunks of the volume.
+func (m *Manifest) Chunks() int64 { return chunkCount(m.Size, m.ChunkSize) }
+
+// Slots is the number of segment slots: ceil(chunks / SegmentChunks).
+func (m *Manifest) Slots() int {
+	return int((m.Chunks() + int64(m.SegmentChunks) - 1) / int64(m.SegmentChunks))
 }
 
-// SetZero marks chunk i as an all-zero chunk (a hole).
-func (m *Manifest) SetZero(i int) { m.Refs[i] = 0 }
-
-// Chunk returns the ID of chunk i and false when it is a zero chunk.
-func (m *Manifest) Chunk(i int) (ID, bool) {
-	r := m.Refs[i]
-	if r == 0 {
-		return ID{}, false
-	}
-	return m.IDs[r-1], true
+// SlotRange is the first chunk of slot and how many chunks it covers.
+func (m *Manifest) SlotRange(slot int) (first int64, n int) {
+	first = int64(slot) * int64(m.SegmentChunks)
+	return first, int(min(int64(m.SegmentChunks), m.Chunks()-first))
 }
-
-// Chunks is the number of chunks.
-func (m *Manifest) Chunks() int { return len(m.Refs) }
 
 // ChunkLen is the length of chunk i: ChunkSize except for a short last chunk.
-func (m *Manifest) ChunkLen(i int) int {
-	return int(min(int64(m.ChunkSize), m.Size-int64(i)*int64(m.ChunkSize)))
+func (m *Manifest) ChunkLen(i int64) int {
+	return int(min(int64(m.ChunkSize), m.Size-i*int64(m.ChunkSize)))
 }
 
-// Unique returns the distinct IDs the manifest references, each once, in
-// order of first use. (IDs may also hold IDs no chunk refers to any more
-// after Set replaced them; Encode drops those.)
-func (m *Manifest) Unique() []ID {
-	ids, _ := m.compact()
-	return ids
-}
-
-// compact renumbers refs by first use, dropping unreferenced IDs, so that
-// the encoding depends only on what each chunk holds.
-func (m *Manifest) compact() ([]ID, []uint32) {
-	remap := make([]uint32, len(m.IDs)+1)
-	var ids []ID
-	refs := make([]uint32, len(m.Refs))
-	for i, r := range m.Refs {
-		if r == 0 {
-			continue
-		}
-		if remap[r] == 0 {
-			ids = append(ids, m.IDs[r-1])
-			remap[r] = uint32(len(ids))
-		}
-		refs[i] = remap[r]
+// Refs is the length of the manifest's reference list: the segments' ID
+// tables one after the other. A catalog counts one reference per element.
+func (m *Manifest) Refs() int64 {
+	var n int64
+	for _, s := range m.Segments {
+		n += int64(s.Unique)
 	}
-	return ids, refs
+	return n
 }
 
-var (
-	manifestEncOnce sync.Once
-	manifestEnc     *zstd.Encoder
-)
+// Find returns the position in Segments of the segment of slot, and false
+// when the slot has no segment (all its chunks are zero).
+func (m *Manifest) Find(slot int) (int, bool) {
+	k := sort.Search(len(m.Segments), func(k int) bool { return int(m.Segments[k].Slot) >= slot })
+	return k, k < len(m.Segments) && int(m.Segments[k].Slot) == slot
+}
 
-// Encode serialises the manifest and returns it with its digest. Refs must
-// be within IDs (as Set and DecodeManifest guarantee).
+// Encode serialises the head and returns it with its digest, the
+// manifest digest records name. A version-1 manifest is encoded as the
+// head of its segment, which then must be stored as segment 0.
 func (m *Manifest) Encode() (data []byte, digest ID) {
-	ids, refs := m.compact()
-	body := make([]byte, 0, len(ids)*32+len(refs)*4)
-	for _, id := range ids {
-		body = append(body, id[:]...)
-	}
-	for _, r := range refs {
-		body = binary.LittleEndian.AppendUint32(body, r)
-	}
-	codec := CodecRaw
-	manifestEncOnce.Do(func() {
-		manifestEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
-			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(MaxChunkSize))
-	})
-	if z := manifestEnc.EncodeAll(body, nil); len(z) < len(body) {
-		body, codec = z, CodecZstd
-	}
-	data = make([]byte, 0, manifestHeaderSize+len(body)+manifestDigestSize)
-	data = append(data, manifestMagic...)
+	data = make([]byte, 0, headFixedSize+len(m.Segments)*headEntrySize+digestSize)
+	data = append(data, headMagic...)
 	data = binary.LittleEndian.AppendUint32(data, uint32(m.ChunkSize))
 	data = binary.LittleEndian.AppendUint64(data, uint64(m.Size))
-	data = binary.LittleEndian.AppendUint64(data, uint64(len(refs)))
-	data = binary.LittleEndian.AppendUint32(data, uint32(len(ids)))
-	data = append(data, byte(codec))
-	data = binary.LittleEndian.AppendUint32(data, uint32(len(body)))
-	data = append(data, body...)
+	data = binary.LittleEndian.AppendUint64(data, uint64(m.Chunks()))
+	data = binary.LittleEndian.AppendUint32(data, uint32(m.SegmentChunks))
+	data = binary.LittleEndian.AppendUint32(data, uint32(len(m.Segments)))
+	data = binary.LittleEndian.AppendUint64(data, uint64(m.Refs()))
+	for _, s := range m.Segments {
+		data = binary.LittleEndian.AppendUint32(data, s.Slot)
+		data = binary.LittleEndian.AppendUint32(data, s.Unique)
+		data = append(data, s.Digest[:]...)
+	}
 	digest = Sum(data)
 	return append(data, digest[:]...), digest
 }
 
-// DecodeManifest parses and verifies an encoded manifest. Memory grows with
-// the bytes actually decoded, never with a count taken on trust.
+// DecodeManifest parses and verifies a manifest head (or a whole version-1
+// manifest) and returns it with its digest.
 func DecodeManifest(b []byte) (*Manifest, ID, error) {
-	if len(b) < manifestHeaderSize+manifestDigestSize {
+	if len(b) >= 8 && string(b[:8]) == manifestV1Magic {
+		return decodeManifestV1(b)
+	}
+	if len(b) < headFixedSize+digestSize {
 		return nil, ID{}, corruptf("manifest is %d bytes, shorter than header and digest", len(b))
 	}
-	if string(b[:8]) != manifestMagic {
-		return nil, ID{}, corruptf("manifest magic is %q, want %q", b[:8], manifestMagic)
+	if string(b[:8]) != headMagic {
+		return nil, ID{}, corruptf("manifest magic is %q, want %q (or %q)", b[:8], headMagic, manifestV1Magic)
 	}
-	n := len(b) - manifestDigestSize
+	n := len(b) - digestSize
 	digest := Sum(b[:n])
 	if !bytes.Equal(digest[:], b[n:]) {
 		return nil, ID{}, corruptf("manifest digest mismatch: content hashes to %s, stored digest is %x", digest, b[n:])
 	}
-	h := b[8:manifestHeaderSize]
+	h := b[8:headFixedSize]
 	chunkSize := binary.LittleEndian.Uint32(h)
 	size := binary.LittleEndian.Uint64(h[4:])
 	chunks := binary.LittleEndian.Uint64(h[12:])
-	unique := binary.LittleEndian.Uint32(h[20:])
-	codec := Codec(h[24])
-	bodyLen := binary.LittleEndian.Uint32(h[25:])
+	segChunks := binary.LittleEndian.Uint32(h[20:])
+	count := binary.LittleEndian.Uint32(h[24:])
+	refs := binary.LittleEndian.Uint64(h[28:])
 	if err := CheckChunkSize(int(chunkSize)); err != nil {
 		return nil, ID{}, corruptf("manifest: %v", err)
 	}
@@ -180,68 +168,267 @@ func DecodeManifest(b []byte) (*Manifest, ID, error) {
 	if chunks > maxManifestChunks {
 		return nil, ID{}, corruptf("manifest has %d chunks, more than the %d this volback accepts", chunks, uint64(maxManifestChunks))
 	}
-	if uint64(unique) > chunks {
-		return nil, ID{}, corruptf("manifest lists %d unique IDs for %d chunks", unique, chunks)
+	if err := CheckSegmentChunks(int(segChunks)); err != nil {
+		return nil, ID{}, corruptf("manifest: %v", err)
 	}
-	if int(bodyLen) != n-manifestHeaderSize {
-		return nil, ID{}, corruptf("manifest body length is %d, but %d bytes follow the header", bodyLen, n-manifestHeaderSize)
+	if uint64(n-headFixedSize) != uint64(count)*headEntrySize {
+		return nil, ID{}, corruptf("manifest lists %d segments in %d bytes, want %d", count, n-headFixedSize, uint64(count)*headEntrySize)
 	}
-	body := b[manifestHeaderSize:n]
+	m := &Manifest{ChunkSize: int(chunkSize), Size: int64(size), SegmentChunks: int(segChunks),
+		Segments: make([]SegmentRef, count)}
+	slots := uint64(m.Slots())
+	var total uint64
+	for k := range m.Segments {
+		e := b[headFixedSize+k*headEntrySize:]
+		s := &m.Segments[k]
+		s.Slot = binary.LittleEndian.Uint32(e)
+		s.Unique = binary.LittleEndian.Uint32(e[4:])
+		copy(s.Digest[:], e[8:40])
+		if uint64(s.Slot) >= slots {
+			return nil, ID{}, corruptf("manifest segment %d is for slot %d, but the volume has %d slots", k, s.Slot, slots)
+		}
+		if k > 0 && s.Slot <= m.Segments[k-1].Slot {
+			return nil, ID{}, corruptf("manifest segment %d (slot %d) does not follow slot %d", k, s.Slot, m.Segments[k-1].Slot)
+		}
+		if _, n := m.SlotRange(int(s.Slot)); s.Unique == 0 || int(s.Unique) > n {
+			return nil, ID{}, corruptf("manifest segment %d lists %d IDs for %d chunks", k, s.Unique, n)
+		}
+		total += uint64(s.Unique)
+	}
+	if total != refs {
+		return nil, ID{}, corruptf("manifest says %d references, its segments list %d", refs, total)
+	}
+	return m, digest, nil
+}
+
+// Segment maps the chunks of one slot to chunk IDs: IDs lists each
+// distinct ID once, Refs holds per chunk 0 (all zeros) or k for IDs[k-1].
+type Segment struct {
+	Slot  int
+	First int64    // index of the slot's first chunk in the volume
+	IDs   []ID     // distinct IDs (in first-use order once encoded or decoded)
+	Refs  []uint32 // one per chunk of the slot
+
+	index map[ID]uint32 // ID -> ref, built by the first Set
+}
+
+// NewSegment is an all-zero segment for slot of manifest m.
+func (m *Manifest) NewSegment(slot int) *Segment {
+	first, n := m.SlotRange(slot)
+	return &Segment{Slot: slot, First: first, Refs: make([]uint32, max(n, 0))}
+}
+
+// Clone copies g, for an incremental that starts from its parent's chunks.
+func (g *Segment) Clone() *Segment {
+	return &Segment{Slot: g.Slot, First: g.First, IDs: append([]ID(nil), g.IDs...), Refs: append([]uint32(nil), g.Refs...)}
+}
+
+// Len is the number of chunks the segment covers.
+func (g *Segment) Len() int { return len(g.Refs) }
+
+// Set records that chunk i (an index in the volume) holds id and reports
+// whether id is new to the segment (a backup then looks it up in the
+// catalog). Not safe for concurrent use.
+func (g *Segment) Set(i int64, id ID) (added bool) {
+	if g.index == nil {
+		g.index = make(map[ID]uint32, len(g.IDs))
+		for k, id := range g.IDs {
+			if _, ok := g.index[id]; !ok {
+				g.index[id] = uint32(k + 1)
+			}
+		}
+	}
+	ref, ok := g.index[id]
+	if !ok {
+		g.IDs = append(g.IDs, id)
+		ref = uint32(len(g.IDs))
+		g.index[id] = ref
+	}
+	g.Refs[i-g.First] = ref
+	return !ok
+}
+
+// SetZero marks chunk i (an index in the volume) as all zeros.
+func (g *Segment) SetZero(i int64) { g.Refs[i-g.First] = 0 }
+
+// Chunk returns the ID of chunk i (an index in the volume), false when it
+// is all zeros.
+func (g *Segment) Chunk(i int64) (ID, bool) {
+	r := g.Refs[i-g.First]
+	if r == 0 {
+		return ID{}, false
+	}
+	return g.IDs[r-1], true
+}
+
+// Empty reports whether every chunk of the segment is zero: such a slot
+// is not stored.
+func (g *Segment) Empty() bool {
+	for _, r := range g.Refs {
+		if r != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// compact renumbers refs by first use, dropping IDs no chunk refers to
+// (any more), so that the encoding depends only on what each chunk holds.
+func (g *Segment) compact() ([]ID, []uint32) {
+	remap := make([]uint32, len(g.IDs)+1)
+	var ids []ID
+	refs := make([]uint32, len(g.Refs))
+	for i, r := range g.Refs {
+		if r == 0 {
+			continue
+		}
+		if remap[r] == 0 {
+			ids = append(ids, g.IDs[r-1])
+			remap[r] = uint32(len(ids))
+		}
+		refs[i] = remap[r]
+	}
+	return ids, refs
+}
+
+var (
+	manifestEncOnce sync.Once
+	manifestEnc     *zstd.Encoder
+)
+
+// compressBody compresses a manifest body when that makes it smaller.
+func compressBody(body []byte) ([]byte, Codec) {
+	manifestEncOnce.Do(func() {
+		manifestEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(MaxChunkSize))
+	})
+	if z := manifestEnc.EncodeAll(body, nil); len(z) < len(body) {
+		return z, CodecZstd
+	}
+	return body, CodecRaw
+}
+
+// Encode serialises the segment and returns it with its digest and its
+// ID table (the segment's part of the reference list, in first-use order).
+func (g *Segment) Encode() (data []byte, digest ID, ids []ID) {
+	ids, refs := g.compact()
+	body := make([]byte, 0, len(ids)*32+len(refs)*4)
+	for _, id := range ids {
+		body = append(body, id[:]...)
+	}
+	for _, r := range refs {
+		body = binary.LittleEndian.AppendUint32(body, r)
+	}
+	body, codec := compressBody(body)
+	data = make([]byte, 0, segHeaderSize+len(body)+digestSize)
+	data = append(data, segmentMagic...)
+	data = binary.LittleEndian.AppendUint32(data, uint32(g.Slot))
+	data = binary.LittleEndian.AppendUint32(data, uint32(len(refs)))
+	data = binary.LittleEndian.AppendUint32(data, uint32(len(ids)))
+	data = append(data, byte(codec))
+	data = binary.LittleEndian.AppendUint32(data, uint32(len(body)))
+	data = append(data, body...)
+	digest = Sum(data)
+	return append(data, digest[:]...), digest, ids
+}
+
+// DecodeSegment parses and verifies a segment object against its own
+// digest; the caller checks slot, size and digest against the head.
+// Memory grows with the bytes decoded, never with a count taken on trust.
+func DecodeSegment(b []byte) (*Segment, ID, error) {
+	if len(b) < segHeaderSize+digestSize {
+		return nil, ID{}, corruptf("manifest segment is %d bytes, shorter than header and digest", len(b))
+	}
+	if string(b[:8]) != segmentMagic {
+		return nil, ID{}, corruptf("manifest segment magic is %q, want %q", b[:8], segmentMagic)
+	}
+	n := len(b) - digestSize
+	digest := Sum(b[:n])
+	if !bytes.Equal(digest[:], b[n:]) {
+		return nil, ID{}, corruptf("manifest segment digest mismatch: content hashes to %s, stored digest is %x", digest, b[n:])
+	}
+	h := b[8:segHeaderSize]
+	slot := binary.LittleEndian.Uint32(h)
+	chunks := binary.LittleEndian.Uint32(h[4:])
+	unique := binary.LittleEndian.Uint32(h[8:])
+	codec := Codec(h[12])
+	bodyLen := binary.LittleEndian.Uint32(h[13:])
+	if chunks == 0 || chunks > MaxSegmentChunks {
+		return nil, ID{}, corruptf("manifest segment covers %d chunks, want 1 to %d", chunks, MaxSegmentChunks)
+	}
+	if unique == 0 || unique > chunks {
+		return nil, ID{}, corruptf("manifest segment lists %d IDs for %d chunks", unique, chunks)
+	}
+	if uint64(slot)*MinSegmentChunks >= maxManifestChunks {
+		return nil, ID{}, corruptf("manifest segment slot %d is absurd", slot)
+	}
+	if int(bodyLen) != n-segHeaderSize {
+		return nil, ID{}, corruptf("manifest segment body length is %d, but %d bytes follow the header", bodyLen, n-segHeaderSize)
+	}
+	g, err := decodeBody(b[segHeaderSize:n], codec, uint64(chunks), unique)
+	if err != nil {
+		return nil, ID{}, err
+	}
+	g.Slot = int(slot)
+	return g, digest, nil
+}
+
+// decodeBody reads unique IDs and chunks refs (a segment's body, or a
+// version-1 manifest's), in bounded pieces.
+func decodeBody(body []byte, codec Codec, chunks uint64, unique uint32) (*Segment, error) {
 	var r io.Reader
 	switch codec {
 	case CodecRaw:
 		if want := uint64(unique)*32 + chunks*4; uint64(len(body)) != want {
-			return nil, ID{}, corruptf("raw manifest body is %d bytes, want %d for %d IDs and %d chunks", len(body), want, unique, chunks)
+			return nil, corruptf("raw manifest body is %d bytes, want %d for %d IDs and %d chunks", len(body), want, unique, chunks)
 		}
 		r = bytes.NewReader(body)
 	case CodecZstd:
 		zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(MaxChunkSize))
 		if err != nil {
-			return nil, ID{}, corruptf("manifest body: %v", err)
+			return nil, corruptf("manifest body: %v", err)
 		}
 		defer zr.Close()
 		r = zr
 	default:
-		return nil, ID{}, corruptf("manifest body codec %d unknown (want 0 raw or 1 zstd)", uint8(codec))
+		return nil, corruptf("manifest body codec %d unknown (want 0 raw or 1 zstd)", uint8(codec))
 	}
 	// Preallocate what the body length proves (raw) or a bounded guess (zstd).
 	hint := chunks
 	if codec == CodecZstd {
 		hint = min(hint, 1<<20)
 	}
-	m := &Manifest{ChunkSize: int(chunkSize), Size: int64(size),
-		IDs: make([]ID, 0, min(uint64(unique), hint)), Refs: make([]uint32, 0, hint)}
+	g := &Segment{IDs: make([]ID, 0, min(uint64(unique), hint)), Refs: make([]uint32, 0, hint)}
 	var buf [64 << 10]byte
-	// IDs, read in bounded pieces.
 	for left := int(unique); left > 0; {
 		k := min(left, len(buf)/32)
 		if _, err := io.ReadFull(r, buf[:k*32]); err != nil {
-			return nil, ID{}, corruptf("manifest body ends inside the ID table: %v", err)
+			return nil, corruptf("manifest body ends inside the ID table: %v", err)
 		}
 		for j := range k {
-			m.IDs = append(m.IDs, ID(buf[j*32:j*32+32]))
+			g.IDs = append(g.IDs, ID(buf[j*32:j*32+32]))
 		}
 		left -= k
 	}
 	for left := int(chunks); left > 0; {
 		k := min(left, len(buf)/4)
 		if _, err := io.ReadFull(r, buf[:k*4]); err != nil {
-			return nil, ID{}, corruptf("manifest body ends inside the chunk refs: %v", err)
+			return nil, corruptf("manifest body ends inside the chunk refs: %v", err)
 		}
 		for j := range k {
 			ref := binary.LittleEndian.Uint32(buf[j*4:])
 			if ref > unique {
-				return nil, ID{}, corruptf("manifest chunk %d refers to ID %d of %d", len(m.Refs), ref, unique)
+				return nil, corruptf("manifest chunk %d refers to ID %d of %d", len(g.Refs), ref, unique)
 			}
-			m.Refs = append(m.Refs, ref)
+			g.Refs = append(g.Refs, ref)
 		}
 		left -= k
 	}
 	if codec == CodecZstd {
 		if k, err := r.Read(buf[:1]); k != 0 || err != io.EOF {
-			return nil, ID{}, corruptf("manifest body decodes to more bytes than its %d IDs and %d chunks", unique, chunks)
+			return nil, corruptf("manifest body decodes to more bytes than its %d IDs and %d chunks", unique, chunks)
 		}
 	}
-	return m, digest, nil
+	return g, nil
 }

@@ -121,9 +121,3 @@ func (m *memRepo) corrupt(name string, off int) {
 }
 
 var _ repo.Backend = (*memRepo)(nil)
-
-func (m *memRepo) readCount(loc Location) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.readsAt[fmt.Sprintf("%s@%d", packName(loc.Pack), loc.Offset)]
-}

@@ -37,40 +37,6 @@ func (s *Store) DriverName() string { return s.be.Name() }
 // Close releases the driver.
 func (s *Store) Close() error { return s.be.Close() }
 
-// PutManifest stores an encoded manifest durably.
-func (s *Store) PutManifest(ctx context.Context, backupID string, data []byte) error {
-	if err := s.ready(); err != nil {
-		return err
-	}
-	name := ManifestName(backupID)
-	if err := s.be.Put(ctx, name, s.sealObject(sealedManifestMagic, name, data)); err != nil {
-		return fmt.Errorf("writing manifest of backup %s: %w", backupID, err)
-	}
-	return nil
-}
-
-// LoadManifest reads and decodes a backup's manifest and returns it with
-// its digest. A missing manifest wraps repo.ErrNotFound, a damaged one
-// ErrCorrupt.
-func (s *Store) LoadManifest(ctx context.Context, backupID string) (*Manifest, ID, error) {
-	if err := s.ready(); err != nil {
-		return nil, ID{}, err
-	}
-	name := ManifestName(backupID)
-	data, err := s.be.Get(ctx, name)
-	if err != nil {
-		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
-	}
-	if data, err = s.openObject(sealedManifestMagic, name, data); err != nil {
-		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
-	}
-	m, digest, err := DecodeManifest(data)
-	if err != nil {
-		return nil, ID{}, fmt.Errorf("manifest of backup %s: %w", backupID, err)
-	}
-	return m, digest, nil
-}
-
 // PutRecord validates and stores a backup record durably.
 func (s *Store) PutRecord(ctx context.Context, r *Record) error {
 	if err := r.Validate(); err != nil {
@@ -137,12 +103,6 @@ func (s *Store) ListRecords(ctx context.Context, fn func(backupID string) error)
 // DeleteRecord removes a backup's record; a missing one is not an error.
 func (s *Store) DeleteRecord(ctx context.Context, backupID string) error {
 	return s.deleteObject(ctx, backupID, RecordName(backupID))
-}
-
-// DeleteManifest removes a backup's manifest; a missing one is not an
-// error. Delete the record first.
-func (s *Store) DeleteManifest(ctx context.Context, backupID string) error {
-	return s.deleteObject(ctx, backupID, ManifestName(backupID))
 }
 
 func (s *Store) deleteObject(ctx context.Context, backupID, name string) error {

@@ -9,7 +9,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// Record is a backup record (docs/FORMAT.md).
+// Record is a backup record (docs/FORMAT.md). Its format_version says
+// which manifest it names: 1 a whole one, 3 a segmented one (see
+// RecordVersion).
 type Record struct {
 	FormatVersion    int       `json:"format_version"`
 	ID               string    `json:"id"`
@@ -68,8 +70,8 @@ func (r *Record) Validate() error {
 		return fmt.Errorf("%w: backup record %s has format_version %d and this volback reads version %d; upgrade volback",
 			ErrVersion, r.ID, r.FormatVersion, RecordVersion)
 	}
-	if r.FormatVersion != RecordVersion {
-		return corruptf("backup record %s: format_version is %d, want %d", r.ID, r.FormatVersion, RecordVersion)
+	if r.FormatVersion < 1 || r.FormatVersion == 2 {
+		return corruptf("backup record %s: format_version is %d, want 1 or %d", r.ID, r.FormatVersion, RecordVersion)
 	}
 	if _, err := uuid.Parse(r.ID); err != nil || len(r.ID) != 36 {
 		return corruptf("backup record id %q is not a UUID", r.ID)

@@ -55,9 +55,13 @@ func TestDecodeRecordRefuses(t *testing.T) {
 		}
 	}
 	r := testRecord()
-	r.FormatVersion = 2
+	r.FormatVersion = FormatVersion + 1
 	if _, err := DecodeRecord(EncodeRecord(r)); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "upgrade volback") {
-		t.Errorf("version 2: %v", err)
+		t.Errorf("version %d: %v", r.FormatVersion, err)
+	}
+	r.FormatVersion = 1 // a record of a format-1 repository
+	if _, err := DecodeRecord(EncodeRecord(r)); err != nil {
+		t.Errorf("version 1: %v", err)
 	}
 	for _, b := range []string{"", "{", "[]", `{"format_version":"1"}`} {
 		if _, err := DecodeRecord([]byte(b)); !errors.Is(err, ErrCorrupt) {

@@ -773,3 +773,103 @@ func TestViewIsReadOnly(t *testing.T) {
 		t.Errorf("PutVolume in View: %v", err)
 	}
 }
+
+// TestSpillScopes: staged locations and counts live apart from the chunk
+// index, join with it in id order, and go with their scope.
+func TestSpillScopes(t *testing.T) {
+	c := openT(t, t.TempDir())
+	repo := testRepo
+	ids := []chunkstore.ID{chunkstore.Sum([]byte("a")), chunkstore.Sum([]byte("b")), chunkstore.Sum([]byte("c"))}
+	loc := chunkstore.Location{Pack: chunkstore.Sum([]byte("p")), Offset: 8, Length: 100, RawLength: 300, Codec: chunkstore.CodecZstd}
+	err := c.Update(func(tx *Tx) error {
+		if err := tx.PutChunk(repo, ids[0], Chunk{Location: loc, Refs: 2}); err != nil {
+			return err
+		}
+		if err := tx.PutChunk(repo, ids[1], Chunk{Location: loc, Refs: 1}); err != nil {
+			return err
+		}
+		for _, id := range []chunkstore.ID{ids[0], ids[2], ids[2]} {
+			if err := tx.AddCount("s1", id, 1); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutStaged("s1", ids[2], loc); err != nil {
+			return err
+		}
+		other := loc
+		other.Offset = 99
+		return tx.PutStaged("s1", ids[2], other) // the first location stays
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		found bool
+		refs  uint32
+		count uint32
+	}
+	got := map[chunkstore.ID]row{}
+	var order []chunkstore.ID
+	err = c.View(func(tx *Tx) error {
+		if l, ok, err := tx.Staged("s1", ids[2]); err != nil || !ok || l != loc {
+			t.Fatalf("staged %v %v %v", l, ok, err)
+		}
+		if _, ok, _ := tx.Chunk(repo, ids[2]); ok {
+			t.Fatal("a staged location is in the chunk index")
+		}
+		return tx.CountJoin(repo, "s1", func(id chunkstore.ID, ch Chunk, found bool, n uint32) error {
+			got[id] = row{found, ch.Refs, n}
+			order = append(order, id)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[chunkstore.ID]row{ids[0]: {true, 2, 1}, ids[1]: {true, 1, 0}, ids[2]: {false, 0, 2}}
+	if len(got) != 3 {
+		t.Fatalf("join %v", got)
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Fatalf("chunk %s: %+v, want %+v", id, got[id], w)
+		}
+	}
+	for i := 1; i < len(order); i++ {
+		if string(order[i-1][:]) >= string(order[i][:]) {
+			t.Fatal("join not in id order")
+		}
+	}
+	if err := c.DropScope("s1"); err != nil {
+		t.Fatal(err)
+	}
+	c.View(func(tx *Tx) error {
+		if _, ok, _ := tx.Staged("s1", ids[2]); ok {
+			t.Fatal("staged location survived DropScope")
+		}
+		n := 0
+		tx.CountJoin(repo, "s1", func(chunkstore.ID, Chunk, bool, uint32) error { n++; return nil })
+		if n != 2 {
+			t.Fatalf("%d rows after the scope was dropped, want the 2 chunks", n)
+		}
+		return nil
+	})
+	// Paging through the chunk index.
+	var seen []chunkstore.ID
+	var after *chunkstore.ID
+	for {
+		var last chunkstore.ID
+		var done bool
+		c.View(func(tx *Tx) (err error) {
+			last, done, err = tx.ChunksAfter(repo, after, 1, func(id chunkstore.ID, _ Chunk) error { seen = append(seen, id); return nil })
+			return err
+		})
+		if done {
+			break
+		}
+		after = &last
+	}
+	if len(seen) != 2 {
+		t.Fatalf("paged through %d entries, want 2", len(seen))
+	}
+}

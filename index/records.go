@@ -84,7 +84,8 @@ type Backup struct {
 	RepositoryID     string `json:"repository_id"` // repository config id
 	ProjectID        string `json:"project_id"`
 	ManifestDigest   string `json:"manifest_digest"`
-	RefsApplied      int    `json:"refs_applied"`             // unique manifest IDs whose refs are counted (crash recovery)
+	RefsApplied      int    `json:"refs_applied"`             // references counted: a prefix of the manifest's reference list (crash recovery)
+	RefsReleased     int    `json:"refs_released,omitempty"`  // of those, released again: a prefix (a delete or rollback under way)
 	MissingParent    bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
 	Imported         bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
 	Damaged          bool   `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)

@@ -20,10 +20,12 @@ var killPoints = []struct {
 	hits        int
 }{
 	{"backup", "backup.pack-recorded", 2},
+	{"backup", "backup.pack-committed", 2},
+	{"backup", "backup.segment-written", 4}, // segment_chunks 64: four per backup
+	{"backup", "backup.refs-batch", 4},
 	{"backup", "backup.packs-written", 1},
 	{"backup", "backup.manifest-written", 1},
 	{"backup", "backup.record-written", 1},
-	{"backup", "backup.refs-batch", 1},
 	{"backup", "backup.available", 1},
 	{"delete", "delete.record-deleted", 1},
 	{"delete", "refs.release-batch", 1},
@@ -51,6 +53,11 @@ func TestKillAtFailpoints(t *testing.T) {
 	t.Logf("seed %d (VOLBACK_KILL_SEED=%d replays it)", seed, seed)
 	r := rand.New(rand.NewPCG(seed, 8))
 	home := newHome(t)
+	// Manifests of four segments, so kills land between a segment's
+	// references and the next segment's.
+	if err := os.WriteFile(filepath.Join(home, "volback.toml"), []byte("segment_chunks = 64\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	img := filepath.Join(home, "v.img")
 	const size = 16 * mib
 	randomFile(t, img, size, seed)

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -37,7 +38,11 @@ func TestRBDOSDStoppedMidBackup(t *testing.T) {
 
 	osd := c.OSDPid(t)
 	var once sync.Once
-	resume := func() { once.Do(func() { syscall.Kill(osd, syscall.SIGCONT) }) }
+	// Resuming waits until the cluster serves again: an OSD stopped past
+	// the heartbeat grace is marked down and must rejoin and re-peer,
+	// which on a loaded machine outlasts volback's 5 s timeouts (and would
+	// fail the tests after this one too).
+	resume := func() { once.Do(func() { syscall.Kill(osd, syscall.SIGCONT); c.waitActive() }) }
 	t.Cleanup(resume)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -108,6 +113,40 @@ func TestRBDOSDStoppedMidBackup(t *testing.T) {
 			t.Errorf("the failed backup's snapshot %s is still on the image", s)
 		}
 	}
+}
+
+// waitActive waits, up to 3 minutes, until the cluster serves I/O again:
+// three writes and removals of a small object in each pool in a row, one
+// second apart, each within 8 s. (`ceph status` is not enough: right
+// after SIGCONT the monitor still shows the OSD up and its placement
+// groups active while the OSD and its clients reconnect.)
+func (c *cephTest) waitActive() {
+	c.t.Helper()
+	start := time.Now()
+	probe := func(pool string) error {
+		name := "volback-probe-" + c.id
+		put := exec.Command("timeout", append([]string{"8", "rados"}, c.args("-p", pool, "put", name, "/etc/hostname")...)...)
+		if out, err := put.CombinedOutput(); err != nil {
+			return fmt.Errorf("rados put in %s: %v: %s", pool, err, strings.TrimSpace(string(out)))
+		}
+		rm := exec.Command("timeout", append([]string{"8", "rados"}, c.args("-p", pool, "rm", name)...)...)
+		if out, err := rm.CombinedOutput(); err != nil {
+			return fmt.Errorf("rados rm in %s: %v: %s", pool, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	var last error
+	for ok := 0; time.Since(start) < 3*time.Minute; time.Sleep(time.Second) {
+		if last = errors.Join(probe(c.Pool), probe(c.RBDPool)); last != nil {
+			ok = 0
+			continue
+		}
+		if ok++; ok == 3 {
+			c.t.Logf("cluster serving again %v after the OSD resumed", time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+	c.t.Errorf("the cluster did not serve I/O again within 3 minutes of resuming the OSD: %v", last)
 }
 
 // TestRBDTwoHomesShareRADOS: two volback homes (two hosts) keep their

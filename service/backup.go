@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +12,7 @@ import (
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/pipeline"
 	"github.com/volback/volback/service/failpoint"
 )
 
@@ -203,10 +201,11 @@ func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
 	return best
 }
 
-// runBackup reads the volume through the pipeline, then commits manifest,
-// record and references, all under the shared repository lock (chunks
-// found in the catalog must stay until our references count). b is
-// updated in place.
+// runBackup reads the volume through the backup pipeline, which stores
+// new chunks and the manifest segment by segment and counts each
+// segment's references as it goes; then the record and `available`. All
+// under the shared repository lock: chunks found in the catalog must stay
+// until our references count. b is updated in place.
 func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
 	src, err := s.openSource(vol)
 	if err != nil {
@@ -229,43 +228,45 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	defer cancel()
 	st := r.store
 	cs := st.Config().ChunkSize
-	m, chunks, seededFrom, err := s.plan(ctx, r, src, b, cs)
+	p, err := s.plan(ctx, r, src, b, cs)
 	if err != nil {
 		return err
 	}
-	stored, err := s.pipeline(ctx, r, b, src, m, chunks, progress)
-	if err != nil {
-		return err
-	}
-	if b.Consistency == "" { // a live read of a volume not in use: say what it saw
-		b.Consistency, b.ConsistencyDetail = liveConsistency(before, statSource(vol.Path))
-	}
-	ids := m.Unique() // in encoded order: recovery replays RefsApplied against it
-	if seededFrom {
-		stored.dedupPacks, err = s.packsOf(r, ids, stored.locations)
-		if err != nil {
+	defer backupRunning()()
+	bc := s.backupCatalog(r, b)
+	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
+		Store: st, Catalog: bc, BackupID: b.ID, Source: src, Size: b.SizeBytes,
+		Read: p.read, Zero: p.zero, Parent: p.parent,
+		Compression: chunkstore.Compression{Level: s.compressionFor(r)},
+		Hashers:     s.cfg.Workers, Readers: readers(src), Budget: s.budget,
+		// Each pack is recorded as it is uploaded, so that a failed
+		// backup's packs can be found and removed even after a crash (a
+		// pack whose record a crash lost is an orphan repo-gc removes
+		// after its grace).
+		OnUpload: func(p chunkstore.ID) error {
+			err := s.update(func(tx *index.Tx) error { return tx.AddBackupPack(b.ID, p) })
+			failpoint.Hit("backup.pack-recorded")
 			return err
-		}
-	}
-	if err := s.verifyDedup(ctx, r, b, stored.dedupPacks); err != nil {
-		return err
-	}
-	b.StoredBytes = stored.bytes
-	b.ObjectCount = len(ids)
-
-	data, digest := m.Encode()
-	b.ManifestDigest = digest.String()
-	if err := st.PutManifest(ctx, b.ID, data); err != nil {
+		},
+		Progress: func(done, total int64) { progress.report(Progress{Phase: "backup", Done: done, Total: total}) },
+		Counters: &pipeline.Counters{Read: &s.stats.read, Zero: &s.stats.zero, Dedup: &s.stats.dedup,
+			New: &s.stats.newRaw, Stored: &s.stats.stored},
+	})
+	if err != nil {
 		return err
 	}
 	failpoint.Hit("backup.manifest-written")
+	if b.Consistency == "" { // a live read of a volume not in use: say what it saw
+		b.Consistency, b.ConsistencyDetail = liveConsistency(before, statSource(vol.Path))
+	}
+	b.StoredBytes = res.Stored
+	b.ObjectCount = int(res.Refs)
+	b.ManifestDigest = res.Digest.String()
+	b.RefsApplied = int(res.Refs) // what the pipeline committed
 	if err := st.PutRecord(ctx, record(b, vol, cs)); err != nil {
 		return err
 	}
 	failpoint.Hit("backup.record-written")
-	if err := s.addRefs(r, b, ids, stored.locations); err != nil {
-		return err
-	}
 	if afterRefsHook != nil {
 		if err := afterRefsHook(b); err != nil {
 			return err
@@ -297,7 +298,7 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err := s.forgetBackupPacks(b.ID); err != nil {
 		s.log.Printf("backup %s is available; forgetting its upload records failed (harmless): %v", b.ID, err)
 	}
-	if stored.healed > 0 { // it stored lost chunks anew: their backups may be whole again
+	if bc.healed.Load() > 0 { // it stored lost chunks anew: their backups may be whole again
 		s.healDamaged(ctx, r)
 	}
 	return nil
@@ -327,94 +328,6 @@ func (s *Service) forgetBackupPacks(backupID string) error {
 	return err
 }
 
-// packsOf is the packs holding ids according to the catalog, leaving out
-// the chunks this backup wrote itself.
-func (s *Service) packsOf(r *repository, ids []chunkstore.ID, own map[chunkstore.ID]chunkstore.Location) (map[chunkstore.ID]bool, error) {
-	packs := map[chunkstore.ID]bool{}
-	err := s.cat.View(func(tx *index.Tx) error {
-		for _, id := range ids {
-			if _, mine := own[id]; mine {
-				continue
-			}
-			c, ok, err := tx.Chunk(r.id, id)
-			if err != nil {
-				return err
-			}
-			if ok && !c.Lost() {
-				packs[c.Pack] = true
-			}
-		}
-		return nil
-	})
-	return packs, err
-}
-
-// verifyDedup checks that every pack holding a chunk this backup shares
-// with earlier ones exists, so a backup never becomes available on top of
-// a lost chunk. Entries in a missing pack are dropped (or marked lost when
-// referenced) and the backup fails: the next one stores those chunks again.
-func (s *Service) verifyDedup(ctx context.Context, r *repository, b *index.Backup, packs map[chunkstore.ID]bool) error {
-	var missing []chunkstore.ID
-	for p := range packs {
-		if _, err := r.store.StatPack(ctx, p); errors.Is(err, repo.ErrNotFound) {
-			missing = append(missing, p)
-		} else if err != nil {
-			return err
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	gone := map[chunkstore.ID]bool{}
-	for _, p := range missing {
-		gone[p] = true
-	}
-	var lost []chunkstore.ID
-	var ids []chunkstore.ID
-	err := s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
-			if !c.Lost() && gone[c.Pack] {
-				ids = append(ids, id)
-			}
-			return nil
-		})
-	})
-	for start := 0; err == nil && start < len(ids); start += index.MaxBatch {
-		batch := ids[start:min(start+index.MaxBatch, len(ids))]
-		err = s.update(func(tx *index.Tx) error {
-			lost = lost[:0]
-			for _, id := range batch {
-				c, ok, err := tx.Chunk(r.id, id)
-				if err != nil || !ok || c.Lost() || !gone[c.Pack] {
-					if err != nil {
-						return err
-					}
-					continue
-				}
-				if c.Refs == 0 {
-					err = tx.DeleteChunk(r.id, id)
-				} else {
-					c.MarkLost()
-					lost = append(lost, id)
-					err = tx.PutChunk(r.id, id, c)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	if err == nil && len(lost) > 0 {
-		err = s.markDamaged(ctx, r, lost, fmt.Sprintf("pack %s is missing from the repository", missing[0]))
-	}
-	if err != nil {
-		return fmt.Errorf("backup %s: pack %s is missing from repository %s, and recording that failed: %w", b.ID, missing[0], r.url, err)
-	}
-	return fmt.Errorf("backup %s shares %d chunk(s) with earlier backups that were in pack %s (and %d more pack(s)), which is missing from repository %s: the catalog no longer offers them (the next backup stores them again) and backups that need them are marked damaged; run backup-create again, then volback repo-repair",
-		b.ID, len(ids), missing[0], len(missing)-1, r.url)
-}
-
 // record is the repository's copy of a backup record.
 func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Record {
 	return &chunkstore.Record{FormatVersion: chunkstore.RecordVersion, ID: b.ID, Name: b.Name, Description: b.Description,
@@ -426,20 +339,25 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 		ConsistencyDetail: b.ConsistencyDetail}
 }
 
-// plan returns the manifest to fill and the chunks to read. Normally that
-// is an empty manifest and every allocated chunk. For an incremental whose
-// source tracks changes since the parent's snapshot (RBD diff), the
-// manifest starts as the parent's (seeded is then true) and only changed
-// chunks are read; chunks
-// whose data was discarded since become zero without a read. How it went
-// is recorded in b.ChangeTracking (a full read when the parent's snapshot
-// is gone).
-func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (*chunkstore.Manifest, []int64, bool, error) {
+// backupPlan is what a backup reads: chunk ranges to read and to zero,
+// and the parent whose chunks the rest keep (nil: the rest are zeros).
+type backupPlan struct {
+	read, zero []pipeline.Range
+	parent     *pipeline.Parent
+}
+
+// plan says what to read. Normally that is every allocated chunk, the
+// rest zeros. For an incremental whose source tracks changes since the
+// parent's snapshot (RBD diff), the manifest starts as the parent's and
+// only changed chunks are read; chunks whose data was discarded since
+// become zero without a read. How it went is recorded in
+// b.ChangeTracking (a full read when the parent's snapshot is gone).
+func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b *index.Backup, cs int) (backupPlan, error) {
 	size := src.Size()
 	if ct, ok := src.(volume.ChangeTracker); ok && b.IsIncremental {
 		var parent *index.Backup
 		if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(b.ParentID); return err }); err != nil {
-			return nil, nil, false, err
+			return backupPlan{}, err
 		}
 		// The snapshot the parent's data equals: its own kept one, or the
 		// one it was read from (--snapshot-id).
@@ -453,20 +371,17 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 			case errors.Is(err, volume.ErrNotSupported):
 				b.ChangeTracking = fmt.Sprintf("full read: the volume cannot report changes since snapshot %s (%v)", base, err)
 			case err != nil:
-				return nil, nil, false, fmt.Errorf("changes since snapshot %s: %w", base, err)
+				return backupPlan{}, fmt.Errorf("changes since snapshot %s: %w", base, err)
 			default:
 				pm, err := s.loadManifest(ctx, r, parent)
 				if err != nil {
-					return nil, nil, false, err
+					return backupPlan{}, err
 				}
 				if pm.ChunkSize == cs {
 					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
-					m := seeded(pm, size, cs)
 					read, zero := changedChunks(changed, pm.Size, size, cs)
-					for _, i := range zero {
-						m.SetZero(int(i))
-					}
-					return m, read, true, nil
+					return backupPlan{read: read, zero: zero,
+						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}}, nil
 				}
 				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
@@ -474,21 +389,9 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 	}
 	extents, err := src.Allocated(ctx)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("listing allocated extents: %w", err)
+		return backupPlan{}, fmt.Errorf("listing allocated extents: %w", err)
 	}
-	return chunkstore.NewManifest(size, cs), allocatedChunks(extents, size, cs), false, nil
-}
-
-// seeded is a manifest of size bytes holding the parent's chunks wherever
-// the parent had whole chunks.
-func seeded(parent *chunkstore.Manifest, size int64, cs int) *chunkstore.Manifest {
-	m := chunkstore.NewManifest(size, cs)
-	for i := range min(m.Chunks(), parent.Chunks()) {
-		if id, ok := parent.Chunk(i); ok && parent.ChunkLen(i) == m.ChunkLen(i) {
-			m.Set(i, id)
-		}
-	}
-	return m
+	return backupPlan{read: pipeline.Ranges(extents, size, cs)}, nil
 }
 
 // changedChunks lists the chunks to read for an incremental from changed
@@ -496,189 +399,26 @@ func seeded(parent *chunkstore.Manifest, size int64, cs int) *chunkstore.Manifes
 // from the parent's (growth, a short last chunk). Chunks that lie wholly
 // in extents marked Zero (discarded) and overlap no other change are
 // listed apart: they become zero without a read.
-func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) (read, zero []int64) {
+func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) (read, zero []pipeline.Range) {
 	boundary := min(parentSize, size) / int64(cs) // first chunk not whole in both
 	data := []volume.Extent{{Offset: boundary * int64(cs), Length: max(size, parentSize)}}
 	var zeros []volume.Extent
 	for _, e := range changed {
-		if !e.Zero {
+		if e.Zero {
+			zeros = append(zeros, e)
+		} else {
 			data = append(data, e)
-			continue
-		}
-		// The chunks wholly inside e are zero; partly covered ones are read.
-		first, end := (e.Offset+int64(cs)-1)/int64(cs), (e.Offset+e.Length)/int64(cs)
-		if first < end {
-			zeros = append(zeros, volume.Extent{Offset: first * int64(cs), Length: (end - first) * int64(cs)})
-		}
-		for _, edge := range []volume.Extent{{Offset: e.Offset, Length: first*int64(cs) - e.Offset}, {Offset: max(end, first) * int64(cs), Length: e.Offset + e.Length - max(end, first)*int64(cs)}} {
-			if edge.Length > 0 {
-				data = append(data, edge)
-			}
 		}
 	}
-	read = allocatedChunks(data, size, cs)
-	isRead := make(map[int64]bool, len(read))
-	for _, i := range read {
-		isRead[i] = true
+	// A chunk partly inside a discarded extent is read: its other part
+	// may hold data.
+	whole := pipeline.WholeRanges(zeros, size, cs)
+	partly := pipeline.Subtract(pipeline.Ranges(zeros, size, cs), whole)
+	for _, r := range partly {
+		data = append(data, volume.Extent{Offset: r.First * int64(cs), Length: (r.End - r.First) * int64(cs)})
 	}
-	for _, i := range allocatedChunks(zeros, size, cs) {
-		if !isRead[i] {
-			zero = append(zero, i)
-		}
-	}
-	return read, zero
-}
-
-// allocatedChunks lists the chunk indexes that overlap an allocated extent;
-// every other chunk is a hole and stays a zero chunk in the manifest.
-func allocatedChunks(extents []volume.Extent, size int64, cs int) []int64 {
-	sort.Slice(extents, func(i, j int) bool { return extents[i].Offset < extents[j].Offset })
-	var out []int64
-	next := int64(0) // first chunk index not yet listed
-	for _, e := range extents {
-		if e.Length <= 0 || e.Offset >= size {
-			continue
-		}
-		end := min(e.Offset+e.Length, size)
-		first, last := e.Offset/int64(cs), (end-1)/int64(cs)
-		for i := max(first, next); i <= last; i++ {
-			out = append(out, i)
-		}
-		next = max(next, last+1)
-	}
-	return out
-}
-
-type pipelineResult struct {
-	healed     int   // chunks stored again that the catalog had as lost
-	bytes      int64 // stored (compressed) bytes of new chunks
-	locations  map[chunkstore.ID]chunkstore.Location
-	dedupPacks map[chunkstore.ID]bool // packs of the chunks found in the catalog
-}
-
-// pipeline reads the listed chunks with one reader and hashes, dedups and
-// compresses them on cfg.Workers goroutines through a fixed pool of chunk
-// buffers, so memory does not grow with the volume.
-func (s *Service) pipeline(ctx context.Context, r *repository, b *index.Backup, src volume.Source, m *chunkstore.Manifest, chunks []int64, progress ProgressFunc) (pipelineResult, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	st := r.store
-	cs := st.Config().ChunkSize
-	workers := s.cfg.Workers
-	packer := st.NewPacker(ctx, chunkstore.Compression{Level: s.compressionFor(r)}, 2)
-	// Each pack is recorded as it is uploaded, so that a failed backup's
-	// packs can be found and removed even after a crash (a pack whose
-	// record a crash lost is an orphan repo-gc removes after its grace).
-	packer.OnUpload(func(p chunkstore.ID) error {
-		err := s.update(func(tx *index.Tx) error { return tx.AddBackupPack(b.ID, p) })
-		failpoint.Hit("backup.pack-recorded")
-		return err
-	})
-	dedup := &packSet{m: map[chunkstore.ID]bool{}}
-
-	// The reader fills blocks of up to readBlock bytes of consecutive
-	// chunks with one pread (few syscalls, large kernel I/O); workers take
-	// the chunks one by one and return a block to the pool when its last
-	// chunk is done. 2 blocks per worker + 2, and one per extra reader,
-	// bound the memory.
-	perBlock := max(1, readBlock/cs)
-	free := make(chan *block, 2*workers+1+readers(src))
-	for range cap(free) {
-		free <- &block{buf: make([]byte, perBlock*cs)}
-	}
-	jobs := make(chan chunkJob, perBlock*cap(free))
-	total := int64(len(chunks)) * int64(cs)
-	var done, storedBytes atomic.Int64
-	var mu sync.Mutex // guards m
-
-	go func() {
-		defer close(jobs)
-		if err := readChunks(ctx, src, m.Size, cs, perBlock, chunks, free, jobs); err != nil {
-			cancel(err)
-		}
-	}()
-
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				if err := s.storeChunk(st, packer, m, &mu, j.idx, j.data, &storedBytes, dedup); err != nil {
-					cancel(err)
-				}
-				done.Add(int64(len(j.data)))
-				if j.blk.pending.Add(-1) == 0 {
-					free <- j.blk
-				}
-			}
-		}()
-	}
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				progress.report(Progress{Phase: "backup", Done: done.Load(), Total: total})
-			case <-stop:
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(stop)
-	if err := context.Cause(ctx); err != nil {
-		packer.Abort()
-		return pipelineResult{}, err
-	}
-	entries, err := packer.Close()
-	if err != nil {
-		return pipelineResult{}, err
-	}
-	progress.report(Progress{Phase: "backup", Done: total, Total: total})
-	locs := make(map[chunkstore.ID]chunkstore.Location, len(entries))
-	for _, e := range entries {
-		locs[e.ID] = e.Location
-	}
-	failpoint.Hit("backup.packs-written")
-	return pipelineResult{bytes: storedBytes.Load(), locations: locs, dedupPacks: dedup.m, healed: dedup.healed}, nil
-}
-
-// packSet is a set of packs shared by the pipeline's workers, and the
-// count of lost chunks they stored again.
-type packSet struct {
-	mu     sync.Mutex
-	m      map[chunkstore.ID]bool
-	healed int
-}
-
-func (p *packSet) heal() {
-	p.mu.Lock()
-	p.healed++
-	p.mu.Unlock()
-}
-
-func (p *packSet) add(id chunkstore.ID) {
-	p.mu.Lock()
-	p.m[id] = true
-	p.mu.Unlock()
-}
-
-// readBlock is how many bytes of consecutive chunks one pread fetches.
-const readBlock = 1 << 20
-
-// block is a read buffer shared by the chunks read into it.
-type block struct {
-	buf     []byte
-	pending atomic.Int32 // chunks not yet processed
-}
-
-type chunkJob struct {
-	idx  int64
-	data []byte
-	blk  *block
+	read = pipeline.Ranges(data, size, cs)
+	return read, pipeline.Subtract(whole, read)
 }
 
 // readers is how many reads of src to keep in flight: one (a disk's reads
@@ -688,183 +428,6 @@ func readers(src volume.Source) int {
 		return max(1, p.InFlight())
 	}
 	return 1
-}
-
-// readChunks reads the listed chunks (sorted) in runs of consecutive ones,
-// up to perBlock per pread, on readers(src) goroutines, and queues them one
-// by one. The first failed read stops the others.
-func readChunks(ctx context.Context, src volume.Source, size int64, cs, perBlock int, chunks []int64, free chan *block, jobs chan<- chunkJob) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var failed error
-	var failOnce sync.Once
-	type run struct{ i, n int } // chunks[i:i+n]
-	runs := make(chan run)
-	go func() {
-		defer close(runs)
-		for i := 0; i < len(chunks); {
-			n := 1
-			for n < perBlock && i+n < len(chunks) && chunks[i+n] == chunks[i]+int64(n) {
-				n++
-			}
-			select {
-			case runs <- run{i, n}:
-			case <-ctx.Done():
-				return
-			}
-			i += n
-		}
-	}()
-	var wg sync.WaitGroup
-	for range readers(src) {
-		wg.Go(func() {
-			for r := range runs {
-				var blk *block
-				select {
-				case blk = <-free:
-				case <-ctx.Done():
-					return
-				}
-				off := chunks[r.i] * int64(cs)
-				end := min(off+int64(r.n*cs), size)
-				if _, err := src.ReadAt(blk.buf[:end-off], off); err != nil {
-					free <- blk
-					failOnce.Do(func() { failed = fmt.Errorf("reading volume at byte offset %d: %w", off, err) })
-					cancel()
-					return
-				}
-				blk.pending.Store(int32(r.n))
-				for k := range r.n {
-					lo := int64(k * cs)
-					jobs <- chunkJob{idx: chunks[r.i+k], data: blk.buf[lo:min(lo+int64(cs), end-off)], blk: blk}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return failed
-}
-
-// storeChunk hashes one chunk, records it in the manifest and hands it to
-// the packer unless it is all zeros or already stored.
-func (s *Service) storeChunk(st *chunkstore.Store, p *chunkstore.Packer, m *chunkstore.Manifest, mu *sync.Mutex,
-	idx int64, data []byte, stored *atomic.Int64, dedup *packSet) error {
-	s.stats.read.Add(int64(len(data)))
-	if chunkstore.IsZero(data) {
-		s.stats.zero.Add(int64(len(data)))
-		mu.Lock()
-		m.SetZero(int(idx)) // an incremental's seeded chunk may have become zero
-		mu.Unlock()
-		return nil
-	}
-	id := st.ChunkID(data)
-	repoID := st.Config().ID
-	mu.Lock()
-	added := m.Set(int(idx), id) // false: already handled (this backup, or the parent it was seeded from)
-	mu.Unlock()
-	if !added {
-		s.stats.dedup.Add(int64(len(data)))
-		return nil
-	}
-	var c index.Chunk
-	var found bool
-	if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(repoID, id); return err }); err != nil {
-		return err
-	}
-	if found && !c.Lost() { // a lost (damaged) chunk is never deduplicated against: it is stored again
-		s.stats.dedup.Add(int64(len(data)))
-		dedup.add(c.Pack)
-		return nil
-	}
-	if found {
-		dedup.heal()
-	}
-	n, err := p.Add(id, data)
-	stored.Add(int64(n))
-	s.stats.newRaw.Add(int64(len(data)))
-	s.stats.stored.Add(int64(n))
-	return err
-}
-
-// addRefs counts one reference per unique chunk of the manifest, in batches
-// that each commit atomically with the backup's progress marker
-// (RefsApplied), so a crash leaves an exactly known prefix to roll back.
-func (s *Service) addRefs(r *repository, b *index.Backup, ids []chunkstore.ID, newLocs map[chunkstore.ID]chunkstore.Location) error {
-	repoID := r.store.Config().ID
-	for start := b.RefsApplied; start < len(ids); start += index.MaxBatch {
-		end := min(start+index.MaxBatch, len(ids))
-		err := s.update(func(tx *index.Tx) error {
-			for _, id := range ids[start:end] {
-				c, ok, err := tx.Chunk(repoID, id)
-				if err != nil {
-					return err
-				}
-				if !ok || c.Lost() {
-					loc, isNew := newLocs[id]
-					if !isNew {
-						return fmt.Errorf("chunk %s vanished from the catalog during backup %s (found missing or corrupt meanwhile); run the backup again", id, b.ID)
-					}
-					c.Location = loc // a lost entry keeps its references: its backups heal
-				}
-				c.Refs++
-				if err := tx.PutChunk(repoID, id, c); err != nil {
-					return err
-				}
-			}
-			nb := *b
-			nb.RefsApplied, nb.UpdatedAt = end, now()
-			return tx.PutBackup(&nb)
-		})
-		if err != nil {
-			return fmt.Errorf("counting chunk references of backup %s: %w", b.ID, err)
-		}
-		b.RefsApplied = end
-		failpoint.Hit("backup.refs-batch")
-	}
-	return nil
-}
-
-// dropRefs releases the references of ids[:b.RefsApplied], last batch first,
-// committing the shrinking RefsApplied with each batch. dropUnused deletes
-// entries that reach zero (imports: after a lost catalog such entries could
-// be the only ones naming packs other, not yet imported, backups need).
-func (s *Service) dropRefs(r *repository, b *index.Backup, ids []chunkstore.ID, dropUnused bool) error {
-	repoID := r.store.Config().ID
-	if b.RefsApplied > len(ids) {
-		return fmt.Errorf("backup %s counts %d references but its manifest lists %d chunks", b.ID, b.RefsApplied, len(ids))
-	}
-	for b.RefsApplied > 0 {
-		end := b.RefsApplied
-		start := max(0, end-index.MaxBatch)
-		err := s.update(func(tx *index.Tx) error {
-			for _, id := range ids[start:end] {
-				c, ok, err := tx.Chunk(repoID, id)
-				if err != nil {
-					return err
-				}
-				if !ok || c.Refs == 0 {
-					return fmt.Errorf("chunk %s of backup %s has no reference to release; the catalog is inconsistent: run volback repo-repair", id, b.ID)
-				}
-				if c.Refs--; c.Refs == 0 && (dropUnused || c.Lost()) {
-					err = tx.DeleteChunk(repoID, id)
-				} else {
-					err = tx.PutChunk(repoID, id, c)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			nb := *b
-			nb.RefsApplied, nb.UpdatedAt = start, now()
-			return tx.PutBackup(&nb)
-		})
-		if err != nil {
-			return fmt.Errorf("releasing chunk references of backup %s: %w", b.ID, err)
-		}
-		b.RefsApplied = start
-		failpoint.Hit("refs.release-batch")
-	}
-	return nil
 }
 
 // failBackup undoes what a failed backup left (record, references,
@@ -917,7 +480,9 @@ func (s *Service) failBackup(ctx context.Context, r *repository, b *index.Backup
 
 // rollbackBackup removes the record of an unfinished backup, releases its
 // counted references, then removes its manifest. (Its packs go in a sweep
-// once it is `error`.)
+// once it is `error`.) The references are found through the manifest's
+// head, or without one (the backup stopped before writing it) in the
+// segments stored so far, which are always a prefix.
 func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Backup) error {
 	if b.Imported { // the objects are the imported backup's data, not ours to remove
 		return s.dropImportRefs(ctx, r, b)
@@ -925,7 +490,9 @@ func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Ba
 	var m *chunkstore.Manifest
 	if b.RefsApplied > 0 {
 		var err error
-		if m, err = s.loadManifest(ctx, r, b); err != nil {
+		if m, err = s.loadManifest(ctx, r, b); errors.Is(err, repo.ErrNotFound) {
+			m = nil // no head yet: walk the segments
+		} else if err != nil {
 			return err
 		}
 	}
@@ -933,8 +500,8 @@ func (s *Service) rollbackBackup(ctx context.Context, r *repository, b *index.Ba
 		return err
 	}
 	failpoint.Hit("rollback.record-deleted")
-	if m != nil {
-		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
+	if b.RefsApplied > 0 {
+		if err := s.releaseRefs(ctx, r, b, m, false); err != nil {
 			return err
 		}
 	}

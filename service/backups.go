@@ -305,8 +305,11 @@ func (s *Service) finishDelete(ctx context.Context, b *index.Backup, force bool)
 	}
 	failpoint.Hit("delete.record-deleted")
 	if m != nil {
-		if err := s.dropRefs(r, b, m.IDs, false); err != nil {
-			return nil, err
+		if err := s.releaseRefs(ctx, r, b, m, false); err != nil {
+			if !force {
+				return nil, err
+			}
+			recount = true // a segment that cannot be read: recount instead
 		}
 	}
 	if err := r.store.DeleteManifest(ctx, b.ID); err != nil {

@@ -1,9 +1,10 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"sort"
+	"time"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/index"
@@ -32,6 +33,9 @@ type CheckReport struct {
 	ScrubTo     string  `json:"scrub_to,omitempty"`
 	ScrubPasses int     `json:"scrub_passes,omitempty"`
 }
+
+// maxProblems bounds the problems a check lists; more are counted.
+const maxProblems = 1000
 
 // CheckRequest is repo-check.
 type CheckRequest struct {
@@ -88,13 +92,30 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 	defer lk.Release()
 	ctx, cancel := lk.Bind(ctx)
 	defer cancel()
-	problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
+	more := 0 // problems past maxProblems, counted only
+	problem := func(format string, a ...any) {
+		if len(rep.Problems) < maxProblems {
+			rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...))
+		} else {
+			more++
+		}
+	}
+	defer func() {
+		if more > 0 {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("... and %d more problems", more))
+			rep.ReferencesOK = false
+		}
+	}()
 
 	var backups []*index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { backups, err = tx.Backups(); return err }); err != nil {
 		return rep, err
 	}
-	want := map[chunkstore.ID]uint32{}
+	// The references the manifests hold are counted in the catalog's
+	// spill space, then compared entry by entry in id order: memory stays
+	// bounded whatever the repository.
+	scope := fmt.Sprintf("check-%s-%d", r.id, time.Now().UnixNano())
+	defer s.cat.DropScope(scope)
 	for _, b := range backups {
 		if b.RepositoryID != r.id {
 			continue
@@ -116,28 +137,24 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 			problem("backup %s: %v", b.ID, err)
 			continue
 		}
-		n := b.RefsApplied
-		if n > len(m.IDs) {
-			problem("backup %s: counts %d references, its manifest lists %d chunks", b.ID, n, len(m.IDs))
-			n = len(m.IDs)
+		if n := m.Refs(); int64(b.RefsApplied) > n {
+			problem("backup %s: counts %d references, its manifest lists %d chunks", b.ID, b.RefsApplied, n)
 		}
-		for _, id := range m.IDs[:n] {
-			want[id]++
+		if err := s.spillRefs(ctx, r, b, m, scope); err != nil {
+			return rep, err
 		}
 	}
 	packs := map[chunkstore.ID]bool{}
-	type located struct {
-		id chunkstore.ID
-		c  index.Chunk
-	}
-	var live []located
 	err = s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
-			rep.Chunks++
-			if c.Refs != want[id] {
-				problem("chunk %s: catalog counts %d references, manifests %d", id, c.Refs, want[id])
+		return tx.CountJoin(r.id, scope, func(id chunkstore.ID, c index.Chunk, found bool, want uint32) error {
+			if !found {
+				problem("chunk %s: referenced by manifests but not in the catalog", id)
+				return nil
 			}
-			delete(want, id)
+			rep.Chunks++
+			if c.Refs != want {
+				problem("chunk %s: catalog counts %d references, manifests %d", id, c.Refs, want)
+			}
 			if c.Lost() {
 				if c.Refs > 0 {
 					problem("chunk %s is lost (found missing or corrupt): %d backup(s) need it; run volback repo-repair", id, c.Refs)
@@ -145,22 +162,11 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 				return nil
 			}
 			packs[c.Pack] = true
-			if c.Refs > 0 && readData {
-				live = append(live, located{id, c})
-			}
 			return nil
 		})
 	})
 	if err != nil {
 		return rep, err
-	}
-	missing := make([]string, 0, len(want))
-	for id := range want {
-		missing = append(missing, id.String())
-	}
-	sort.Strings(missing)
-	for _, id := range missing {
-		problem("chunk %s: referenced by manifests but not in the catalog", id)
 	}
 	rep.Packs = len(packs)
 	for _, p := range sortedIDs(packs) {
@@ -168,39 +174,10 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 			problem("pack %s: %v", p, err)
 		}
 	}
-	if req.Sample > 0 {
-		var st index.ScrubState
-		if err := s.cat.View(func(tx *index.Tx) (err error) { st, err = tx.Scrub(r.id); return err }); err != nil {
+	if readData {
+		if err := s.readChunks(ctx, r, &rep, req.Sample, problem); err != nil {
 			return rep, err
 		}
-		var done bool
-		live, st, done = scrubSlice(live, func(l located) chunkstore.ID { return l.id }, st, req.Sample)
-		defer func() {
-			if ctx.Err() == nil {
-				st.LastRun = now()
-				if done {
-					st.LastPass = st.LastRun
-				}
-				s.update(func(tx *index.Tx) error { return tx.PutScrub(st) })
-			}
-		}()
-		if len(live) > 0 {
-			rep.ScrubFrom, rep.ScrubTo = live[0].id.String(), live[len(live)-1].id.String()
-		}
-		rep.ScrubPasses = st.Passes
-	}
-	var buf []byte
-	for _, l := range live {
-		data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return rep, context.Cause(ctx)
-			}
-			problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
-			continue
-		}
-		buf = data
-		rep.ChunksRead++
 	}
 	// What repo-gc would remove; records it could not judge are problems.
 	p, err := s.planGC(ctx, r, gcOptions{orphans: true})
@@ -226,36 +203,191 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 	return rep, nil
 }
 
-// scrubSlice picks the share pct of items (sorted by id) that the next
-// scrub reads: those after the cursor, continuing from the start once the
-// end is reached (a run never reads an item twice), and returns the state
-// to record after it and whether a full pass ended in this run.
-func scrubSlice[T any](items []T, id func(T) chunkstore.ID, st index.ScrubState, pct float64) ([]T, index.ScrubState, bool) {
-	if len(items) == 0 {
-		return nil, st, false
+// spillRefs adds one count per element of b's counted references
+// ([RefsReleased, RefsApplied) of its reference list) to the catalog's
+// spill scope, a batch of distinct chunks per transaction.
+func (s *Service) spillRefs(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, scope string) error {
+	end := int64(b.RefsApplied)
+	return r.store.WalkRefs(ctx, b.ID, m, int64(b.RefsReleased), func(pos int64, ids []chunkstore.ID) error {
+		if pos >= end {
+			return chunkstore.ErrStopWalk
+		}
+		ids = ids[:min(int64(len(ids)), end-pos)]
+		for len(ids) > 0 {
+			n := min(len(ids), index.MaxBatch)
+			counts := map[chunkstore.ID]uint32{}
+			for _, id := range ids[:n] {
+				counts[id]++
+			}
+			err := s.update(func(tx *index.Tx) error {
+				for id, k := range counts {
+					if err := tx.AddCount(scope, id, k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			ids = ids[n:]
+		}
+		return nil
+	})
+}
+
+// located is a referenced chunk and its catalog entry.
+type located struct {
+	id chunkstore.ID
+	c  index.Chunk
+}
+
+// livePages calls fn with the referenced, not lost chunks whose ids come
+// after `after` (all when nil), in id order, a page at a time; no
+// transaction stays open while fn runs. fn returns true to stop. ended
+// says that the chunks ran out (fn saw the last one).
+func (s *Service) livePages(r *repository, after *chunkstore.ID, fn func([]located) (bool, error)) (ended bool, err error) {
+	for {
+		var page []located
+		var last chunkstore.ID
+		var done bool
+		err := s.cat.View(func(tx *index.Tx) (err error) {
+			last, done, err = tx.ChunksAfter(r.id, after, 1000, func(id chunkstore.ID, c index.Chunk) error {
+				if c.Refs > 0 && !c.Lost() {
+					page = append(page, located{id, c})
+				}
+				return nil
+			})
+			return err
+		})
+		if err != nil {
+			return false, err
+		}
+		if stop, err := fn(page); err != nil || stop {
+			return false, err
+		}
+		if done {
+			return true, nil
+		}
+		after = &last
 	}
-	n := min(max(int(float64(len(items))*pct/100+0.999999), 1), len(items))
-	start := 0
+}
+
+// readChunks reads and verifies the referenced chunks, paging through the
+// chunk index (memory stays bounded whatever the repository); a chunk
+// that fails is recorded as lost at once. With sample > 0 it reads that
+// percentage of them, resuming after the previous sampled run's cursor
+// and wrapping around to the start (never reading one twice in a run),
+// and records the scrub state.
+func (s *Service) readChunks(ctx context.Context, r *repository, rep *CheckReport, sample float64, problem func(string, ...any)) error {
+	var buf []byte
+	read := func(l located) error {
+		data, err := r.store.ReadChunk(ctx, l.id, l.c.Location, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			problem("chunk %s: %v", l.id, s.chunkLost(ctx, r, l.id, l.c.Location, err))
+			return nil
+		}
+		buf = data
+		rep.ChunksRead++
+		return nil
+	}
+	if sample <= 0 {
+		_, err := s.livePages(r, nil, func(page []located) (bool, error) {
+			for _, l := range page {
+				if err := read(l); err != nil {
+					return true, err
+				}
+			}
+			return false, nil
+		})
+		return err
+	}
+	var st index.ScrubState
+	if err := s.cat.View(func(tx *index.Tx) (err error) { st, err = tx.Scrub(r.id); return err }); err != nil {
+		return err
+	}
+	total := 0
+	if _, err := s.livePages(r, nil, func(page []located) (bool, error) { total += len(page); return false, nil }); err != nil {
+		return err
+	}
+	ended := false
+	defer func() {
+		if ctx.Err() == nil {
+			st.LastRun = now()
+			if ended {
+				st.LastPass = st.LastRun
+			}
+			s.update(func(tx *index.Tx) error { return tx.PutScrub(st) })
+		}
+	}()
+	if total == 0 {
+		return nil
+	}
+	n := min(max(int(float64(total)*sample/100+0.999999), 1), total)
+	var cursor *chunkstore.ID
 	if st.Cursor != "" {
-		start = sort.Search(len(items), func(i int) bool { return id(items[i]).String() > st.Cursor })
-	}
-	if start == len(items) {
-		start = 0
-	}
-	end := min(start+n, len(items))
-	out := items[start:end:end]
-	st.CheckedIn += len(out)
-	st.Cursor = id(out[len(out)-1]).String()
-	ended := end == len(items)
-	if ended {
-		st.Passes++
-		st.Cursor, st.CheckedIn = "", 0
-		if more := items[:min(n-len(out), start)]; len(more) > 0 {
-			out = append(out, more...)
-			st.Cursor, st.CheckedIn = id(more[len(more)-1]).String(), len(more)
+		if id, err := chunkstore.ParseID(st.Cursor); err == nil {
+			cursor = &id
 		}
 	}
-	return out, st, ended
+	// From the cursor to at most the end, then from the start up to the
+	// cursor at most.
+	var first, last chunkstore.ID
+	count, inPass := 0, 0
+	take := func(stopAt *chunkstore.ID) func([]located) (bool, error) {
+		return func(page []located) (bool, error) {
+			for _, l := range page {
+				if count == n || stopAt != nil && bytes.Compare(l.id[:], stopAt[:]) > 0 {
+					return true, nil
+				}
+				if count == 0 {
+					first = l.id
+				}
+				if err := read(l); err != nil {
+					return true, err
+				}
+				last = l.id
+				count++
+				inPass++
+			}
+			return false, nil
+		}
+	}
+	end, err := s.livePages(r, cursor, take(nil))
+	if err != nil {
+		return err
+	}
+	if !end && count == n {
+		// Did the run read the last chunk? Then the pass ended too.
+		end, err = s.livePages(r, &last, func(page []located) (bool, error) { return len(page) > 0, nil })
+		if err != nil {
+			return err
+		}
+	}
+	st.CheckedIn += inPass
+	if end {
+		ended = true
+		st.Passes++
+		st.CheckedIn, inPass = 0, 0
+		if count < n && cursor != nil {
+			if _, err := s.livePages(r, nil, take(cursor)); err != nil {
+				return err
+			}
+		}
+		st.CheckedIn = inPass
+	}
+	if count > 0 {
+		st.Cursor = last.String()
+		rep.ScrubFrom, rep.ScrubTo = first.String(), last.String()
+	}
+	if ended && inPass == 0 {
+		st.Cursor = ""
+	}
+	rep.ScrubPasses = st.Passes
+	return nil
 }
 
 // damageOf describes a damaged backup: its lost chunks' byte ranges.
@@ -267,20 +399,27 @@ func (s *Service) damageOf(ctx context.Context, r *repository, b *index.Backup) 
 		rep.DamagedRanges = append(rep.DamagedRanges, ByteRange{Length: b.SizeBytes})
 		return rep
 	}
-	rep.Chunks = len(m.IDs)
+	rep.Chunks = int(m.Refs())
 	bad := map[chunkstore.ID]bool{}
-	s.cat.View(func(tx *index.Tx) error {
-		for _, id := range m.IDs {
-			c, ok, err := tx.Chunk(r.id, id)
-			if err != nil {
-				return err
+	err = r.store.WalkRefs(ctx, b.ID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+		return s.cat.View(func(tx *index.Tx) error {
+			for _, id := range ids {
+				c, ok, err := tx.Chunk(r.id, id)
+				if err != nil {
+					return err
+				}
+				if !ok || c.Lost() {
+					bad[id] = true
+				}
 			}
-			if !ok || c.Lost() {
-				bad[id] = true
-			}
-		}
-		return nil
+			return nil
+		})
 	})
-	rep.DamagedRanges = damagedRanges(m, bad)
+	if err == nil {
+		rep.DamagedRanges, err = damagedRanges(ctx, r.store, b.ID, m, bad)
+	}
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
 	return rep
 }

@@ -37,6 +37,9 @@ type Config struct {
 	// GCRepackBelow is the live share (by bytes) under which repo-gc
 	// rewrites a pack; 0 never repacks.
 	GCRepackBelow float64 `toml:"gc_repack_below"`
+	// SegmentChunks is how many chunks each manifest segment a backup
+	// writes covers (docs/FORMAT.md); 0 means the default, 16384.
+	SegmentChunks int `toml:"segment_chunks"`
 
 	// Test hooks, not in the file: pack size and lock lease.
 	packSize    int
@@ -166,6 +169,11 @@ func LoadConfig(home string) (Config, error) {
 	}
 	if c.GCRepackBelow < 0 || c.GCRepackBelow > 1 {
 		return Config{}, fmt.Errorf("config %s: gc_repack_below %v: must be a live share from 0 (never repack) to 1", path, c.GCRepackBelow)
+	}
+	if c.SegmentChunks != 0 {
+		if err := chunkstore.CheckSegmentChunks(c.SegmentChunks); err != nil {
+			return Config{}, fmt.Errorf("config %s: segment_chunks: %v", path, err)
+		}
 	}
 	if c.Zones == nil {
 		c.Zones = map[string]Zone{}

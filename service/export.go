@@ -232,11 +232,14 @@ func (s *Service) ImportBackup(ctx context.Context, req ImportRequest) (*BackupV
 	}); err != nil {
 		return nil, err
 	}
-	locs, err := s.locateMissing(ctx, r, rec.ID, m.IDs)
+	scope, err := s.locateMissing(ctx, r, rec.ID, m)
 	if err != nil {
 		return nil, err
 	}
-	b, err := s.commitImport(r, &rec.Record, m, locs, false)
+	if scope != "" {
+		defer s.cat.DropScope(scope)
+	}
+	b, err := s.commitImport(ctx, r, &rec.Record, m, scope, false)
 	if b != nil && err != nil { // references were being counted: undo them with no backup running
 		lk.Release()
 		locked = false

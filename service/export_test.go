@@ -343,19 +343,21 @@ func TestImportInterrupted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		locs, err := s.locateMissing(ctx, r, rec.ID, m.IDs)
-		if err != nil {
-			t.Fatal(err)
+		scope, err := s.locateMissing(ctx, r, rec.ID, m)
+		if err != nil || scope == "" {
+			t.Fatalf("nothing staged: %v", err)
 		}
-		n := len(m.IDs)
+		ids := manifestRefs(t, s, r, rec.ID, m)
+		n := len(ids)
 		if part > 0 {
-			n = len(m.IDs) / 2
+			n = len(ids) / 2
 		}
 		b := backupFromRecord(&rec.Record)
 		if err := s.update(func(tx *index.Tx) error { return tx.PutBackup(b) }); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.addRefs(r, b, m.IDs[:n], locs); err != nil {
+		staged := func(tx *index.Tx, id chunkstore.ID) (chunkstore.Location, bool, error) { return tx.Staged(scope, id) }
+		if err := s.countRefs(r, b, 0, ids[:n], staged, nil); err != nil {
 			t.Fatal(err)
 		}
 		cfg := s.cfg

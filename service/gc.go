@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/volback/volback/chunkstore"
@@ -204,31 +205,56 @@ func (s *Service) planGC(ctx context.Context, r *repository, opt gcOptions) (*gc
 		cands = append(cands, id)
 	}
 	sort.Slice(cands, func(i, j int) bool { return string(cands[i][:]) < string(cands[j][:]) })
-	trailers := map[chunkstore.ID][]chunkstore.PackEntry{}
-	inCands := map[chunkstore.ID]bool{}
-	for _, id := range cands {
-		entries, err := r.store.ReadPackEntries(ctx, id)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			p.problems = append(p.problems, fmt.Sprintf("pack %s: %v (kept: what it holds is unknown)", id, err))
-			continue
-		}
-		trailers[id] = entries
-		for _, e := range entries {
-			inCands[e.ID] = true
-		}
-	}
-	foreign, err := s.foreignLive(ctx, r, inCands)
+	foreign, err := s.foreignRecords(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range cands {
-		entries, ok := trailers[id]
-		if !ok {
-			continue
+	// Candidates are judged in batches of about maxJudged chunks, each
+	// batch against every foreign manifest read anew: memory is one batch
+	// and one manifest segment, whatever the repository.
+	for len(cands) > 0 {
+		trailers := map[chunkstore.ID][]chunkstore.PackEntry{}
+		var batch []chunkstore.ID
+		inCands := map[chunkstore.ID]bool{}
+		for len(cands) > 0 && len(inCands) < maxJudged {
+			id := cands[0]
+			cands = cands[1:]
+			entries, err := r.store.ReadPackEntries(ctx, id)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				p.problems = append(p.problems, fmt.Sprintf("pack %s: %v (kept: what it holds is unknown)", id, err))
+				continue
+			}
+			trailers[id] = entries
+			batch = append(batch, id)
+			for _, e := range entries {
+				inCands[e.ID] = true
+			}
 		}
+		live, err := s.foreignLive(ctx, r, foreign, inCands)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.judge(r, p, opt, batch, trailers, liveBytes, live); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// maxJudged bounds the chunk IDs of one batch of candidate packs (about
+// 6 MiB of map).
+const maxJudged = 1 << 16
+
+// judge classifies candidate packs by their trailers: a chunk is needed
+// in a pack when it is live (counted here, or in a foreign manifest) and
+// not stored in another pack of the listing.
+func (s *Service) judge(r *repository, p *gcPlan, opt gcOptions, batch []chunkstore.ID,
+	trailers map[chunkstore.ID][]chunkstore.PackEntry, liveBytes map[chunkstore.ID]int64, foreign map[chunkstore.ID]bool) error {
+	for _, id := range batch {
+		entries := trailers[id]
 		p.judged[id] = true
 		var needed []chunkstore.PackEntry
 		var neededBytes int64
@@ -249,7 +275,7 @@ func (s *Service) planGC(ctx context.Context, r *repository, opt gcOptions) (*gc
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		_, known := liveBytes[id]
 		switch {
@@ -261,23 +287,20 @@ func (s *Service) planGC(ctx context.Context, r *repository, opt gcOptions) (*gc
 			p.repack[id] = needed // (with nothing dead, a repack would rewrite the same pack)
 		}
 	}
-	return p, nil
+	return nil
 }
 
-// foreignLive returns which of want are in the manifest of a record the
-// catalog does not hold as a fully counted available backup. A record
-// whose manifest cannot be read stops the collection: its chunks are
-// unknown, so nothing could be proven dead.
-func (s *Service) foreignLive(ctx context.Context, r *repository, want map[chunkstore.ID]bool) (map[chunkstore.ID]bool, error) {
-	live := map[chunkstore.ID]bool{}
-	if len(want) == 0 {
-		return live, nil
-	}
+// foreignRecords lists the records in the repository that the catalog
+// does not hold as fully counted available backups (another home's,
+// records not imported yet, half-finished ones): their manifests keep
+// chunks live.
+func (s *Service) foreignRecords(ctx context.Context, r *repository) ([]string, error) {
 	held := map[string]bool{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		all, err := tx.Backups()
 		for _, b := range all {
-			if b.RepositoryID == r.id && (b.Status == index.StatusAvailable || b.Status == index.StatusRestoring) && b.RefsApplied == b.ObjectCount {
+			if b.RepositoryID == r.id && (b.Status == index.StatusAvailable || b.Status == index.StatusRestoring) &&
+				b.RefsApplied == b.ObjectCount && b.RefsReleased == 0 {
 				held[b.ID] = true
 			}
 		}
@@ -295,8 +318,31 @@ func (s *Service) foreignLive(ctx context.Context, r *repository, want map[chunk
 	}); err != nil {
 		return nil, err
 	}
-	for _, id := range ids {
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// foreignLive returns which of want are in the manifest of a foreign
+// record, reading each manifest segment by segment. A record whose
+// manifest cannot be read stops the collection: its chunks are unknown, so
+// nothing could be proven dead.
+func (s *Service) foreignLive(ctx context.Context, r *repository, foreign []string, want map[chunkstore.ID]bool) (map[chunkstore.ID]bool, error) {
+	live := map[chunkstore.ID]bool{}
+	if len(want) == 0 {
+		return live, nil
+	}
+	for _, id := range foreign {
 		m, _, err := r.store.LoadManifest(ctx, id)
+		if err == nil {
+			err = r.store.WalkRefs(ctx, id, m, 0, func(_ int64, ids []chunkstore.ID) error {
+				for _, c := range ids {
+					if want[c] {
+						live[c] = true
+					}
+				}
+				return nil
+			})
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -306,11 +352,6 @@ func (s *Service) foreignLive(ctx context.Context, r *repository, want map[chunk
 			}
 			return nil, fmt.Errorf("repository %s holds the record of backup %s but %v: nothing can be proven unused while its chunks are unknown, so no pack was deleted; run volback repo-repair to see what is damaged, and remove the record with volback backup-delete --force %s if the backup is beyond repair",
 				r.url, id, err, id)
-		}
-		for _, c := range m.IDs {
-			if want[c] {
-				live[c] = true
-			}
 		}
 	}
 	return live, nil
@@ -486,11 +527,49 @@ func (s *Service) dropDeadEntries(r *repository, gone map[chunkstore.ID]bool) (i
 }
 
 // repack copies the needed chunks of packs into new packs, makes them
-// durable and points the catalog at the copies. A chunk that reads back
-// missing or corrupt is recorded as lost, not copied. It returns the packs
-// written.
+// durable and points the catalog at the copies, pack by pack as each is
+// written. A chunk that reads back missing or corrupt is recorded as lost,
+// not copied. It returns the packs written.
 func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstore.ID][]chunkstore.PackEntry) (map[chunkstore.ID]bool, error) {
-	p := r.store.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, 2)
+	var mu sync.Mutex
+	packsOut := map[chunkstore.ID]bool{}
+	commit := func(_ context.Context, pack chunkstore.ID, entries []chunkstore.PackEntry) error {
+		failpoint.Hit("gc.repack-written")
+		for start := 0; start < len(entries); start += index.MaxBatch {
+			batch := entries[start:min(start+index.MaxBatch, len(entries))]
+			err := s.update(func(tx *index.Tx) error {
+				for _, e := range batch {
+					c, ok, err := tx.Chunk(r.id, e.ID)
+					if err != nil {
+						return err
+					}
+					switch {
+					case !ok:
+						c = index.Chunk{Location: e.Location} // live for another catalog only: now ours covers it
+					case c.Lost():
+						c.Location = e.Location
+					case packs[c.Pack] != nil:
+						c.Location = e.Location
+					default:
+						continue // stored elsewhere too; the catalog keeps that copy
+					}
+					if err := tx.PutChunk(r.id, e.ID, c); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		mu.Lock()
+		packsOut[pack] = true
+		mu.Unlock()
+		failpoint.Hit("gc.repack-catalog")
+		return nil
+	}
+	p := r.store.NewPacker(ctx, chunkstore.Compression{Level: s.cfg.CompressionLevel}, chunkstore.PackerOptions{Uploaders: 2, Commit: commit})
 	var buf []byte
 	for _, old := range sortedIDs(packs) {
 		for _, e := range packs[old] {
@@ -504,50 +583,15 @@ func (s *Service) repack(ctx context.Context, r *repository, packs map[chunkstor
 				return nil, fmt.Errorf("repacking chunk %s: %w", e.ID, err)
 			}
 			buf = data
-			if _, err := p.Add(e.ID, data); err != nil {
+			if _, _, err := p.Add(e.ID, data); err != nil {
 				p.Abort()
 				return nil, err
 			}
 		}
 	}
-	entries, err := p.Close()
-	if err != nil {
+	if err := p.Close(); err != nil {
 		return nil, err
 	}
-	failpoint.Hit("gc.repack-written")
-	packsOut := map[chunkstore.ID]bool{}
-	for _, e := range entries {
-		packsOut[e.Pack] = true
-	}
-	for start := 0; start < len(entries); start += index.MaxBatch {
-		batch := entries[start:min(start+index.MaxBatch, len(entries))]
-		err := s.update(func(tx *index.Tx) error {
-			for _, e := range batch {
-				c, ok, err := tx.Chunk(r.id, e.ID)
-				if err != nil {
-					return err
-				}
-				switch {
-				case !ok:
-					c = index.Chunk{Location: e.Location} // live for another catalog only: now ours covers it
-				case c.Lost():
-					c.Location = e.Location
-				case packs[c.Pack] != nil:
-					c.Location = e.Location
-				default:
-					continue // stored elsewhere too; the catalog keeps that copy
-				}
-				if err := tx.PutChunk(r.id, e.ID, c); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	failpoint.Hit("gc.repack-catalog")
 	return packsOut, nil
 }
 

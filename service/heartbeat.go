@@ -62,10 +62,16 @@ func (s *Service) startHeartbeat() {
 	s.hb.first = make(chan struct{})
 	s.hb.fresh = map[string]bool{}
 	every := cmp.Or(s.cfg.ReportInterval, DefaultReportInterval)
+	// The zones are read here, before the goroutine starts: the loop
+	// never reads s.cfg (which tests adjust after Open).
+	var zones []zoneRepo
+	for _, zone := range s.cfg.ZoneNames() {
+		zones = append(zones, zoneRepo{zone, s.cfg.Zones[zone].Repository})
+	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.beat(s.bgCtx)
+		s.beat(s.bgCtx, zones)
 		close(s.hb.first)
 		t := time.NewTicker(every)
 		defer t.Stop()
@@ -74,16 +80,19 @@ func (s *Service) startHeartbeat() {
 			case <-s.bgCtx.Done():
 				return
 			case <-t.C:
-				s.beat(s.bgCtx)
+				s.beat(s.bgCtx, zones)
 			}
 		}
 	}()
 }
 
+// zoneRepo is a zone and its repository's URL.
+type zoneRepo struct{ zone, url string }
+
 // beat probes every zone's repository once and records the outcome.
-func (s *Service) beat(ctx context.Context) {
-	for _, zone := range s.cfg.ZoneNames() {
-		url := s.cfg.Zones[zone].Repository
+func (s *Service) beat(ctx context.Context, zones []zoneRepo) {
+	for _, z := range zones {
+		zone, url := z.zone, z.url
 		perr := probe(ctx, url)
 		if ctx.Err() != nil {
 			return // Close: nothing was learnt about the zone

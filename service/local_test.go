@@ -23,7 +23,9 @@ func (l Local) Call(ctx context.Context, verb string, req, resp any, _ ProgressF
 	case "backup-list":
 		out, err = l.S.ListBackups(ctx, r.Ref, r.AllProjects)
 	case "backup-locate":
-		out, err = l.S.LocateImage(ctx, r.Ref)
+		var lr LocateRequest
+		json.Unmarshal(b, &lr)
+		out, err = l.S.LocateImage(ctx, lr)
 	default:
 		return fmt.Errorf("service tests' Local: verb %s not served", verb)
 	}

@@ -158,7 +158,7 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 	for h := range w.homes {
 		home := filepath.Join(dir, fmt.Sprint("home", h))
 		os.MkdirAll(home, 0o700)
-		conf := fmt.Sprintf("chunk_size = \"16K\"\nworkers = 2\n[zones.nova]\nrepository = %q\n", repoURL)
+		conf := fmt.Sprintf("chunk_size = \"16K\"\nworkers = 2\nsegment_chunks = 4\n[zones.nova]\nrepository = %q\n", repoURL)
 		if err := os.WriteFile(filepath.Join(home, ConfigName), []byte(conf), 0o600); err != nil {
 			return w, err
 		}

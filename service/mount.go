@@ -10,17 +10,28 @@ import (
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/fs"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/pipeline"
 )
 
 // ImageLocation is what a reader outside the owning process needs to read a
 // backup straight from its repository: where the repository is, which
-// manifest to expect, and where each of its chunks lives.
+// manifest to expect, and where the chunks of one manifest segment live
+// (a 1 TiB image is a thousand calls of a few hundred KiB each as a mount
+// reads it, never one answer the size of the volume).
 type ImageLocation struct {
 	BackupID       string     `json:"backup_id"`
 	Repository     string     `json:"repository"`
 	RepositoryID   string     `json:"repository_id"`
 	ManifestDigest string     `json:"manifest_digest"`
-	Chunks         []ChunkRef `json:"chunks"`
+	Slot           *int       `json:"slot,omitempty"`
+	Chunks         []ChunkRef `json:"chunks"` // the distinct chunks of the slot's segment
+}
+
+// LocateRequest is backup-locate: with Slot, the chunks of that slot's
+// manifest segment; without, only where the backup is.
+type LocateRequest struct {
+	Ref  string `json:"ref"`
+	Slot *int   `json:"slot,omitempty"`
 }
 
 // ChunkRef is one chunk's location.
@@ -34,7 +45,7 @@ type ChunkRef struct {
 }
 
 // readable resolves a backup that can be read (available, or being
-// restored), its repository and its verified manifest.
+// restored), its repository and its verified manifest head.
 func (s *Service) readable(ctx context.Context, ref string) (*index.Backup, *repository, *chunkstore.Manifest, error) {
 	var b *index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { b, err = findBackup(tx, caller(ctx), ref); return err }); err != nil {
@@ -54,16 +65,28 @@ func (s *Service) readable(ctx context.Context, ref string) (*index.Backup, *rep
 	return b, r, m, nil
 }
 
-// LocateImage returns the locations of every chunk of an available backup.
-func (s *Service) LocateImage(ctx context.Context, ref string) (*ImageLocation, error) {
-	b, r, m, err := s.readable(ctx, ref)
+// LocateImage says where an available backup is and, with a slot, where
+// each chunk of that slot's manifest segment is.
+func (s *Service) LocateImage(ctx context.Context, req LocateRequest) (*ImageLocation, error) {
+	b, r, m, err := s.readable(ctx, req.Ref)
 	if err != nil {
 		return nil, err
 	}
 	loc := &ImageLocation{BackupID: b.ID, Repository: r.url, RepositoryID: b.RepositoryID,
-		ManifestDigest: b.ManifestDigest, Chunks: make([]ChunkRef, 0, len(m.IDs))}
+		ManifestDigest: b.ManifestDigest, Slot: req.Slot, Chunks: []ChunkRef{}}
+	if req.Slot == nil {
+		return loc, nil
+	}
+	k, ok := m.Find(*req.Slot)
+	if !ok {
+		return loc, nil // all zeros
+	}
+	g, err := r.store.LoadSegment(ctx, b.ID, m, k)
+	if err != nil {
+		return nil, err
+	}
 	err = s.cat.View(func(tx *index.Tx) error {
-		for _, id := range m.IDs {
+		for _, id := range g.IDs {
 			c, ok, err := tx.Chunk(b.RepositoryID, id)
 			if err != nil {
 				return err
@@ -92,7 +115,7 @@ const mountReadAhead = 4 << 20
 // read straight from the repositories, through one shared cache.
 type MountSource struct {
 	c     Caller
-	cache *chunkstore.Cache
+	cache *pipeline.Cache
 	// Password unlocks encrypted repositories this process reads itself
 	// (when another process owns the catalog); never sent anywhere.
 	Password []byte
@@ -107,7 +130,7 @@ type MountSource struct {
 
 // NewMountSource makes a source whose chunk cache holds cacheBytes.
 func NewMountSource(c Caller, cacheBytes int64) *MountSource {
-	return &MountSource{c: c, cache: chunkstore.NewCache(cacheBytes), stores: map[string]*chunkstore.Store{}}
+	return &MountSource{c: c, cache: pipeline.NewCache(cacheBytes), stores: map[string]*chunkstore.Store{}}
 }
 
 // Backups lists the available backups.
@@ -142,7 +165,7 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 		return ms.openLocal(ctx, s, id)
 	}
 	var loc ImageLocation
-	if err := ms.c.Call(ctx, "backup-locate", Ref{Ref: id}, &loc, nil); err != nil {
+	if err := ms.c.Call(ctx, "backup-locate", LocateRequest{Ref: id}, &loc, nil); err != nil {
 		return nil, err
 	}
 	st, err := ms.store(ctx, loc.Repository, loc.RepositoryID)
@@ -156,12 +179,9 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 	if digest.String() != loc.ManifestDigest {
 		return nil, fmt.Errorf("manifest of backup %s does not match the catalog's digest: %w", loc.BackupID, chunkstore.ErrCorrupt)
 	}
-	rl := &remoteLocator{c: ms.c, backup: loc.BackupID}
-	if err := rl.set(&loc); err != nil {
-		return nil, err
-	}
+	rl := &remoteLocator{c: ms.c, backup: loc.BackupID, slots: map[int]map[chunkstore.ID]chunkstore.Location{}}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
-	return st.OpenImage(m, rl, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: loc.BackupID}), nil
+	return pipeline.OpenImage(st, loc.BackupID, m, rl, pipeline.ImageOptions{Cache: ms.cache, ReadAhead: ra}), nil
 }
 
 // openLocal opens an image when this process owns the catalog: chunks are
@@ -173,7 +193,7 @@ func (ms *MountSource) openLocal(ctx context.Context, s *Service, ref string) (f
 		return nil, err
 	}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
-	return r.store.OpenImage(m, &catalogLocator{s: s, r: r}, chunkstore.ImageOptions{Cache: ms.cache, ReadAhead: ra, Name: b.ID}), nil
+	return pipeline.OpenImage(r.store, b.ID, m, &catalogLocator{s: s, r: r}, pipeline.ImageOptions{Cache: ms.cache, ReadAhead: ra}), nil
 }
 
 func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.Store, error) {
@@ -217,17 +237,42 @@ func (ms *MountSource) Close() {
 }
 
 // remoteLocator locates the chunks of one backup from the locations the
-// catalog owner gave; when a chunk is not where they said (a GC moved it
-// since), it asks the owner again, once per miss.
+// catalog owner gives for each manifest segment as the image loads it,
+// keeping those of the last few segments; when a chunk is not where they
+// said (a GC moved it since), it asks the owner again, once per miss.
 type remoteLocator struct {
 	c      Caller
 	backup string
 
-	mu   sync.Mutex
-	locs map[chunkstore.ID]chunkstore.Location
+	mu    sync.Mutex
+	slots map[int]map[chunkstore.ID]chunkstore.Location
+	order []int // slots, oldest first
 }
 
-func (l *remoteLocator) set(loc *ImageLocation) error {
+// remoteSlots is how many segments' locations a remote image keeps (as
+// many as the image keeps segments, and a few more).
+const remoteSlots = 12
+
+// LocateSegment asks the owner where the segment's chunks are.
+func (l *remoteLocator) LocateSegment(ctx context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
+	if err := l.fetch(ctx, g.Slot); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.slots[g.Slot]
+	locs := make([]chunkstore.Location, len(g.IDs))
+	for k, id := range g.IDs {
+		locs[k] = m[id] // a chunk the owner did not locate reads as missing
+	}
+	return locs, nil
+}
+
+func (l *remoteLocator) fetch(ctx context.Context, slot int) error {
+	var loc ImageLocation
+	if err := l.c.Call(ctx, "backup-locate", LocateRequest{Ref: l.backup, Slot: &slot}, &loc, nil); err != nil {
+		return err
+	}
 	locs := make(map[chunkstore.ID]chunkstore.Location, len(loc.Chunks))
 	for _, c := range loc.Chunks {
 		cid, err1 := chunkstore.ParseID(c.ID)
@@ -238,32 +283,49 @@ func (l *remoteLocator) set(loc *ImageLocation) error {
 		locs[cid] = chunkstore.Location{Pack: pack, Offset: c.Offset, Length: c.Length, RawLength: c.RawLength, Codec: chunkstore.Codec(c.Codec)}
 	}
 	l.mu.Lock()
-	l.locs = locs
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if _, ok := l.slots[slot]; !ok {
+		l.order = append(l.order, slot)
+	}
+	l.slots[slot] = locs
+	for len(l.order) > remoteSlots {
+		delete(l.slots, l.order[0])
+		l.order = l.order[1:]
+	}
 	return nil
 }
 
-func (l *remoteLocator) Locate(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+// find returns id's location and the slot it was learnt for.
+func (l *remoteLocator) find(id chunkstore.ID) (chunkstore.Location, int, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	loc, ok := l.locs[id]
+	for i := len(l.order) - 1; i >= 0; i-- {
+		if loc, ok := l.slots[l.order[i]][id]; ok {
+			return loc, l.order[i], true
+		}
+	}
+	return chunkstore.Location{}, 0, false
+}
+
+func (l *remoteLocator) Locate(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
+	loc, _, ok := l.find(id)
 	if !ok {
 		return loc, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
 	}
 	return loc, nil
 }
 
-// Relocate asks the owner for fresh locations (unless another reader did
-// meanwhile) and returns the chunk's new one.
+// Relocate asks the owner for fresh locations of the chunk's segment
+// (unless another reader did meanwhile) and returns the chunk's new one.
 func (l *remoteLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, cause error) (chunkstore.Location, error) {
-	if loc, err := l.Locate(ctx, id); err == nil && loc != old {
+	loc, slot, ok := l.find(id)
+	if ok && loc != old {
 		return loc, nil
 	}
-	var loc ImageLocation
-	if err := l.c.Call(ctx, "backup-locate", Ref{Ref: l.backup}, &loc, nil); err != nil {
-		return chunkstore.Location{}, err
+	if !ok {
+		return chunkstore.Location{}, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
 	}
-	if err := l.set(&loc); err != nil {
+	if err := l.fetch(ctx, slot); err != nil {
 		return chunkstore.Location{}, err
 	}
 	nloc, err := l.Locate(ctx, id)

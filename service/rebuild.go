@@ -31,18 +31,40 @@ type RebuildReport struct {
 
 // packScan is what reading pack trailers found.
 type packScan struct {
-	locs     map[chunkstore.ID]chunkstore.Location
 	packs    int
 	chunks   int
 	problems []string // unreadable packs, stray names
 }
 
-var errScanDone = errors.New("every wanted chunk found")
-
-// scanPacks reads the trailer of every pack of r once. With want, only the
-// wanted chunks are kept and the listing stops when all are found.
-func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) (packScan, error) {
-	ps := packScan{locs: map[chunkstore.ID]chunkstore.Location{}}
+// stagePacks reads the trailer of every pack of r once and keeps each
+// chunk's location in the catalog's spill scope (the first copy found
+// wins): all of them, or with onlyUnknown those the chunk index has no
+// location for. Memory is one batch of entries, whatever the repository.
+func (s *Service) stagePacks(ctx context.Context, r *repository, scope string, onlyUnknown bool) (packScan, error) {
+	var ps packScan
+	var batch []chunkstore.PackEntry
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := s.update(func(tx *index.Tx) error {
+			for _, e := range batch {
+				if onlyUnknown {
+					if c, ok, err := tx.Chunk(r.id, e.ID); err != nil {
+						return err
+					} else if ok && !c.Lost() {
+						continue
+					}
+				}
+				if err := tx.PutStaged(scope, e.ID, e.Location); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
 	st := r.store
 	err := st.ListPacks(ctx, func(p chunkstore.PackInfo) error {
 		ps.packs++
@@ -55,67 +77,87 @@ func scanPacks(ctx context.Context, r *repository, want map[chunkstore.ID]bool) 
 			return nil
 		}
 		ps.chunks += len(entries)
-		for _, e := range entries {
-			if _, dup := ps.locs[e.ID]; dup || (want != nil && !want[e.ID]) {
-				continue
-			}
-			ps.locs[e.ID] = e.Location
-			if want != nil && len(ps.locs) == len(want) {
-				return errScanDone
+		for len(entries) > 0 {
+			n := min(len(entries), index.MaxBatch-len(batch))
+			batch = append(batch, entries[:n]...)
+			entries = entries[n:]
+			if len(batch) == index.MaxBatch {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}, func(name string) {
 		ps.problems = append(ps.problems, fmt.Sprintf("object %s is not a pack name; ignored", name))
 	})
-	if err != nil && !errors.Is(err, errScanDone) {
-		return ps, err
+	if err == nil {
+		err = flush()
 	}
-	return ps, nil
+	return ps, err
 }
 
-// locateMissing finds, in pack trailers, the chunks of ids the catalog does
-// not know. A chunk in no pack refuses the import.
-func (s *Service) locateMissing(ctx context.Context, r *repository, backupID string, ids []chunkstore.ID) (map[chunkstore.ID]chunkstore.Location, error) {
-	repoID := r.id
-	want := map[chunkstore.ID]bool{}
-	err := s.cat.View(func(tx *index.Tx) error {
-		for _, id := range ids {
-			if c, ok, err := tx.Chunk(repoID, id); err != nil {
-				return err
-			} else if !ok || c.Lost() { // a lost chunk found in a pack heals
-				want[id] = true
+// missingRefs walks a manifest's reference list and returns the first
+// chunk that has neither a location in the chunk index nor a staged one
+// in scope ("" for none), and how many there are.
+func (s *Service) missingRefs(ctx context.Context, r *repository, backupID string, m *chunkstore.Manifest, scope string) (int, chunkstore.ID, error) {
+	var n int
+	var first chunkstore.ID
+	err := r.store.WalkRefs(ctx, backupID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+		return s.cat.View(func(tx *index.Tx) error {
+			for _, id := range ids {
+				if c, ok, err := tx.Chunk(r.id, id); err != nil {
+					return err
+				} else if ok && !c.Lost() {
+					continue
+				}
+				if scope != "" {
+					if _, ok, err := tx.Staged(scope, id); err != nil {
+						return err
+					} else if ok {
+						continue
+					}
+				}
+				if n++; n == 1 {
+					first = id
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
-	if err != nil || len(want) == 0 {
-		return nil, err
-	}
-	ps, err := scanPacks(ctx, r, want)
-	if err != nil {
-		return nil, err
-	}
-	if missing := missingChunks(ids, ps.locs, want); len(missing) > 0 {
-		why := ""
-		if len(ps.problems) > 0 {
-			why = " (" + strings.Join(ps.problems, "; ") + ")"
-		}
-		return nil, fmt.Errorf("backup %s: chunk %s (and %d more) is in no pack of repository %s%s: the backup's data is incomplete and cannot be imported",
-			backupID, missing[0], len(missing)-1, r.url, why)
-	}
-	return ps.locs, nil
+	return n, first, err
 }
 
-// missingChunks lists the ids that are neither known (not in want) nor located.
-func missingChunks(ids []chunkstore.ID, locs map[chunkstore.ID]chunkstore.Location, want map[chunkstore.ID]bool) []chunkstore.ID {
-	var out []chunkstore.ID
-	for _, id := range ids {
-		if _, ok := locs[id]; !ok && (want == nil || want[id]) {
-			out = append(out, id)
+// locateMissing finds, in pack trailers, the chunks of a backup the
+// catalog does not know (or knows as lost), staging their locations in a
+// spill scope it returns ("" when none were missing; the caller drops the
+// scope). A chunk in no pack refuses the import.
+func (s *Service) locateMissing(ctx context.Context, r *repository, backupID string, m *chunkstore.Manifest) (string, error) {
+	n, _, err := s.missingRefs(ctx, r, backupID, m, "")
+	if err != nil || n == 0 {
+		return "", err
+	}
+	scope := "import-" + backupID
+	if err := s.cat.DropScope(scope); err != nil {
+		return "", err
+	}
+	ps, err := s.stagePacks(ctx, r, scope, true)
+	if err == nil {
+		var first chunkstore.ID
+		if n, first, err = s.missingRefs(ctx, r, backupID, m, scope); err == nil && n > 0 {
+			why := ""
+			if len(ps.problems) > 0 {
+				why = " (" + strings.Join(ps.problems, "; ") + ")"
+			}
+			err = fmt.Errorf("backup %s: chunk %s (and %d more) is in no pack of repository %s%s: the backup's data is incomplete and cannot be imported",
+				backupID, first, n-1, r.url, why)
 		}
 	}
-	return out
+	if err != nil {
+		s.cat.DropScope(scope)
+		return "", err
+	}
+	return scope, nil
 }
 
 // backupFromRecord is the catalog entry of an imported record.
@@ -132,16 +174,14 @@ func backupFromRecord(rec *chunkstore.Record) *index.Backup {
 // commitImport registers a verified record: a `creating` entry marked
 // Imported, then the references in the same crash-safe batches as a backup
 // (chunks the catalog did not know enter with their first reference, from
-// locs, so a crash never leaves unreferenced entries a sweep would take for
-// dead packs), then `available`, unmarking children that waited for it.
+// the staged locations of scope, so a crash never leaves unreferenced
+// entries a sweep would take for dead packs), then `available`, unmarking children that waited for it.
 // The caller holds r.gc (read). On a failure after the entry exists it
 // returns the entry so the caller can abortImport.
-func (s *Service) commitImport(r *repository, rec *chunkstore.Record, m *chunkstore.Manifest,
-	locs map[chunkstore.ID]chunkstore.Location, placeholder bool) (*index.Backup, error) {
+func (s *Service) commitImport(ctx context.Context, r *repository, rec *chunkstore.Record, m *chunkstore.Manifest,
+	scope string, placeholder bool) (*index.Backup, error) {
 	b := backupFromRecord(rec)
-	if b.ObjectCount != len(m.IDs) {
-		b.ObjectCount = len(m.IDs)
-	}
+	b.ObjectCount = int(m.Refs())
 	err := s.update(func(tx *index.Tx) error {
 		if _, err := tx.Backup(b.ID); err == nil {
 			return errBackupExists(b.ID)
@@ -175,7 +215,14 @@ func (s *Service) commitImport(r *repository, rec *chunkstore.Record, m *chunkst
 	if err != nil {
 		return nil, err
 	}
-	if err := s.addRefs(r, b, m.IDs, locs); err != nil {
+	var staged func(*index.Tx, chunkstore.ID) (chunkstore.Location, bool, error)
+	if scope != "" {
+		staged = func(tx *index.Tx, id chunkstore.ID) (chunkstore.Location, bool, error) { return tx.Staged(scope, id) }
+	}
+	err = r.store.WalkRefs(ctx, b.ID, m, 0, func(pos int64, ids []chunkstore.ID) error {
+		return s.countRefs(r, b, pos, ids, staged, nil)
+	})
+	if err != nil {
 		return b, err
 	}
 	err = s.update(func(tx *index.Tx) error {
@@ -249,7 +296,7 @@ func (s *Service) dropImportRefs(ctx context.Context, r *repository, b *index.Ba
 	if err != nil {
 		return err
 	}
-	return s.dropRefs(r, b, m.IDs, true)
+	return s.releaseRefs(ctx, r, b, m, true)
 }
 
 // RebuildCatalog fills an empty catalog from the repositories: every
@@ -340,7 +387,16 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 	}
 	sort.Strings(names)
 	rep.Backups += len(names)
-	ps, err := scanPacks(ctx, r, nil)
+	// Every pack's entries, staged in the catalog (not in memory) while
+	// the backups are imported; what no backup references is dropped with
+	// the scope, so unreferenced packs stay unknown (orphans after their
+	// grace period, as before the catalog was lost).
+	scope := "rebuild-" + r.id
+	if err := s.cat.DropScope(scope); err != nil {
+		return err
+	}
+	defer s.cat.DropScope(scope)
+	ps, err := s.stagePacks(ctx, r, scope, false)
 	if err != nil {
 		return err
 	}
@@ -372,8 +428,11 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 			skip(id, "%v", err)
 			continue
 		}
-		if missing := missingChunks(m.IDs, ps.locs, nil); len(missing) > 0 {
-			skip(id, "chunk %s (and %d more) is in no readable pack", missing[0], len(missing)-1)
+		if n, first, err := s.missingRefs(ctx, r, id, m, scope); err != nil {
+			skip(id, "%v", err)
+			continue
+		} else if n > 0 {
+			skip(id, "chunk %s (and %d more) is in no readable pack", first, n-1)
 			continue
 		}
 		good[id] = &rebuildItem{rec, m}
@@ -422,7 +481,7 @@ func (s *Service) rebuildRepo(ctx context.Context, r *repository, rep *RebuildRe
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b, err := s.commitImport(r, it.rec, it.m, ps.locs, true)
+		b, err := s.commitImport(ctx, r, it.rec, it.m, scope, true)
 		if b != nil && err != nil {
 			// The catalog was empty: no backup of this home can be
 			// deduplicating against what the abort drops.

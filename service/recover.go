@@ -7,11 +7,15 @@ import (
 )
 
 // recover resolves what a process that died (kill -9, power loss) left in
-// flight: unfinished backups are rolled back to `error` (their packs
+// flight (and drops the catalog's spill space): unfinished backups are rolled back to `error` (their packs
 // removed when the exclusive lock is free), interrupted deletes are
 // finished, restores end in `error_restoring` for the volume and
 // `available` for the backup, and volumes return to their status.
 func (s *Service) recover(ctx context.Context) error {
+	// Spill space an import, rebuild or check left when it died.
+	if err := s.cat.DropScopes(""); err != nil {
+		s.log.Printf("dropping what an interrupted import, rebuild or check left in the catalog: %v (harmless; retried at the next start)", err)
+	}
 	var backups []*index.Backup
 	var vols []*index.Volume
 	err := s.cat.View(func(tx *index.Tx) (err error) {

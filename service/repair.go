@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/volback/volback/chunkstore"
@@ -67,38 +68,58 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 	defer cancel()
 	problem := func(format string, a ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
 
-	// 1. Every located chunk must be where its entry says.
+	// 1. Every located chunk must be where its entry says. Pack by pack,
+	// entries found where the catalog locates them are marked in the
+	// catalog's spill space; the unmarked ones are bad.
 	listed := map[chunkstore.ID]bool{}
 	if err := r.store.ListPacks(ctx, func(p chunkstore.PackInfo) error { listed[p.ID] = true; return nil }, nil); err != nil {
 		return rep, err
 	}
-	trailers := map[chunkstore.ID]map[chunkstore.ID]chunkstore.Location{}
-	trailer := func(p chunkstore.ID) map[chunkstore.ID]chunkstore.Location {
-		if t, ok := trailers[p]; ok {
-			return t
+	scope := fmt.Sprintf("repair-%s-%d", r.id, time.Now().UnixNano())
+	defer s.cat.DropScope(scope)
+	readable := func(id chunkstore.ID, loc chunkstore.Location) bool {
+		if !req.ReadData {
+			return true
 		}
-		t := map[chunkstore.ID]chunkstore.Location{}
-		if listed[p] {
-			entries, err := r.store.ReadPackEntries(ctx, p)
-			if err != nil {
-				problem("pack %s: %v", p, err)
-			}
-			for _, e := range entries {
-				t[e.ID] = e.Location
-			}
-		}
-		trailers[p] = t
-		return t
+		_, err := r.store.ReadChunk(ctx, id, loc, nil)
+		return err == nil
 	}
-	good := func(id chunkstore.ID, loc chunkstore.Location) bool {
-		if l, ok := trailer(loc.Pack)[id]; !ok || l != loc {
-			return false
+	for _, p := range sortedIDs(listed) {
+		entries, err := r.store.ReadPackEntries(ctx, p)
+		if err != nil {
+			if ctx.Err() != nil {
+				return rep, context.Cause(ctx)
+			}
+			problem("pack %s: %v", p, err)
+			continue
 		}
-		if req.ReadData {
-			_, err := r.store.ReadChunk(ctx, id, loc, nil)
-			return err == nil
+		var match []chunkstore.ID
+		err = s.cat.View(func(tx *index.Tx) error {
+			for _, e := range entries {
+				c, ok, err := tx.Chunk(r.id, e.ID)
+				if err != nil {
+					return err
+				}
+				if ok && !c.Lost() && c.Location == e.Location && readable(e.ID, e.Location) {
+					match = append(match, e.ID)
+				}
+			}
+			return nil
+		})
+		for start := 0; err == nil && start < len(match); start += index.MaxBatch {
+			batch := match[start:min(start+index.MaxBatch, len(match))]
+			err = s.update(func(tx *index.Tx) error {
+				for _, id := range batch {
+					if err := tx.AddCount(scope, id, 1); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		}
-		return true
+		if err != nil {
+			return rep, err
+		}
 	}
 	type entry struct {
 		id chunkstore.ID
@@ -106,9 +127,12 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 	}
 	var bad []entry
 	err := s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
+		return tx.CountJoin(r.id, scope, func(id chunkstore.ID, c index.Chunk, found bool, ok uint32) error {
+			if !found {
+				return nil
+			}
 			rep.ChunksChecked++
-			if c.Lost() || !good(id, c.Location) {
+			if ok == 0 {
 				bad = append(bad, entry{id, c})
 			}
 			return nil
@@ -122,14 +146,19 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 	}
 	if len(bad) > 0 {
 		// Another copy, anywhere?
+		wanted := map[chunkstore.ID]bool{}
+		for _, e := range bad {
+			wanted[e.id] = true
+		}
 		found := map[chunkstore.ID]chunkstore.Location{}
 		for _, p := range sortedIDs(listed) {
-			for _, e := range bad {
-				if _, done := found[e.id]; done {
-					continue
-				}
-				if l, ok := trailer(p)[e.id]; ok && good(e.id, l) {
-					found[e.id] = l
+			entries, err := r.store.ReadPackEntries(ctx, p)
+			if err != nil {
+				continue // reported above
+			}
+			for _, e := range entries {
+				if _, done := found[e.ID]; !done && wanted[e.ID] && readable(e.ID, e.Location) {
+					found[e.ID] = e.Location
 				}
 			}
 		}
@@ -182,7 +211,7 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 	if err := s.cat.View(func(tx *index.Tx) (err error) { backups, err = tx.Backups(); return err }); err != nil {
 		return rep, err
 	}
-	damaged := map[string]*chunkstore.Manifest{}
+	damaged := map[string]*chunkstore.Manifest{} // heads
 	for _, b := range backups {
 		if b.RepositoryID != r.id || b.ManifestDigest == "" || (b.Status != index.StatusAvailable && b.Status != index.StatusRestoring) {
 			continue
@@ -192,7 +221,10 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 		if err != nil {
 			reason = err.Error()
 			problem("backup %s: %v; it cannot be repaired: remove it with backup-delete --force %s", b.ID, err, b.ID)
-		} else if n, first := s.lostIn(r, m); n > 0 {
+		} else if n, first, err := s.lostIn(ctx, r, b.ID, m); err != nil {
+			reason = err.Error()
+			problem("backup %s: %v; it cannot be repaired: remove it with backup-delete --force %s", b.ID, err, b.ID)
+		} else if n > 0 {
 			reason = fmt.Sprintf("%d chunk(s) are lost (first: %s)", n, first)
 			damaged[b.ID] = m
 		}
@@ -217,7 +249,11 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 		if held[id] {
 			return nil
 		}
-		if _, _, err := r.store.LoadManifest(ctx, id); err != nil {
+		m, _, err := r.store.LoadManifest(ctx, id)
+		if err == nil {
+			err = r.store.WalkRefs(ctx, id, m, 0, func(int64, []chunkstore.ID) error { return nil })
+		}
+		if err != nil {
 			problem("record of backup %s, which the catalog does not know: %v; repo-gc refuses to run while it exists: import the backup if its manifest can be restored, or remove the record with backup-delete --force %s", id, err, id)
 		}
 		return nil
@@ -244,24 +280,27 @@ func (s *Service) repair(ctx context.Context, r *repository, lk *chunkstore.Lock
 	return rep, nil
 }
 
-// lostIn counts the chunks of m that are lost or not in the catalog.
-func (s *Service) lostIn(r *repository, m *chunkstore.Manifest) (int, string) {
+// lostIn counts the chunks of a backup's manifest m that are lost or not
+// in the catalog, reading it segment by segment.
+func (s *Service) lostIn(ctx context.Context, r *repository, backupID string, m *chunkstore.Manifest) (int, string, error) {
 	n, first := 0, ""
-	s.cat.View(func(tx *index.Tx) error {
-		for _, id := range m.IDs {
-			c, ok, err := tx.Chunk(r.id, id)
-			if err != nil {
-				return err
-			}
-			if !ok || c.Lost() {
-				if n++; n == 1 {
-					first = id.String()
+	err := r.store.WalkRefs(ctx, backupID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+		return s.cat.View(func(tx *index.Tx) error {
+			for _, id := range ids {
+				c, ok, err := tx.Chunk(r.id, id)
+				if err != nil {
+					return err
+				}
+				if !ok || c.Lost() {
+					if n++; n == 1 {
+						first = id.String()
+					}
 				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
-	return n, first
+	return n, first, err
 }
 
 func (s *Service) setDamaged(id, reason string) error {
@@ -279,45 +318,19 @@ func (s *Service) setDamaged(id, reason string) error {
 }
 
 // rewriteDamaged stores a new full backup holding what is readable of
-// damaged backup id: every lost chunk becomes zeros (a hole).
+// damaged backup id (manifest head m): every lost chunk becomes zeros (a
+// hole). It is written segment by segment, each segment's references
+// counted as it is stored, as a backup does.
 func (s *Service) rewriteDamaged(ctx context.Context, r *repository, id string, m *chunkstore.Manifest) (string, error) {
 	var old *index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { old, err = tx.Backup(id); return err }); err != nil {
 		return "", err
 	}
-	nm := chunkstore.NewManifest(m.Size, m.ChunkSize)
-	zeroed := 0
-	err := s.cat.View(func(tx *index.Tx) error {
-		for i := range m.Chunks() {
-			cid, ok := m.Chunk(i)
-			if !ok {
-				continue
-			}
-			c, found, err := tx.Chunk(r.id, cid)
-			if err != nil {
-				return err
-			}
-			if !found || c.Lost() {
-				zeroed++
-				continue
-			}
-			nm.Set(i, cid)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
 	t := now()
 	b := &index.Backup{ID: uuid.NewString(), Name: old.Name + " (repaired)", Status: index.StatusCreating,
-		Description: fmt.Sprintf("repo-repair --rewrite of damaged backup %s: %d of its %d chunks were lost and read as zeros", old.ID, zeroed, m.Chunks()),
-		VolumeID:    old.VolumeID, VolumeName: old.VolumeName, SizeBytes: m.Size, AvailabilityZone: old.AvailabilityZone,
+		VolumeID: old.VolumeID, VolumeName: old.VolumeName, SizeBytes: m.Size, AvailabilityZone: old.AvailabilityZone,
 		Container: old.Container, RepositoryID: r.id, ProjectID: old.ProjectID, Consistency: old.Consistency,
 		CreatedAt: t, UpdatedAt: t, DataTimestamp: old.DataTimestamp}
-	ids := nm.Unique()
-	b.ObjectCount = len(ids)
-	data, digest := nm.Encode()
-	b.ManifestDigest = digest.String()
 	if err := s.update(func(tx *index.Tx) error { return tx.PutBackup(b) }); err != nil {
 		return "", err
 	}
@@ -325,14 +338,52 @@ func (s *Service) rewriteDamaged(ctx context.Context, r *repository, id string, 
 		s.failBackup(ctx, r, b, err)
 		return "", err
 	}
-	if err := r.store.PutManifest(ctx, b.ID, data); err != nil {
+	w := r.store.NewManifestWriter(b.ID, m.Size)
+	zeroed := 0
+	for k, ref := range m.Segments {
+		g, err := r.store.LoadSegment(ctx, id, m, k)
+		if err != nil {
+			return fail(err)
+		}
+		ng := w.Manifest().NewSegment(int(ref.Slot))
+		err = s.cat.View(func(tx *index.Tx) error {
+			for i := g.First; i < g.First+int64(g.Len()); i++ {
+				cid, ok := g.Chunk(i)
+				if !ok {
+					continue
+				}
+				c, found, err := tx.Chunk(r.id, cid)
+				if err != nil {
+					return err
+				}
+				if !found || c.Lost() {
+					zeroed++
+					continue
+				}
+				ng.Set(i, cid)
+			}
+			return nil
+		})
+		if err != nil {
+			return fail(err)
+		}
+		ids, pos, err := w.Put(ctx, ng)
+		if err == nil {
+			err = s.countRefs(r, b, pos, ids, nil, nil)
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	digest, err := w.Finish(ctx)
+	if err != nil {
 		return fail(err)
 	}
+	b.ObjectCount = int(w.Manifest().Refs())
+	b.ManifestDigest = digest.String()
+	b.Description = fmt.Sprintf("repo-repair --rewrite of damaged backup %s: %d of its %d chunks were lost and read as zeros", old.ID, zeroed, m.Chunks())
 	vol := &index.Volume{Size: m.Size}
 	if err := r.store.PutRecord(ctx, record(b, vol, m.ChunkSize)); err != nil {
-		return fail(err)
-	}
-	if err := s.addRefs(r, b, ids, nil); err != nil {
 		return fail(err)
 	}
 	err = s.update(func(tx *index.Tx) error {
@@ -358,38 +409,39 @@ func (s *Service) recountRefs(ctx context.Context, r *repository) error {
 }
 
 // recount sets every chunk entry's references to the number of catalog
-// backups whose counted manifest prefix lists it, and returns how many
-// entries changed. Referenced chunks without an entry become lost
-// entries. It refuses when a counted manifest cannot be read.
+// backups' counted references to it (counted in the catalog's spill
+// space, manifest segment by segment), and returns how many entries
+// changed. Referenced chunks without an entry become lost entries. It
+// refuses when a counted manifest cannot be read.
 func (s *Service) recount(ctx context.Context, r *repository) (int, error) {
 	var backups []*index.Backup
 	if err := s.cat.View(func(tx *index.Tx) (err error) { backups, err = tx.Backups(); return err }); err != nil {
 		return 0, err
 	}
-	want := map[chunkstore.ID]uint32{}
+	scope := fmt.Sprintf("recount-%s-%d", r.id, time.Now().UnixNano())
+	defer s.cat.DropScope(scope)
 	for _, b := range backups {
 		if b.RepositoryID != r.id || b.RefsApplied == 0 {
 			continue
 		}
 		m, err := s.loadManifest(ctx, r, b)
+		if err == nil {
+			err = s.spillRefs(ctx, r, b, m, scope)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("references not recounted: backup %s counts references but %v; remove it with backup-delete --force %s, then run repo-repair again", b.ID, err, b.ID)
-		}
-		for _, id := range m.IDs[:min(b.RefsApplied, len(m.IDs))] {
-			want[id]++
 		}
 	}
 	type fix struct {
 		id   chunkstore.ID
 		refs uint32
+		lost bool // no entry: a new lost one
 	}
 	var fixes []fix
-	seen := map[chunkstore.ID]bool{}
 	err := s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
-			seen[id] = true
-			if c.Refs != want[id] {
-				fixes = append(fixes, fix{id, want[id]})
+		return tx.CountJoin(r.id, scope, func(id chunkstore.ID, c index.Chunk, found bool, want uint32) error {
+			if !found || c.Refs != want {
+				fixes = append(fixes, fix{id, want, !found})
 			}
 			return nil
 		})
@@ -398,12 +450,6 @@ func (s *Service) recount(ctx context.Context, r *repository) (int, error) {
 		return 0, err
 	}
 	var lost []chunkstore.ID
-	for id, n := range want {
-		if !seen[id] {
-			fixes = append(fixes, fix{id, n})
-			lost = append(lost, id)
-		}
-	}
 	for start := 0; start < len(fixes); start += index.MaxBatch {
 		batch := fixes[start:min(start+index.MaxBatch, len(fixes))]
 		err := s.update(func(tx *index.Tx) error {
@@ -426,6 +472,11 @@ func (s *Service) recount(ctx context.Context, r *repository) (int, error) {
 		})
 		if err != nil {
 			return 0, err
+		}
+	}
+	for _, f := range fixes {
+		if f.lost {
+			lost = append(lost, f.id)
 		}
 	}
 	if len(lost) > 0 {

@@ -110,6 +110,9 @@ func (s *Service) applyStoreOptions(st *chunkstore.Store) {
 	if s.cfg.packSize > 0 {
 		st.SetPackSize(s.cfg.packSize)
 	}
+	if s.cfg.SegmentChunks > 0 {
+		st.SetSegmentChunks(s.cfg.SegmentChunks) // checked by LoadConfig
+	}
 	if s.cfg.lockOptions.Lease > 0 {
 		st.SetLockOptions(s.cfg.lockOptions)
 	}

@@ -5,14 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
-	"github.com/volback/volback/service/failpoint"
+	"github.com/volback/volback/pipeline"
 )
 
 // RestoreRequest is backup-restore (and create --backup-id).
@@ -256,6 +254,25 @@ func (l *catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunksto
 	return c.Location, nil
 }
 
+// LocateSegment locates a segment's chunks in one transaction. A lost
+// chunk gets a zero location: reading it fails and Relocate tells why.
+func (l *catalogLocator) LocateSegment(_ context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
+	locs := make([]chunkstore.Location, len(g.IDs))
+	err := l.s.cat.View(func(tx *index.Tx) error {
+		for k, id := range g.IDs {
+			c, ok, err := tx.Chunk(l.r.id, id)
+			if err != nil {
+				return err
+			}
+			if ok && !c.Lost() {
+				locs[k] = c.Location
+			}
+		}
+		return nil
+	})
+	return locs, err
+}
+
 // Relocate is called after a read at old failed; the failure itself is
 // judged again under the lock, so cause only explains the call.
 func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, _ error) (chunkstore.Location, error) {
@@ -277,123 +294,42 @@ func (l *catalogLocator) Relocate(ctx context.Context, id chunkstore.ID, old chu
 	return chunkstore.Location{}, l.s.chunkLost(ctx, l.r, id, old, err)
 }
 
-// writeImage writes every chunk of m to tgt on cfg.Workers goroutines,
-// verifying each chunk's hash. Zero chunks are skipped on a fresh target and
-// zeroed (hole-punched) in runs on an existing one.
+// writeImage writes every chunk of m to tgt through the restore
+// pipeline, verifying each chunk's hash, then syncs tgt. Zero chunks are
+// skipped on a fresh target and zeroed (hole-punched) in runs on an
+// existing one. A chunk that reads back missing or corrupt is recorded as
+// lost (under the shared lock no GC moved it).
 func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, tgt volume.Target, progress ProgressFunc) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	cs := int64(m.ChunkSize)
-	loc := &catalogLocator{s: s, r: r}
-	type job struct{ first, count int64 } // count > 1 only for zero runs
-	jobs := make(chan job, 64)
-	var done atomic.Int64
-	go func() {
-		defer close(jobs)
-		n := int64(m.Chunks())
-		for i := int64(0); i < n; {
-			j := job{i, 1}
-			if _, ok := m.Chunk(int(i)); !ok {
-				for j.first+j.count < n {
-					if _, ok := m.Chunk(int(j.first + j.count)); ok {
-						break
-					}
-					j.count++
-				}
-				if tgt.Fresh() {
-					done.Add(min(j.count*cs, m.Size-j.first*cs))
-					i += j.count
-					continue
-				}
-			}
-			select {
-			case jobs <- j:
-			case <-ctx.Done():
-				return
-			}
-			i += j.count
-		}
-	}()
-	var wg sync.WaitGroup
-	// Restore waits on reads of packs and writes of the volume more than on
-	// the CPU, so it runs more goroutines than cores to keep both queues full,
-	// and at least as many as a target whose writes are round trips asks for.
-	workers := 4 * s.cfg.Workers
+	var t pipeline.Target = tgt
+	if restoreDelay > 0 {
+		t = slowTarget{tgt}
+	}
+	return pipeline.Restore(ctx, pipeline.RestoreInput{
+		Store: r.store, BackupID: b.ID, Manifest: m, Locator: &catalogLocator{s: s, r: r},
+		Lost: func(ctx context.Context, id chunkstore.ID, loc chunkstore.Location, cause error) error {
+			return s.chunkLost(ctx, r, id, loc, cause)
+		},
+		Target: t, Decoders: s.cfg.Workers, Writers: writers(tgt), Budget: s.budget,
+		Progress: func(done, total int64) { progress.report(Progress{Phase: "restore", Done: done, Total: total}) },
+		Written:  &s.stats.restored,
+	})
+}
+
+// writers is how many writes of tgt to keep in flight: the pipeline's
+// default, or more for a target whose writes are round trips (RBD).
+func writers(tgt volume.Target) int {
 	if p, ok := tgt.(volume.Parallel); ok {
-		workers = max(workers, p.InFlight())
+		return max(2, p.InFlight())
 	}
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, cs)
-			for j := range jobs {
-				off := j.first * cs
-				length := min(j.count*cs, m.Size-off)
-				if err := s.writeChunk(ctx, r, loc, m, tgt, j.first, off, length, &buf); err != nil {
-					cancel(fmt.Errorf("backup %s: chunk at byte offset %d: %w", b.ID, off, err))
-					continue
-				}
-				done.Add(length)
-				s.stats.restored.Add(length)
-				failpoint.Hit("restore.chunk")
-			}
-		}()
-	}
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				progress.report(Progress{Phase: "restore", Done: done.Load(), Total: m.Size})
-			case <-stop:
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(stop)
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	if err := tgt.Sync(); err != nil {
-		return fmt.Errorf("syncing the restored volume: %w", err)
-	}
-	progress.report(Progress{Phase: "restore", Done: m.Size, Total: m.Size})
-	return nil
+	return 0
 }
 
 // restoreDelay slows each chunk written, so tests can act mid-restore.
 var restoreDelay time.Duration
 
-func (s *Service) writeChunk(ctx context.Context, r *repository, loc *catalogLocator, m *chunkstore.Manifest,
-	tgt volume.Target, idx, off, length int64, buf *[]byte) error {
-	if restoreDelay > 0 {
-		time.Sleep(restoreDelay)
-	}
-	id, ok := m.Chunk(int(idx))
-	if !ok {
-		return tgt.Zero(off, length)
-	}
-	l, err := loc.Locate(ctx, id)
-	if err != nil {
-		return err
-	}
-	data, err := r.store.ReadChunk(ctx, id, l, *buf)
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		return s.chunkLost(ctx, r, id, l, err) // under the shared lock: no GC moved it
-	}
-	if cap(data) > cap(*buf) {
-		*buf = data[:cap(data)]
-	}
-	if int64(len(data)) != length {
-		return fmt.Errorf("chunk %s holds %d bytes, the manifest expects %d: %w", id, len(data), length, chunkstore.ErrCorrupt)
-	}
-	_, err = tgt.WriteAt(data, off)
-	return err
+type slowTarget struct{ volume.Target }
+
+func (t slowTarget) WriteAt(p []byte, off int64) (int, error) {
+	time.Sleep(restoreDelay)
+	return t.Target.WriteAt(p, off)
 }

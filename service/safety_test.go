@@ -512,8 +512,8 @@ func TestRollbackFinishesInBackground(t *testing.T) {
 	rollbackRetry = 50 * time.Millisecond
 	var manifest string
 	afterRefsHook = func(b *index.Backup) error {
-		manifest = filepath.Join(s.cfg.Home, "repository", "manifests", b.ID)
-		os.Rename(manifest, manifest+".away") // the rollback will not find it
+		manifest = filepath.Join(s.cfg.Home, "repository", chunkstore.SegmentName(b.ID, 0))
+		os.Rename(manifest, manifest+".away") // the rollback will not find the references
 		return errors.New("injected failure after the references counted")
 	}
 	defer func() { afterRefsHook = nil }()
@@ -619,7 +619,7 @@ func TestDamageAndRepair(t *testing.T) {
 
 // corruptFirstChunk flips a byte in the payload of the first chunk of the
 // volume "vol" in the repository and returns its chunk index.
-func corruptFirstChunk(t *testing.T, s *Service) int {
+func corruptFirstChunk(t *testing.T, s *Service) int64 {
 	t.Helper()
 	var m *chunkstore.Manifest
 	var c index.Chunk
@@ -630,13 +630,17 @@ func corruptFirstChunk(t *testing.T, s *Service) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := 0
-	for ; idx < m.Chunks(); idx++ {
-		if _, ok := m.Chunk(idx); ok {
+	g, err := r.store.LoadSegment(context.Background(), b.ID, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := g.First
+	for ; idx < g.First+int64(g.Len()); idx++ {
+		if _, ok := g.Chunk(idx); ok {
 			break
 		}
 	}
-	id, _ := m.Chunk(idx)
+	id, _ := g.Chunk(idx)
 	s.cat.View(func(tx *index.Tx) (err error) { c, _, err = tx.Chunk(r.id, id); return err })
 	p := filepath.Join(s.cfg.Home, "repository", "packs", c.Pack.String()[:2], c.Pack.String())
 	f, err := os.OpenFile(p, os.O_RDWR, 0)

@@ -22,6 +22,7 @@ import (
 	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
 	_ "github.com/volback/volback/drivers/volume/rbd"  // rbd:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/pipeline"
 )
 
 // DefaultProject is the project used when none is given.
@@ -44,6 +45,9 @@ type Service struct {
 
 	jobs  jobs  // running backups and restores, for cancel (jobs.go)
 	stats stats // data moved, for metrics (stats.go)
+	// budget is the CPU work all this owner's pipelines may do at once:
+	// several backups started together share the cores.
+	budget *pipeline.Budget
 	// quotaMu serializes this owner's quota claims, so a burst of creates
 	// in one project queues instead of exhausting Update's conflict
 	// retries on the project's guard key (which stays for correctness).
@@ -70,7 +74,8 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 		logger = log.New(os.Stderr, "volback: ", 0)
 	}
 	s := &Service{cfg: cfg, cat: cat, log: logger, zones: map[string]*repository{}, repos: map[string]*repository{},
-		openSource: func(v *index.Volume) (volume.Source, error) { return volume.OpenSource(v.Path) }}
+		openSource: func(v *index.Volume) (volume.Source, error) { return volume.OpenSource(v.Path) },
+		budget:     pipeline.NewBudget(cfg.Workers)}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if s.ev, s.evf, err = openEvents(cfg); err != nil {
 		cat.Close()

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
 )
@@ -381,4 +382,18 @@ func TestGCKeepsUnknownRecords(t *testing.T) {
 		}
 	}
 	mustCheck(t, s)
+}
+
+// manifestRefs is a backup's whole reference list (tests' manifests are small).
+func manifestRefs(t *testing.T, s *Service, r *repository, backupID string, m *chunkstore.Manifest) []chunkstore.ID {
+	t.Helper()
+	var ids []chunkstore.ID
+	err := r.store.WalkRefs(context.Background(), backupID, m, 0, func(_ int64, x []chunkstore.ID) error {
+		ids = append(ids, x...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }

@@ -205,15 +205,20 @@ func (s *Service) markDamaged(ctx context.Context, r *repository, ids []chunksto
 			continue
 		}
 		m, err := s.loadManifest(ctx, r, b)
-		if err != nil {
-			hit = append(hit, b.ID) // unreadable: damaged too
-			continue
+		found := false
+		if err == nil {
+			err = r.store.WalkRefs(ctx, b.ID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+				for _, id := range ids {
+					if want[id] {
+						found = true
+						return chunkstore.ErrStopWalk
+					}
+				}
+				return nil
+			})
 		}
-		for _, id := range m.IDs {
-			if want[id] {
-				hit = append(hit, b.ID)
-				break
-			}
+		if err != nil || found {
+			hit = append(hit, b.ID) // unreadable: damaged too
 		}
 	}
 	if len(hit) == 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/volume"
 	"github.com/volback/volback/index"
+	"github.com/volback/volback/pipeline"
 )
 
 // diffSource is an image file (or a snapshot of one, image@NAME) that
@@ -224,15 +225,15 @@ func TestChangedChunksZeroAndEdges(t *testing.T) {
 	}
 	changed[1].Zero = true
 	read, zero := changedChunks(changed, size, size, cs)
-	if want := []int64{0, 1, 4, 5, 9, 10}; !reflect.DeepEqual(read, want) {
+	if want := []pipeline.Range{{First: 0, End: 2}, {First: 4, End: 6}, {First: 9, End: 11}}; !reflect.DeepEqual(read, want) {
 		t.Errorf("read %v, want %v", read, want)
 	}
-	if want := []int64{2, 3}; !reflect.DeepEqual(zero, want) {
+	if want := []pipeline.Range{{First: 2, End: 4}}; !reflect.DeepEqual(zero, want) {
 		t.Errorf("zero %v, want %v", zero, want)
 	}
 	// Growth: every chunk past the parent's last whole one is read.
 	read, zero = changedChunks(nil, 4*cs+7, 6*cs, cs)
-	if want := []int64{4, 5}; !reflect.DeepEqual(read, want) || zero != nil {
+	if want := []pipeline.Range{{First: 4, End: 6}}; !reflect.DeepEqual(read, want) || len(zero) != 0 {
 		t.Errorf("after growth: read %v zero %v, want %v and none", read, zero, want)
 	}
 }

@@ -101,53 +101,68 @@ func (s *Service) verifyBackup(ctx context.Context, r *repository, b *index.Back
 		rep.DamagedRanges = append(rep.DamagedRanges, ByteRange{Offset: 0, Length: b.SizeBytes})
 		return rep, s.setDamaged(b.ID, reason)
 	}
-	rep.Chunks = len(m.IDs)
+	// Each segment's chunks are checked (a chunk shared by segments is
+	// checked in each: memory stays one segment's).
+	rep.Chunks = int(m.Refs())
 	bad := map[chunkstore.ID]bool{}
 	packs := map[chunkstore.ID]error{} // stat result per pack
 	var buf []byte
-	for i, id := range m.IDs {
-		var c index.Chunk
-		var found bool
-		if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(r.id, id); return err }); err != nil {
-			return rep, err
-		}
-		switch {
-		case !found:
-			bad[id] = true
-			rep.Problems = append(rep.Problems, fmt.Sprintf("chunk %s is not in the catalog", id))
-			continue
-		case c.Lost():
-			bad[id] = true
-			rep.Problems = append(rep.Problems, fmt.Sprintf("chunk %s is lost (found missing or corrupt earlier)", id))
-			continue
-		}
-		perr, seen := packs[c.Pack]
-		if !seen {
-			_, perr = r.store.StatPack(ctx, c.Pack)
-			packs[c.Pack] = perr
-		}
-		if perr == nil && readData {
-			var data []byte
-			if data, perr = r.store.ReadChunk(ctx, id, c.Location, buf); perr == nil {
-				buf = data
-				rep.ChunksRead++
+	i := 0
+	err = r.store.WalkRefs(ctx, b.ID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+		for _, id := range ids {
+			i++
+			var c index.Chunk
+			var found bool
+			if err := s.cat.View(func(tx *index.Tx) (err error) { c, found, err = tx.Chunk(r.id, id); return err }); err != nil {
+				return err
+			}
+			switch {
+			case !found:
+				bad[id] = true
+				rep.Problems = append(rep.Problems, fmt.Sprintf("chunk %s is not in the catalog", id))
+				continue
+			case c.Lost():
+				bad[id] = true
+				rep.Problems = append(rep.Problems, fmt.Sprintf("chunk %s is lost (found missing or corrupt earlier)", id))
+				continue
+			}
+			perr, seen := packs[c.Pack]
+			if !seen {
+				_, perr = r.store.StatPack(ctx, c.Pack)
+				if len(packs) > 1<<16 {
+					clear(packs) // bounded: a pack forgotten is stat-ed again
+				}
+				packs[c.Pack] = perr
+			}
+			if perr == nil && readData {
+				var data []byte
+				if data, perr = r.store.ReadChunk(ctx, id, c.Location, buf); perr == nil {
+					buf = data
+					rep.ChunksRead++
+				}
+			}
+			if perr != nil {
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
+				if !errors.Is(perr, repo.ErrNotFound) && !errors.Is(perr, chunkstore.ErrCorrupt) {
+					return perr // an I/O error is no verdict on the data
+				}
+				bad[id] = true
+				rep.Problems = append(rep.Problems, s.chunkLost(ctx, r, id, c.Location, perr).Error())
+			}
+			if i%64 == 0 {
+				progress.report(Progress{Phase: "verify", Done: int64(i), Total: int64(rep.Chunks)})
 			}
 		}
-		if perr != nil {
-			if ctx.Err() != nil {
-				return rep, context.Cause(ctx)
-			}
-			if !errors.Is(perr, repo.ErrNotFound) && !errors.Is(perr, chunkstore.ErrCorrupt) {
-				return rep, perr // an I/O error is no verdict on the data
-			}
-			bad[id] = true
-			rep.Problems = append(rep.Problems, s.chunkLost(ctx, r, id, c.Location, perr).Error())
-		}
-		if i%64 == 0 {
-			progress.report(Progress{Phase: "verify", Done: int64(i), Total: int64(len(m.IDs))})
-		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
 	}
-	rep.DamagedRanges = damagedRanges(m, bad)
+	if rep.DamagedRanges, err = damagedRanges(ctx, r.store, b.ID, m, bad); err != nil {
+		return rep, err
+	}
 	rep.Damaged = len(bad) > 0
 	reason := ""
 	if rep.Damaged {
@@ -167,25 +182,32 @@ func (s *Service) verifyBackup(ctx context.Context, r *repository, b *index.Back
 }
 
 // damagedRanges is the byte ranges of m's volume held by the bad chunks,
-// adjacent ones merged (each range names its first chunk).
-func damagedRanges(m *chunkstore.Manifest, bad map[chunkstore.ID]bool) []ByteRange {
+// adjacent ones merged (each range names its first chunk), read segment
+// by segment.
+func damagedRanges(ctx context.Context, st *chunkstore.Store, backupID string, m *chunkstore.Manifest, bad map[chunkstore.ID]bool) ([]ByteRange, error) {
 	out := []ByteRange{}
 	if len(bad) == 0 {
-		return out
+		return out, nil
 	}
-	for i := range m.Chunks() {
-		id, ok := m.Chunk(i)
-		if !ok || !bad[id] {
-			continue
+	for k := range m.Segments {
+		g, err := st.LoadSegment(ctx, backupID, m, k)
+		if err != nil {
+			return out, err
 		}
-		off, n := int64(i)*int64(m.ChunkSize), int64(m.ChunkLen(i))
-		if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
-			out[k].Length += n
-			continue
+		for i := g.First; i < g.First+int64(g.Len()); i++ {
+			id, ok := g.Chunk(i)
+			if !ok || !bad[id] {
+				continue
+			}
+			off, n := i*int64(m.ChunkSize), int64(m.ChunkLen(i))
+			if k := len(out) - 1; k >= 0 && out[k].Offset+out[k].Length == off {
+				out[k].Length += n
+				continue
+			}
+			out = append(out, ByteRange{Offset: off, Length: n, Chunk: id.String()})
 		}
-		out = append(out, ByteRange{Offset: off, Length: n, Chunk: id.String()})
 	}
-	return out
+	return out, nil
 }
 
 // damageReason is backup-show's damage_reason for damaged ranges.
@@ -218,7 +240,7 @@ func (s *Service) healDamaged(ctx context.Context, r *repository) []string {
 		if err != nil {
 			continue
 		}
-		if n, _ := s.lostIn(r, m); n == 0 {
+		if n, _, err := s.lostIn(ctx, r, b.ID, m); err == nil && n == 0 {
 			if s.setDamaged(b.ID, "") == nil {
 				healed = append(healed, b.ID)
 				s.event(ctx, "backup healed", "backup", b.ID)

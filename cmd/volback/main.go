@@ -77,6 +77,9 @@ func app() *cli.App {
 			if p := os.Getenv("VOLBACK_CPUPROFILE"); p != "" {
 				startProfile(p)
 			}
+			if p := os.Getenv("VOLBACK_MEMPROFILE"); p != "" {
+				startMemProfile(p)
+			}
 			return checkGlobals(c)
 		},
 		Commands: append(commands(), helpCommand(), versionCommand(), completionCommand(), manCommand()),

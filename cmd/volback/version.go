@@ -52,8 +52,8 @@ func (v VersionView) text() string {
 	if v.Modified {
 		commit += ", with uncommitted changes"
 	}
-	return fmt.Sprintf("volback %s\ncommit %s\nbuilt with %s for %s\nreads and writes repository format %d (and 1: unencrypted repositories stay 1), catalog schema %d\n",
-		v.Version, commit, v.GoVersion, v.Platform, v.RepositoryFormat, v.CatalogSchema)
+	return fmt.Sprintf("volback %s\ncommit %s\nbuilt with %s for %s\nreads repository formats 1 to %d and writes repository format %d (segmented manifests, encrypted or not; a format 1 or 2 repository is upgraded by its first backup), catalog schema %d\n",
+		v.Version, commit, v.GoVersion, v.Platform, v.RepositoryFormat, v.RepositoryFormat, v.CatalogSchema)
 }
 
 func buildVersion() VersionView {

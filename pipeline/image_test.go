@@ -1,4 +1,4 @@
-package chunkstore
+package pipeline
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
 )
 
@@ -38,14 +39,14 @@ func TestImageReads(t *testing.T) {
 	cs := 16 << 10
 	s, be := newTestStore(t, cs)
 	vol := testVolume(cs)
-	m, entries := backupVolume(t, s, vol, Compression{Level: 3})
-	// Go through the encoded manifest, as restore and mount do.
-	data, _ := m.Encode()
-	m, _, err := DecodeManifest(data)
+	cat := newMapCatalog()
+	backupBytes(t, s, cat, "b1", vol, chunkstore.Compression{Level: 3})
+	// Go through the stored manifest, as restore and mount do.
+	m, _, err := s.LoadManifest(context.Background(), "b1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{ReadAhead: 4, Name: "b1"})
+	im := OpenImage(s, "b1", m, cat, ImageOptions{ReadAhead: 4})
 	defer im.Close()
 	if im.Size() != int64(len(vol)) {
 		t.Fatalf("size %d", im.Size())
@@ -77,10 +78,11 @@ func TestImageReads(t *testing.T) {
 		t.Fatal("negative offset accepted")
 	}
 	// Zero chunks cost no reads: read a zero chunk with an empty cache.
-	im2 := s.OpenImage(m, newMapLocator(entries), ImageOptions{Name: "b1"})
+	im2 := OpenImage(s, "b1", m, cat, ImageOptions{})
+	im2.ReadAt(make([]byte, 1), 0) // the segment is loaded
 	before := be.reads.Load()
 	p := make([]byte, cs)
-	if _, err := im2.ReadAt(p, 3*int64(cs)); err != nil || !IsZero(p) || be.reads.Load() != before {
+	if _, err := im2.ReadAt(p, 3*int64(cs)); err != nil || !chunkstore.IsZero(p) || be.reads.Load() != before {
 		t.Fatalf("zero chunk: %v, %d reads", err, be.reads.Load()-before)
 	}
 	im2.Close()
@@ -93,8 +95,9 @@ func TestImageConcurrentReaders(t *testing.T) {
 	cs := 16 << 10
 	s, be := newTestStore(t, cs)
 	vol := testVolume(cs)
-	m, entries := backupVolume(t, s, vol, Compression{Level: 1})
-	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{Cache: NewCache(64 << 20), ReadAhead: 8, Name: "b2"})
+	cat := newMapCatalog()
+	m := backupBytes(t, s, cat, "b2", vol, chunkstore.Compression{Level: 1})
+	im := OpenImage(s, "b2", m, cat, ImageOptions{Cache: NewCache(64 << 20), ReadAhead: 8})
 	defer im.Close()
 	var wg sync.WaitGroup
 	for w := range 8 {
@@ -116,8 +119,8 @@ func TestImageConcurrentReaders(t *testing.T) {
 	wg.Wait()
 	// Every stored chunk was fetched at most once (singleflight + cache big
 	// enough to hold the image): reads <= unique non-zero chunks.
-	if n := be.reads.Load(); n > int64(len(entries)) {
-		t.Fatalf("%d backend reads for %d unique chunks", n, len(entries))
+	if n := be.reads.Load(); n > int64(len(cat.locs)) {
+		t.Fatalf("%d backend reads for %d unique chunks", n, len(cat.locs))
 	}
 }
 
@@ -125,9 +128,10 @@ func TestImageSequentialReadAhead(t *testing.T) {
 	cs := 16 << 10
 	s, be := newTestStore(t, cs)
 	vol := testVolume(cs)
-	m, entries := backupVolume(t, s, vol, Compression{Level: 1})
+	cat := newMapCatalog()
+	m := backupBytes(t, s, cat, "b3", vol, chunkstore.Compression{Level: 1})
 	cache := NewCache(64 << 20)
-	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{Cache: cache, ReadAhead: 8, Name: "b3"})
+	im := OpenImage(s, "b3", m, cat, ImageOptions{Cache: cache, ReadAhead: 8})
 	defer im.Close()
 	// Read the first chunk; read-ahead then fetches the following chunks
 	// in the background.
@@ -135,25 +139,24 @@ func TestImageSequentialReadAhead(t *testing.T) {
 	if _, err := im.ReadAt(p, 0); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 8; i++ {
-		id, ok := m.Chunk(i)
+	for i := int64(1); i <= 8; i++ {
+		id, ok := chunkAt(t, s, "b3", m, i)
 		if !ok {
 			continue
 		}
 		waitFor(t, func() bool { return cache.Contains(id) }, fmt.Sprintf("read-ahead of chunk %d", i))
 	}
 	// Chunk 9 and beyond were not read ahead.
-	if id, ok := m.Chunk(11); ok && cache.Contains(id) {
+	if id, ok := chunkAt(t, s, "b3", m, 11); ok && cache.Contains(id) {
 		t.Fatal("read ahead past the window")
 	}
 	buf := make([]byte, 8*cs)
 	if _, err := im.ReadAt(buf, int64(cs)); err != nil || !bytes.Equal(buf, vol[cs:9*cs]) {
 		t.Fatal(err)
 	}
-	locs := newMapLocator(entries)
-	for i := range 9 {
-		if id, ok := m.Chunk(i); ok {
-			loc, _ := locs.Locate(context.Background(), id)
+	for i := range int64(9) {
+		if id, ok := chunkAt(t, s, "b3", m, i); ok {
+			loc, _ := cat.Locate(context.Background(), id)
 			if n := be.readCount(loc); n != 1 {
 				t.Fatalf("chunk %d read %d times", i, n)
 			}
@@ -181,21 +184,17 @@ func TestImageCorruption(t *testing.T) {
 	cs := 16 << 10
 	s, be := newTestStore(t, cs)
 	vol := testVolume(cs)
-	m, entries := backupVolume(t, s, vol, Compression{Level: 3})
+	cat := newMapCatalog()
+	m := backupBytes(t, s, cat, "backup-1234", vol, chunkstore.Compression{Level: 3})
 	// Corrupt the blob of chunk 1 (text, stored once).
-	id1, _ := m.Chunk(1)
-	var loc Location
-	for _, e := range entries {
-		if e.ID == id1 {
-			loc = e.Location
-		}
-	}
-	be.corrupt(packName(loc.Pack), int(loc.Offset+loc.Length/2))
-	im := s.OpenImage(m, newMapLocator(entries), ImageOptions{ReadAhead: 4, Name: "backup-1234"})
+	id1, _ := chunkAt(t, s, "backup-1234", m, 1)
+	loc, _ := cat.Locate(context.Background(), id1)
+	be.corrupt(t, packName(loc.Pack), int(loc.Offset+loc.Length/2))
+	im := OpenImage(s, "backup-1234", m, cat, ImageOptions{ReadAhead: 4})
 	defer im.Close()
 	p := make([]byte, 100)
 	n, err := im.ReadAt(p, int64(cs)+500)
-	if n != 0 || !errors.Is(err, ErrCorrupt) {
+	if n != 0 || !errors.Is(err, chunkstore.ErrCorrupt) {
 		t.Fatalf("corrupt chunk: n %d err %v", n, err)
 	}
 	msg := err.Error()
@@ -205,7 +204,7 @@ func TestImageCorruption(t *testing.T) {
 	// A read spanning into the bad chunk returns the good prefix.
 	p = make([]byte, 2*cs)
 	n, err = im.ReadAt(p, 0)
-	if n != cs || !errors.Is(err, ErrCorrupt) || !bytes.Equal(p[:n], vol[:cs]) {
+	if n != cs || !errors.Is(err, chunkstore.ErrCorrupt) || !bytes.Equal(p[:n], vol[:cs]) {
 		t.Fatalf("spanning read: n %d err %v", n, err)
 	}
 	// Other ranges are fine.
@@ -214,19 +213,16 @@ func TestImageCorruption(t *testing.T) {
 		t.Fatalf("good range: %v", err)
 	}
 	// A missing pack: ErrNotFound, named.
-	id2, _ := m.Chunk(2)
-	for _, e := range entries {
-		if e.ID == id2 {
-			be.Delete(context.Background(), packName(e.Pack))
-		}
-	}
-	im2 := s.OpenImage(m, newMapLocator(entries), ImageOptions{Name: "b9"})
+	id2, _ := chunkAt(t, s, "backup-1234", m, 2)
+	loc2, _ := cat.Locate(context.Background(), id2)
+	be.Delete(context.Background(), packName(loc2.Pack))
+	im2 := OpenImage(s, "backup-1234", m, cat, ImageOptions{Name: "b9"})
 	defer im2.Close()
 	if _, err := im2.ReadAt(p[:10], 2*int64(cs)); !errors.Is(err, repo.ErrNotFound) || !strings.Contains(err.Error(), "backup b9: chunk at offset 32768") {
 		t.Fatalf("missing pack: %v", err)
 	}
 	// A chunk the locator does not know.
-	im3 := s.OpenImage(m, newMapLocator(nil), ImageOptions{Name: "b10"})
+	im3 := OpenImage(s, "backup-1234", m, newMapCatalog(), ImageOptions{Name: "b10"})
 	defer im3.Close()
 	if _, err := im3.ReadAt(p[:10], 0); !errors.Is(err, errNotInCatalog) {
 		t.Fatalf("unknown chunk: %v", err)

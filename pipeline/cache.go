@@ -1,11 +1,16 @@
-package chunkstore
+package pipeline
 
 import (
 	"container/list"
 	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/volback/volback/chunkstore"
 )
+
+// ID is a chunk ID.
+type ID = chunkstore.ID
 
 // Cache is a bounded LRU of decoded chunks shared by all images of a store.
 // It is sharded by ID so concurrent readers rarely meet on a lock, no I/O

@@ -1,0 +1,88 @@
+package pipeline
+
+import (
+	"context"
+	"runtime"
+	"sync"
+)
+
+// Budget is the CPU work a process allows at once, shared by every
+// pipeline it runs: each hash, compression or decode holds a token, so four
+// backups started together take turns on the cores instead of
+// oversubscribing them (and each one's buffers stay few).
+//
+// It also bounds the pack buffers (8 MiB each) all backups hold: each
+// backup has one of its own to fill, and they share two more for packs
+// being written (one backup alone has the three it needs to keep the
+// disk busy).
+//
+// And it bounds the read blocks (1 MiB each) all backups fill from their
+// volumes: two per CPU and two more, what one backup needs to keep its
+// hashers busy, whatever the number of backups.
+type Budget struct {
+	tokens chan struct{}
+	packs  chan struct{}
+	blocks chan struct{}
+	bufs   sync.Pool // read block buffers of readBlock bytes
+}
+
+// NewBudget allows n CPU-heavy steps at once (at least one; 0 means one
+// per CPU).
+func NewBudget(n int) *Budget {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return &Budget{tokens: make(chan struct{}, n), packs: make(chan struct{}, packBuffers), blocks: make(chan struct{}, 2*n+2)}
+}
+
+// Size is how many steps may run at once.
+func (b *Budget) Size() int { return cap(b.tokens) }
+
+// acquire waits for a token; it fails only when ctx is done.
+func (b *Budget) acquire(ctx context.Context) error {
+	select {
+	case b.tokens <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case b.tokens <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (b *Budget) release() { <-b.tokens }
+
+// block waits for a read block of size bytes; it fails only when ctx is
+// done. Give it back with putBlock.
+func (b *Budget) block(ctx context.Context, size int) (*block, error) {
+	select {
+	case b.blocks <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	if v, ok := b.bufs.Get().(*block); ok && cap(v.buf) >= size {
+		v.buf = v.buf[:size]
+		return v, nil
+	}
+	return &block{buf: make([]byte, max(size, readBlock))[:size]}, nil
+}
+
+func (b *Budget) putBlock(blk *block) {
+	b.bufs.Put(blk)
+	<-b.blocks
+}
+
+// packBuffers is how many pack buffers the backups of a budget share
+// besides each one's own.
+const packBuffers = 2
+
+// orDefault is b, or a private budget of one token per CPU.
+func (b *Budget) orDefault() *Budget {
+	if b == nil {
+		return NewBudget(0)
+	}
+	return b
+}
