@@ -38,11 +38,21 @@ func TestRBDOSDStoppedMidBackup(t *testing.T) {
 
 	osd := c.OSDPid(t)
 	var once sync.Once
-	// Resuming waits until the cluster serves again: an OSD stopped past
-	// the heartbeat grace is marked down and must rejoin and re-peer,
-	// which on a loaded machine outlasts volback's 5 s timeouts (and would
-	// fail the tests after this one too).
-	resume := func() { once.Do(func() { syscall.Kill(osd, syscall.SIGCONT); c.waitActive() }) }
+	// Resuming makes the cluster serve again before the test goes on (the
+	// tests after this one share it): a single OSD woken from SIGSTOP can
+	// keep its placement groups "waiting for readable" (their read leases
+	// lapsed while it slept and nobody renews them: seen here for over ten
+	// minutes), so it is marked down, which makes it rejoin and re-peer,
+	// and the test waits until reads and writes in both pools answer.
+	resume := func() {
+		once.Do(func() {
+			syscall.Kill(osd, syscall.SIGCONT)
+			if out, err := exec.Command("timeout", append([]string{"30", "ceph"}, c.args("osd", "down", "0")...)...).CombinedOutput(); err != nil {
+				t.Logf("ceph osd down 0: %v: %s", err, out)
+			}
+			c.waitActive()
+		})
+	}
 	t.Cleanup(resume)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -116,8 +126,8 @@ func TestRBDOSDStoppedMidBackup(t *testing.T) {
 }
 
 // waitActive waits, up to 3 minutes, until the cluster serves I/O again:
-// three writes and removals of a small object in each pool in a row, one
-// second apart, each within 8 s. (`ceph status` is not enough: right
+// three writes, removals and listings in each pool in a row, one second
+// apart, each within 8 s. (`ceph status` is not enough: right
 // after SIGCONT the monitor still shows the OSD up and its placement
 // groups active while the OSD and its clients reconnect.)
 func (c *cephTest) waitActive() {
@@ -132,6 +142,12 @@ func (c *cephTest) waitActive() {
 		rm := exec.Command("timeout", append([]string{"8", "rados"}, c.args("-p", pool, "rm", name)...)...)
 		if out, err := rm.CombinedOutput(); err != nil {
 			return fmt.Errorf("rados rm in %s: %v: %s", pool, err, strings.TrimSpace(string(out)))
+		}
+		// A listing reads every placement group of the pool, so one still
+		// waiting for readable shows here.
+		ls := exec.Command("timeout", append([]string{"8", "rados"}, c.args("-p", pool, "ls", "--all")...)...)
+		if out, err := ls.CombinedOutput(); err != nil {
+			return fmt.Errorf("rados ls in %s: %v: %s", pool, err, lastLine(string(out)))
 		}
 		return nil
 	}
@@ -238,4 +254,11 @@ func TestRBDTwoHomesShareRADOS(t *testing.T) {
 	for _, h := range homes {
 		mustRun(t, h, "repo-check", "--read-data")
 	}
+}
+
+// lastLine is the last non-empty line of out (a listing's error follows
+// whatever it listed).
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return lines[len(lines)-1]
 }
