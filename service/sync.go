@@ -83,22 +83,29 @@ func (s *Service) reconcile(ctx context.Context, r *repository) (reconcileReport
 	if err != nil || len(gone) == 0 {
 		return rep, err
 	}
+	// A moved chunk is looked for first in the packs the catalog knows
+	// nothing of (a repack's output), then, while some are still missing,
+	// in the packs it knows: another catalog's GC may have kept its own
+	// copy of a chunk in a pack this catalog knows for other chunks, and
+	// deleted this catalog's copy as stored elsewhere.
 	found := map[chunkstore.ID]chunkstore.Location{}
-	for p := range listed {
-		if known[p] {
-			continue
-		}
-		entries, err := r.store.ReadPackEntries(ctx, p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return rep, ctx.Err()
+	for _, pass := range []bool{false, true} {
+		for p := range listed {
+			if known[p] != pass || len(found) == len(gone) {
+				continue
 			}
-			s.log.Printf("repository %s: pack %s: %v (ignored while looking for moved chunks)", r.url, p, err)
-			continue
-		}
-		for _, e := range entries {
-			if _, want := gone[e.ID]; want {
-				found[e.ID] = e.Location
+			entries, err := r.store.ReadPackEntries(ctx, p)
+			if err != nil {
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				s.log.Printf("repository %s: pack %s: %v (ignored while looking for moved chunks)", r.url, p, err)
+				continue
+			}
+			for _, e := range entries {
+				if _, want := gone[e.ID]; want {
+					found[e.ID] = e.Location
+				}
 			}
 		}
 	}
