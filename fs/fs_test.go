@@ -984,3 +984,66 @@ func TestStaleMount(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// sliceSource serves fakeImages that are SliceReaders: reads come back as
+// 5000-byte slices of fresh buffers, and held counts the reads not released.
+type sliceSource struct {
+	*fakeSource
+	held, reads atomic.Int64
+}
+
+func (s *sliceSource) OpenImage(ctx context.Context, id string) (Image, error) {
+	im, err := s.fakeSource.OpenImage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &sliceImage{fakeImage: im.(*fakeImage), src: s}, nil
+}
+
+type sliceImage struct {
+	*fakeImage
+	src *sliceSource
+}
+
+func (im *sliceImage) ReadSlices(off int64, n int) ([][]byte, func(), error) {
+	p := make([]byte, n)
+	got, err := im.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		return nil, func() {}, err
+	}
+	var vecs [][]byte
+	for b := p[:got]; len(b) > 0; {
+		k := min(len(b), 5000)
+		vecs = append(vecs, b[:k])
+		b = b[k:]
+	}
+	im.src.held.Add(1)
+	im.src.reads.Add(1)
+	var once sync.Once
+	return vecs, func() { once.Do(func() { im.src.held.Add(-1) }) }, err
+}
+
+// TestReadSlices: with a SliceReader image, Read replies from its slices
+// (writev) with the right bytes, turns errors into EIO, and releases every
+// read it took.
+func TestReadSlices(t *testing.T) {
+	const from, to = 1<<20 + 100, 1<<20 + 5000
+	b := &fakeBackup{e: Entry{ID: "sliced", VolumeName: "v", CreatedAt: t1, Size: 3<<20 + 123}, seed: 9}
+	bad := &fakeBackup{e: Entry{ID: "sliced-broken", VolumeName: "v", CreatedAt: t2, Size: 2 << 20}, seed: 10, errFrom: from, errTo: to}
+	src := &sliceSource{fakeSource: newFakeSource(b, bad)}
+	_, mp, logs := mountFake(t, src)
+	got, err := os.ReadFile(filepath.Join(mp, "by-id", "sliced.img"))
+	if err != nil || !bytes.Equal(got, genBytes(b.e.Size, b.seed)) {
+		t.Fatalf("read: %v (%d bytes, content ok %v)", err, len(got), bytes.Equal(got, genBytes(b.e.Size, b.seed)))
+	}
+	if _, err := os.ReadFile(filepath.Join(mp, "by-id", "sliced-broken.img")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("broken image: %v, want EIO", err)
+	}
+	if src.reads.Load() == 0 {
+		t.Fatal("ReadSlices was not used")
+	}
+	eventually(t, 5*time.Second, "every read released", func() bool { return src.held.Load() == 0 })
+	if s := logs.String(); !strings.Contains(s, "read backup sliced-broken at offset") {
+		t.Errorf("log does not name the failed read: %q", s)
+	}
+}

@@ -411,9 +411,24 @@ func (h *imageHandle) Read(_ context.Context, dest []byte, off int64) (fuse.Read
 	if rem := h.size - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
-	n, err := h.img.ReadAt(dest, off)
-	if n == len(dest) && (err == nil || err == io.EOF) {
-		return fuse.ReadResultData(dest), 0
+	var n int
+	var err error
+	if sr, ok := h.img.(SliceReader); ok {
+		// No copy: the reply is written straight from the cached chunks.
+		vecs, release, serr := sr.ReadSlices(off, len(dest))
+		for _, v := range vecs {
+			n += len(v)
+		}
+		if n == len(dest) && (serr == nil || serr == io.EOF) {
+			return &slicesResult{release: release, vecs: vecs, n: n}, 0
+		}
+		release()
+		err = serr
+	} else {
+		n, err = h.img.ReadAt(dest, off)
+		if n == len(dest) && (err == nil || err == io.EOF) {
+			return fuse.ReadResultData(dest), 0
+		}
 	}
 	// A short read here would tell the kernel the file ends early (it would
 	// zero-fill and shrink its idea of the size), so anything short of the
@@ -438,5 +453,33 @@ func (h *imageHandle) Release(context.Context) syscall.Errno {
 func (h *imageHandle) close() {
 	if err := h.img.Close(); err != nil {
 		h.fs.log.Printf("volback fs: close backup %s: %v", h.node.e.ID, err)
+	}
+}
+
+// slicesResult is a read reply made of cached chunks: go-fuse writes it
+// with writev (it has Slices) and then calls Done, which lets go of them.
+type slicesResult struct {
+	release func()
+	vecs    [][]byte
+	n       int
+}
+
+func (r *slicesResult) Slices() ([][]byte, fuse.Status) { return r.vecs, fuse.OK }
+
+func (r *slicesResult) Size() int { return r.n }
+
+// Bytes is for go-fuse's other write paths: the slices joined into buf.
+func (r *slicesResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, v := range r.vecs {
+		buf = append(buf, v...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *slicesResult) Done() {
+	if r.release != nil {
+		r.release()
+		r.release, r.vecs = nil, nil
 	}
 }

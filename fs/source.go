@@ -26,6 +26,17 @@ type Image interface {
 	Close() error
 }
 
+// SliceReader is an Image that can answer a read without copying: with
+// its bytes where they already are (a cache), held until release. Read
+// uses it when the Image has it; go-fuse then writes the reply with
+// writev, straight from those buffers.
+type SliceReader interface {
+	// ReadSlices returns the n bytes at off (fewer, with io.EOF, at the
+	// end of the image) as slices valid until release is called. release
+	// is never nil, even with an error, and may be called more than once.
+	ReadSlices(off int64, n int) (vecs [][]byte, release func(), err error)
+}
+
 // Source is what the filesystem reads from: in volback, the service over
 // the catalog and chunk store. Backups is called on every directory listing
 // or lookup (cheap, cached briefly), so new and deleted backups show up

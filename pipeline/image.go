@@ -157,24 +157,104 @@ func (im *Image) chunk(i int64) (chunkRef, bool, error) {
 // ReadAt reads len(p) bytes at off. Zero chunks cost no I/O. Errors name
 // the backup and the offset of the chunk that failed.
 func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	n, eof, err := im.span(off, len(p))
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	done, err := im.each(off, n, func(done, k int, b []byte, e *cacheEntry) {
+		if e == nil {
+			clear(p[done : done+k])
+		} else {
+			copy(p[done:], b)
+			im.cache.release(e)
+		}
+	})
+	if err != nil {
+		return done, err
+	}
+	return n, eof
+}
+
+// slices is a read's bytes left where they are: in cached chunks, held
+// until release, and in a shared buffer of zeros for zero chunks.
+type slices struct {
+	im      *Image
+	vecs    [][]byte
+	entries []*cacheEntry
+}
+
+// release lets go of the cached chunks; calling it again does nothing.
+func (s *slices) release() {
+	for _, e := range s.entries {
+		s.im.cache.release(e)
+	}
+	s.entries, s.vecs = nil, nil
+}
+
+// zeros backs the zero chunks of ReadSlices. Never written.
+var zeros = make([]byte, 1<<20)
+
+// ReadSlices is ReadAt without the copy, for a server that can send
+// several buffers at once (writev): it returns the bytes at off, n of
+// them (fewer at the end of the image, with io.EOF), as slices of cached
+// chunks and of a shared buffer of zeros. The chunks stay held (not
+// recycled) until the caller calls release, and the slices must not be
+// written or used after. release is never nil (on error it has nothing
+// to do) and may be called more than once. Chunks are verified when they
+// enter the cache, as for ReadAt.
+func (im *Image) ReadSlices(off int64, n int) (vecs [][]byte, release func(), err error) {
+	s := &slices{im: im}
+	n, eof, err := im.span(off, n)
+	if err != nil || n == 0 {
+		return nil, s.release, err
+	}
+	if _, err := im.each(off, n, func(_, k int, b []byte, e *cacheEntry) {
+		if e != nil {
+			s.entries = append(s.entries, e)
+			s.vecs = append(s.vecs, b)
+			return
+		}
+		for k > 0 {
+			z := min(k, len(zeros))
+			s.vecs = append(s.vecs, zeros[:z])
+			k -= z
+		}
+	}); err != nil {
+		s.release()
+		return nil, s.release, err
+	}
+	return s.vecs, s.release, eof
+}
+
+// span checks a read of n bytes at off and clips it to the image: the
+// bytes to read, and io.EOF as eof when the read reaches the end (as err
+// when it starts there, or when n is 0 at the end).
+func (im *Image) span(off int64, n int) (_ int, eof, err error) {
 	if off < 0 {
-		return 0, fmt.Errorf("backup %s: read at negative offset %d", im.name, off)
+		return 0, nil, fmt.Errorf("backup %s: read at negative offset %d", im.name, off)
 	}
 	if err := im.ctx.Err(); err != nil {
-		return 0, fmt.Errorf("backup %s: image is closed", im.name)
+		return 0, nil, fmt.Errorf("backup %s: image is closed", im.name)
 	}
 	size := im.m.Size
 	if off >= size {
-		return 0, io.EOF
+		return 0, nil, io.EOF
 	}
-	n := len(p)
-	var eof error
 	if int64(n) > size-off {
 		n, eof = int(size-off), io.EOF
 	}
 	if n == 0 {
-		return 0, eof
+		return 0, nil, eof
 	}
+	return n, eof, nil
+}
+
+// each visits the n (> 0) bytes at off chunk by chunk, in order: put gets
+// the offset within the read, the length k, and the chunk's k bytes and
+// its cache entry, held for put to release (nil, nil for a zero chunk).
+// It queues read-ahead for sequential readers, and returns the bytes
+// visited and an error naming the backup and chunk.
+func (im *Image) each(off int64, n int, put func(done, k int, b []byte, e *cacheEntry)) (int, error) {
 	cs := int64(im.m.ChunkSize)
 	end := off + int64(n)
 	first, last := off/cs, (end-1)/cs
@@ -197,7 +277,7 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 			return done, fmt.Errorf("backup %s: manifest segment of the chunk at offset %d: %w", im.name, i*cs, err)
 		}
 		if !ok {
-			clear(p[done : done+k])
+			put(done, k, nil, nil)
 		} else {
 			e, err := im.cache.acquire(im.ctx, c.id, im.bufSize, &imageFill{im, c})
 			if err == nil && len(e.data) < within+k {
@@ -207,12 +287,11 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 			if err != nil {
 				return done, fmt.Errorf("backup %s: chunk at offset %d: %w", im.name, i*cs, err)
 			}
-			copy(p[done:done+k], e.data[within:])
-			im.cache.release(e)
+			put(done, k, e.data[within:within+k], e)
 		}
 		done += k
 	}
-	return n, eof
+	return n, nil
 }
 
 // imageFill fills the cache with one chunk of an image.
