@@ -156,17 +156,8 @@ func DecodeManifest(b []byte) (*Manifest, ID, error) {
 	segChunks := binary.LittleEndian.Uint32(h[20:])
 	count := binary.LittleEndian.Uint32(h[24:])
 	refs := binary.LittleEndian.Uint64(h[28:])
-	if err := CheckChunkSize(int(chunkSize)); err != nil {
-		return nil, ID{}, corruptf("manifest: %v", err)
-	}
-	if size > 1<<62 {
-		return nil, ID{}, corruptf("manifest volume size %d is absurd", size)
-	}
-	if want := uint64(chunkCount(int64(size), int(chunkSize))); chunks != want {
-		return nil, ID{}, corruptf("manifest has %d chunks, but %d bytes at chunk size %d need %d", chunks, size, chunkSize, want)
-	}
-	if chunks > maxManifestChunks {
-		return nil, ID{}, corruptf("manifest has %d chunks, more than the %d this volback accepts", chunks, uint64(maxManifestChunks))
+	if err := checkGeometry(chunkSize, size, chunks); err != nil {
+		return nil, ID{}, err
 	}
 	if err := CheckSegmentChunks(int(segChunks)); err != nil {
 		return nil, ID{}, corruptf("manifest: %v", err)
@@ -431,4 +422,23 @@ func decodeBody(body []byte, codec Codec, chunks uint64, unique uint32) (*Segmen
 		}
 	}
 	return g, nil
+}
+
+// checkGeometry checks a manifest's chunk size, volume size and chunk
+// count against each other and this volback's limits (both manifest
+// formats carry them).
+func checkGeometry(chunkSize uint32, size, chunks uint64) error {
+	if err := CheckChunkSize(int(chunkSize)); err != nil {
+		return corruptf("manifest: %v", err)
+	}
+	if size > 1<<62 {
+		return corruptf("manifest volume size %d is absurd", size)
+	}
+	if want := uint64(chunkCount(int64(size), int(chunkSize))); chunks != want {
+		return corruptf("manifest has %d chunks, but %d bytes at chunk size %d need %d", chunks, size, chunkSize, want)
+	}
+	if chunks > maxManifestChunks {
+		return corruptf("manifest has %d chunks, more than the %d this volback accepts", chunks, uint64(maxManifestChunks))
+	}
+	return nil
 }

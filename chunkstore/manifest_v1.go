@@ -40,17 +40,8 @@ func decodeManifestV1(b []byte) (*Manifest, ID, error) {
 	unique := binary.LittleEndian.Uint32(h[20:])
 	codec := Codec(h[24])
 	bodyLen := binary.LittleEndian.Uint32(h[25:])
-	if err := CheckChunkSize(int(chunkSize)); err != nil {
-		return nil, ID{}, corruptf("manifest: %v", err)
-	}
-	if size > 1<<62 {
-		return nil, ID{}, corruptf("manifest volume size %d is absurd", size)
-	}
-	if want := uint64(chunkCount(int64(size), int(chunkSize))); chunks != want {
-		return nil, ID{}, corruptf("manifest has %d chunks, but %d bytes at chunk size %d need %d", chunks, size, chunkSize, want)
-	}
-	if chunks > maxManifestChunks {
-		return nil, ID{}, corruptf("manifest has %d chunks, more than the %d this volback accepts", chunks, uint64(maxManifestChunks))
+	if err := checkGeometry(chunkSize, size, chunks); err != nil {
+		return nil, ID{}, err
 	}
 	if uint64(unique) > chunks {
 		return nil, ID{}, corruptf("manifest lists %d unique IDs for %d chunks", unique, chunks)

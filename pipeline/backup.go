@@ -202,7 +202,7 @@ func (b *backup) run(ctx context.Context) (BackupResult, error) {
 	if b.in.OnUpload != nil {
 		b.packer.OnUpload(b.in.OnUpload)
 	}
-	stop := b.report()
+	stop := report(b.in.Progress, &b.done, b.total)
 	defer stop()
 	g.Go(func() error { return b.plan(ctx) })
 	g.Go(func() error {
@@ -235,25 +235,26 @@ func (b *backup) run(ctx context.Context) (BackupResult, error) {
 	return res, nil
 }
 
-// report calls Progress five times a second until stop.
-func (b *backup) report() (stop func()) {
-	if b.in.Progress == nil {
+// report calls progress(done, total) five times a second until stop (a
+// nil progress reports nothing).
+func report(progress func(done, total int64), done *atomic.Int64, total int64) (stop func()) {
+	if progress == nil {
 		return func() {}
 	}
-	done := make(chan struct{})
+	quit := make(chan struct{})
 	go func() {
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				b.in.Progress(b.done.Load(), b.total)
-			case <-done:
+				progress(done.Load(), total)
+			case <-quit:
 				return
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() { close(quit) }
 }
 
 // plan walks the slots in order: each one that has chunks to read, to

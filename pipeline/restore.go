@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -97,7 +96,7 @@ func (r *restore) run(ctx context.Context) error {
 	r.fetch = make(chan *chunkBuf, n)
 	r.decode = make(chan *chunkBuf, n)
 	r.write = make(chan *chunkBuf, n)
-	stop := r.report()
+	stop := report(r.in.Progress, &r.done, r.in.Manifest.Size)
 	defer stop()
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -141,26 +140,6 @@ func (r *restore) run(ctx context.Context) error {
 		in.Progress(in.Manifest.Size, in.Manifest.Size)
 	}
 	return nil
-}
-
-func (r *restore) report() (stop func()) {
-	if r.in.Progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				r.in.Progress(r.done.Load(), r.in.Manifest.Size)
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { close(done) }
 }
 
 // plan walks the slots in order and queues each chunk, and each run of
