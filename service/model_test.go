@@ -83,8 +83,10 @@ func genOps(seed uint64, steps int) []modelOp {
 			o.kind = "incremental"
 		case n < 56:
 			o.kind = "dedup"
-		case n < 70:
+		case n < 66:
 			o.kind = "delete"
+		case n < 70:
+			o.kind = "import"
 		case n < 88:
 			o.kind = "gc"
 		case n < 92:
@@ -103,6 +105,7 @@ type modelBackup struct {
 	id     string
 	seq    int // creation order: ids are random, so ops pick by this
 	home   int
+	shared bool // imported into the other home too
 	volID  string
 	parent string
 	data   []byte
@@ -280,12 +283,12 @@ func randBytes(r *rand.Rand, n int) []byte {
 	return b
 }
 
-// liveBackups are the model's backups of home h, oldest first (sorting by
+// liveBackups are the model's backups home h holds, oldest first (sorting by
 // id would make what a seed's ops pick vary from run to run).
 func (w *world) liveBackups(h int) []*modelBackup {
 	var out []*modelBackup
 	for _, b := range w.backups {
-		if b.home == h {
+		if b.home == h || b.shared {
 			out = append(out, b)
 		}
 	}
@@ -350,6 +353,29 @@ func (w *world) step(op modelOp) error {
 				return fmt.Errorf("%s: %w", kind, err)
 			}
 		}
+	case "import":
+		// backup-export in the other home, backup-import here, parents
+		// first: both catalogs count the chunks, each GC judges the packs
+		// the other wrote as its own, and either may repack them.
+		var bs []*modelBackup
+		if own := w.liveBackups(1 - op.home); len(own) > 0 {
+			for b := own[int(op.a%uint64(len(own)))]; b != nil; b = w.backups[b.parent] {
+				bs = append([]*modelBackup{b}, bs...)
+			}
+		}
+		for _, b := range bs {
+			if b.shared {
+				continue
+			}
+			ex, err := w.homes[b.home].s.ExportBackup(ctx, b.id)
+			if err != nil {
+				return err
+			}
+			if _, err := s.ImportBackup(ctx, ImportRequest{BackupService: ex.BackupService, BackupURL: ex.BackupURL}); err != nil {
+				return fmt.Errorf("importing %s: %w", b.id, err)
+			}
+			b.shared = true
+		}
 	case "backup", "incremental":
 		incr := op.kind == "incremental"
 		hasParent := false
@@ -391,6 +417,9 @@ func (w *world) step(op modelOp) error {
 	case "delete":
 		var cands []*modelBackup
 		for _, b := range w.liveBackups(op.home) {
+			if b.shared {
+				continue // deleting it would take it from the other home too
+			}
 			child := false
 			for _, o := range w.backups {
 				child = child || o.parent == b.id
