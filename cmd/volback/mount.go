@@ -26,8 +26,8 @@ func mountCommand() *cli.Command {
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount"},
 			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "serve the cache's hits and misses at http://`HOST:PORT`/metrics (Prometheus)"},
-			// Opt-in: it speeds up warm sequential reads but halves small-file
-			// reads of a loop-mounted image (docs/BENCHMARKS.md, W6 warm).
+			// Opt-in: it speeds up sequential reads but slows small-file
+			// reads of a loop-mounted image (docs/BENCHMARKS.md, W6 warm notes).
 			&cli.BoolFlag{Name: "direct-io",
 				Usage: "read images past the page cache (FUSE direct IO; mmap still works); needs Linux 6.6 or later, else images stay page-cached"}},
 		Action: func(c *cli.Context) error {
