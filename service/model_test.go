@@ -358,8 +358,8 @@ func (w *world) step(op modelOp) error {
 		// first: both catalogs count the chunks, each GC judges the packs
 		// the other wrote as its own, and either may repack them.
 		var bs []*modelBackup
-		if own := w.liveBackups(1 - op.home); len(own) > 0 {
-			for b := own[int(op.a%uint64(len(own)))]; b != nil; b = w.backups[b.parent] {
+		if theirs := w.liveBackups(1 - op.home); len(theirs) > 0 {
+			for b := theirs[int(op.a%uint64(len(theirs)))]; b != nil; b = w.backups[b.parent] {
 				bs = append([]*modelBackup{b}, bs...)
 			}
 		}
