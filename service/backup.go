@@ -168,7 +168,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)
-	err = s.runBackup(ctx, r, src, b, progress)
+	err = s.runBackup(ctx, r, src, b, tmp != nil && how.keep, progress)
 	s.settleSnapshots(ctx, b, from, tmp, how.keep && err == nil)
 	if err != nil {
 		err = s.failBackup(ctx, r, b, err)
@@ -205,8 +205,10 @@ func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
 // new chunks and the manifest segment by segment and counts each
 // segment's references as it goes; then the record and `available`. All
 // under the shared repository lock: chunks found in the catalog must stay
-// until our references count. b is updated in place.
-func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
+// until our references count. b is updated in place. keeping says the
+// backup keeps the snapshot it reads for change tracking: an incremental
+// then prunes older ones while it runs (pruneAhead).
+func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, keeping bool, progress ProgressFunc) error {
 	src, err := s.openSource(vol)
 	if err != nil {
 		return err
@@ -231,6 +233,9 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	p, err := s.plan(ctx, r, src, b, cs)
 	if err != nil {
 		return err
+	}
+	if keeping && p.base != "" {
+		defer s.pruneAhead(ctx, b.VolumeID, p.base)()
 	}
 	defer backupRunning()()
 	bc := s.backupCatalog(r, b)
@@ -344,6 +349,7 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 type backupPlan struct {
 	read, zero []pipeline.Range
 	parent     *pipeline.Parent
+	base       string // the snapshot whose changes are read ("": a full read)
 }
 
 // plan says what to read. Normally that is every allocated chunk, the
@@ -381,7 +387,7 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
 					read, zero := changedChunks(changed, pm.Size, size, cs)
 					return backupPlan{read: read, zero: zero,
-						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}}, nil
+						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}, base: base}, nil
 				}
 				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
