@@ -74,7 +74,8 @@ func Own(ctx context.Context, cfg service.Config, logger *log.Logger, wait time.
 		if err != nil {
 			return nil, err
 		}
-		if s.Owner() {
+		if svc := s.LocalService(); svc != nil {
+			svc.StartHeartbeat() // a long-lived owner: service-list tells when it stalls
 			return s, nil
 		}
 		pid := s.OwnerPID()

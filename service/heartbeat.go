@@ -18,10 +18,12 @@ const (
 	DefaultServiceDownTime = 60 * time.Second
 )
 
-// heartbeat is the owner's periodic check of its zones (startHeartbeat).
+// heartbeat is a long-lived owner's periodic check of its zones
+// (StartHeartbeat). An owner without one (a command that owns the catalog
+// for its own run) checks the zones when service-list asks.
 type heartbeat struct {
-	first chan struct{} // closed once every zone was checked once
 	mu    sync.Mutex
+	first chan struct{}   // closed once every zone was checked once; nil: no heartbeat runs
 	fresh map[string]bool // zones whose repository the first backup creates
 }
 
@@ -54,25 +56,29 @@ func (c *Config) checkHeartbeat(path string) error {
 	return nil
 }
 
-// startHeartbeat checks every zone's repository now and then every
-// report_interval, recording a heartbeat in the catalog for each that
-// answers (and the error for each that does not), until Close. A config
-// made without LoadConfig (zero durations) gets the defaults.
-func (s *Service) startHeartbeat() {
-	s.hb.first = make(chan struct{})
-	s.hb.fresh = map[string]bool{}
-	every := cmp.Or(s.cfg.ReportInterval, DefaultReportInterval)
-	// The zones are read here, before the goroutine starts: the loop
-	// never reads s.cfg (which tests adjust after Open).
-	var zones []zoneRepo
-	for _, zone := range s.cfg.ZoneNames() {
-		zones = append(zones, zoneRepo{zone, s.cfg.Zones[zone].Repository})
+// StartHeartbeat makes this owner check every zone's repository now and
+// then every report_interval, recording a heartbeat in the catalog for
+// each that answers (and the error for each that does not), until Close.
+// Long-lived owners (volback serve) start it, so that service-list shows
+// an owner that stalls as down; a command that owns the catalog only for
+// its own run does not, so it opens no repository it does not use. A
+// config made without LoadConfig (zero durations) gets the defaults.
+// Calls after the first do nothing.
+func (s *Service) StartHeartbeat() {
+	s.hb.mu.Lock()
+	defer s.hb.mu.Unlock()
+	if s.hb.first != nil {
+		return
 	}
+	first := make(chan struct{})
+	s.hb.first = first
+	every := cmp.Or(s.cfg.ReportInterval, DefaultReportInterval)
+	zones := s.configuredZones()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		s.beat(s.bgCtx, zones)
-		close(s.hb.first)
+		close(first)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -89,6 +95,35 @@ func (s *Service) startHeartbeat() {
 // zoneRepo is a zone and its repository's URL.
 type zoneRepo struct{ zone, url string }
 
+// configuredZones lists the configured zones. The heartbeat reads them once,
+// when it starts: its loop never reads s.cfg (which tests adjust after
+// Open).
+func (s *Service) configuredZones() []zoneRepo {
+	var zones []zoneRepo
+	for _, zone := range s.cfg.ZoneNames() {
+		zones = append(zones, zoneRepo{zone, s.cfg.Zones[zone].Repository})
+	}
+	return zones
+}
+
+// checkedZones returns once every zone's state is known: after the
+// heartbeat's first check when one runs, else after a check made now.
+func (s *Service) checkedZones(ctx context.Context) error {
+	s.hb.mu.Lock()
+	first := s.hb.first
+	s.hb.mu.Unlock()
+	if first == nil {
+		s.beat(ctx, s.configuredZones())
+		return ctx.Err()
+	}
+	select {
+	case <-first:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // beat probes every zone's repository once and records the outcome.
 func (s *Service) beat(ctx context.Context, zones []zoneRepo) {
 	for _, z := range zones {
@@ -102,6 +137,9 @@ func (s *Service) beat(ctx context.Context, zones []zoneRepo) {
 			perr = nil
 		}
 		s.hb.mu.Lock()
+		if s.hb.fresh == nil {
+			s.hb.fresh = map[string]bool{}
+		}
 		s.hb.fresh[zone] = fresh
 		s.hb.mu.Unlock()
 		err := s.update(func(tx *index.Tx) error {

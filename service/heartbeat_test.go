@@ -44,6 +44,8 @@ func TestHeartbeat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.StartHeartbeat()
+	s.StartHeartbeat() // a second call starts no second loop
 	<-s.hb.first
 	first := heartbeatOf(t, s.cat, "nova")
 	if first.IsZero() {
@@ -78,12 +80,33 @@ func TestHeartbeat(t *testing.T) {
 	}
 }
 
+// TestNoHeartbeatOwner: an owner that runs no heartbeat (a command that
+// owns the catalog for its own run) records none by itself, and its
+// service-list checks the zones then, so it shows them as they are now,
+// not down for want of a heartbeat.
+func TestNoHeartbeatOwner(t *testing.T) {
+	s := newService(t)
+	time.Sleep(100 * time.Millisecond)
+	if hb := heartbeatOf(t, s.cat, "nova"); !hb.IsZero() {
+		t.Fatalf("heartbeat %v recorded by an owner that runs none", hb)
+	}
+	before := now()
+	rows, err := s.ListServices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rows[0]; r.Binary != backupBinary || r.State != "up" || r.UpdatedAt == nil || r.UpdatedAt.Before(before) {
+		t.Errorf("service-list row %+v, want up, checked by this call (at or after %v)", r, before)
+	}
+}
+
 // TestServiceListStaleHeartbeat: a zone whose last heartbeat is older than
 // service_down_time shows down, saying so, even though its repository
 // would answer.
 func TestServiceListStaleHeartbeat(t *testing.T) {
 	s := newService(t)
 	ctx := context.Background()
+	s.StartHeartbeat()
 	<-s.hb.first
 	old := now().Add(-2 * DefaultServiceDownTime)
 	err := s.update(func(tx *index.Tx) error {

@@ -89,7 +89,6 @@ func Open(ctx context.Context, cfg Config, logger *log.Logger) (*Service, error)
 		s.Close()
 		return nil, err
 	}
-	s.startHeartbeat()
 	return s, nil
 }
 

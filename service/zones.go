@@ -79,12 +79,11 @@ func probe(ctx context.Context, url string) error {
 
 // ListServices lists the services: each zone's backup service as the
 // owner's heartbeat last found it (it waits for the owner's first check
-// of its zones), the volume drivers and the catalog owner.
+// of its zones; an owner without a heartbeat checks them now), the volume
+// drivers and the catalog owner.
 func (s *Service) ListServices(ctx context.Context) ([]ServiceView, error) {
-	select {
-	case <-s.hb.first:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := s.checkedZones(ctx); err != nil {
+		return nil, err
 	}
 	host := hostname()
 	var out []ServiceView
