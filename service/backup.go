@@ -241,7 +241,7 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	bc := s.backupCatalog(r, b)
 	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
 		Store: st, Catalog: bc, BackupID: b.ID, Source: src, Size: b.SizeBytes,
-		Read: p.read, Zero: p.zero, Parent: p.parent,
+		Read: p.read, Zero: p.zero, Parent: p.parent, Known: p.known,
 		Compression: chunkstore.Compression{Level: s.compressionFor(r)},
 		Hashers:     s.cfg.Workers, Readers: readers(src), Budget: s.budget,
 		// Each pack is recorded as it is uploaded, so that a failed
@@ -349,7 +349,8 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 type backupPlan struct {
 	read, zero []pipeline.Range
 	parent     *pipeline.Parent
-	base       string // the snapshot whose changes are read ("": a full read)
+	base       string           // the snapshot whose changes are read ("": a full read)
+	known      *pipeline.Parent // an incremental's parent when everything is read (pipeline.BackupInput.Known)
 }
 
 // plan says what to read. Normally that is every allocated chunk, the
@@ -397,7 +398,28 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 	if err != nil {
 		return backupPlan{}, fmt.Errorf("listing allocated extents: %w", err)
 	}
-	return backupPlan{read: pipeline.Ranges(extents, size, cs)}, nil
+	p := backupPlan{read: pipeline.Ranges(extents, size, cs)}
+	if b.IsIncremental {
+		p.known = s.knownParent(ctx, r, b.ParentID, cs)
+	}
+	return p, nil
+}
+
+// knownParent is an incremental's parent for a full read to skip the
+// catalog lookups of chunks it holds at the same index, or nil when it
+// cannot serve: damaged (a lost chunk must be looked up to be stored
+// again), other chunks, or its manifest unreadable (then every chunk is
+// looked up, as for a full backup).
+func (s *Service) knownParent(ctx context.Context, r *repository, parentID string, cs int) *pipeline.Parent {
+	var parent *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(parentID); return err }); err != nil || parent.Damaged {
+		return nil
+	}
+	pm, err := s.loadManifest(ctx, r, parent)
+	if err != nil || pm.ChunkSize != cs {
+		return nil
+	}
+	return &pipeline.Parent{BackupID: parent.ID, Manifest: pm}
 }
 
 // changedChunks lists the chunks to read for an incremental from changed
