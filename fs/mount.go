@@ -29,12 +29,22 @@ type Options struct {
 	// Logger gets read/open errors (which the kernel reduces to EIO) and
 	// debug output; nil means log.Default().
 	Logger *log.Logger
+	// DirectIO opens images with FOPEN_DIRECT_IO, bypassing the page cache
+	// for read(2): the kernel neither fills page-cache pages nor copies the
+	// reply twice, at the price of a second read not coming from memory and
+	// no kernel read-ahead (the image's own read-ahead carries sequential
+	// reads). It is only used when the kernel grants
+	// FUSE_DIRECT_IO_ALLOW_MMAP (Linux >= 6.6), since without it
+	// mmap(MAP_SHARED) of a direct-IO file fails with ENODEV; otherwise
+	// images stay page-cached (Server.DirectIO says which).
+	DirectIO bool
 }
 
 // Server is a live mount.
 type Server struct {
 	srv        *fuse.Server
 	mountpoint string
+	directIO   bool
 	done       chan struct{} // closed when serving stopped and leftover images are closed
 }
 
@@ -72,6 +82,10 @@ func Mount(mountpoint string, src Source, opt Options) (*Server, error) {
 	}
 	timeout := listingTTL
 	root := &rootNode{fs: f}
+	var extra uint64
+	if opt.DirectIO {
+		extra = fuse.CAP_DIRECT_IO_ALLOW_MMAP
+	}
 	srv, err := gofs.Mount(abs, root, &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther: opt.AllowOther,
@@ -88,6 +102,8 @@ func Mount(mountpoint string, src Source, opt Options) (*Server, error) {
 			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
 			Debug:            opt.Debug,
 			Logger:           logger,
+			// go-fuse masks this with what the kernel offers at INIT.
+			ExtraCapabilities: extra,
 		},
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
@@ -103,7 +119,13 @@ func Mount(mountpoint string, src Source, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("mount FUSE on %s: %v (%s)", abs, err, hint)
 	}
 	raiseReadAhead(abs)
-	s := &Server{srv: srv, mountpoint: abs, done: make(chan struct{})}
+	// go-fuse does not expose the flags it answered INIT with, but it
+	// answers with the requested extras the kernel offered, so offered and
+	// requested means granted. Opens before this (none, unless someone races
+	// the mount) are page-cached, which is always correct.
+	direct := opt.DirectIO && srv.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0
+	f.directIO.Store(direct)
+	s := &Server{srv: srv, mountpoint: abs, directIO: direct, done: make(chan struct{})}
 	go func() {
 		srv.Wait()
 		// When the kernel tears the connection down (lazy or forced unmount),
@@ -125,6 +147,10 @@ func raiseReadAhead(mountpoint string) {
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
 	_ = os.WriteFile(p, []byte(strconv.Itoa(readAheadKB)), 0)
 }
+
+// DirectIO reports whether images are opened with FOPEN_DIRECT_IO: asked
+// for in Options and granted by the kernel.
+func (s *Server) DirectIO() bool { return s.directIO }
 
 // Mountpoint is the absolute path the server is mounted on.
 func (s *Server) Mountpoint() string { return s.mountpoint }

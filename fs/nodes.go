@@ -7,6 +7,7 @@ import (
 	iofs "io/fs"
 	"log"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,9 @@ type filesystem struct {
 	uid     uint32
 	gid     uint32
 	mounted time.Time
+	// directIO: open images with FOPEN_DIRECT_IO (set once the mount is
+	// live, see Options.DirectIO).
+	directIO atomic.Bool
 
 	// open tracks handles only so they can be closed if the server stops
 	// with RELEASEs undelivered; Open and Release take mu, reads never do.
@@ -388,7 +392,13 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		return nil, 0, syscall.ENODEV
 	}
 	// Backups never change, so the page cache stays valid across opens.
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	// With direct IO, read(2) bypasses it but mmap still fills it, and
+	// KEEP_CACHE keeps those pages too.
+	flags = fuse.FOPEN_KEEP_CACHE
+	if n.fs.directIO.Load() {
+		flags |= fuse.FOPEN_DIRECT_IO
+	}
+	return h, flags, 0
 }
 
 // imageHandle is one open file. Reads go straight to Image.ReadAt, which is

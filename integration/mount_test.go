@@ -293,6 +293,66 @@ func TestMountImage(t *testing.T) {
 	m.waitExit(t, "volback umount and closing the last file")
 }
 
+// TestMountDirectIO: `volback mount --direct-io` serves the same bytes as
+// the page-cached mount while leaving nothing in the page cache after a
+// read(2) pass (fincore), mmap(MAP_SHARED) of the image still works, and an
+// ext4 image on it loop-mounts with its files intact.
+func TestMountDirectIO(t *testing.T) {
+	requireLoop(t)
+	requireTool(t, "cmp")
+	requireTool(t, "fincore")
+	home := newHome(t)
+	img := filepath.Join(home, "fs.img")
+	files := map[string][]byte{
+		"random.bin":    randomBytes(31, 5*mib+3),
+		"dir/small.bin": randomBytes(32, 70*kib+1),
+	}
+	sums := ext4Image(t, img, 64*mib, files)
+	want, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manage(t, home, "fs", img)
+	b := showBackup(t, home, backupCreate(t, home, "fs").ID)
+
+	m := startMount(t, home, "--cache-size", "64M", "--direct-io")
+	// The mount says whether the kernel declined before it says it is ready.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(m.stderr.String(), "backups mounted at") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(m.stderr.String(), "--direct-io:") {
+		t.Skipf("the kernel does not grant FUSE_DIRECT_IO_ALLOW_MMAP: %s", m.stderr.String())
+	}
+	byID := idFile(m.dir, b.ID)
+	sh(t, "cmp", img, byID)
+	if res := strings.TrimSpace(sh(t, "fincore", "--bytes", "--noheadings", "--output", "RES", byID)); res != "0" {
+		t.Errorf("after reading %s with direct IO, %s bytes of it are in the page cache, want 0", byID, res)
+	}
+
+	f, err := os.Open(byID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, len(want), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap(MAP_SHARED, PROT_READ) of %s: %v", byID, err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Errorf("mmap of %s: bytes differ from the image", byID)
+	}
+	unix.Munmap(mem)
+	f.Close()
+
+	fsMnt := loopMount(t, byID, true)
+	for name, sum := range sums {
+		if got := sha256File(t, filepath.Join(fsMnt, name)); got != sum {
+			t.Errorf("file %s in the loop-mounted backup: sha256 %s, want %s", name, got, sum)
+		}
+	}
+	unmount(t, fsMnt)
+}
+
 // TestMountListing: names, sizes and times of both trees; backups created
 // and deleted by other volback processes while mounted (through the
 // mount's catalog socket) appear and vanish without remounting; a handle

@@ -60,6 +60,7 @@ type Image struct {
 	cancel  context.CancelFunc
 
 	lastEnd   atomic.Int64 // end of the previous read, to spot sequential readers
+	run       atomic.Int64 // bytes read in the current sequential run
 	scheduled atomic.Int64 // read-ahead was queued for chunks below this index
 	prefetch  chan chunkRef
 	startOnce sync.Once
@@ -258,9 +259,17 @@ func (im *Image) each(off int64, n int, put func(done, k int, b []byte, e *cache
 	cs := int64(im.m.ChunkSize)
 	end := off + int64(n)
 	first, last := off/cs, (end-1)/cs
+	// The window grows with the sequential run, as the kernel's does: two
+	// adjacent reads (a loop device reading one small file, with FUSE
+	// direct IO) fetch twice their size ahead, a streaming reader soon the
+	// whole ReadAhead. A full window on every adjacent pair fetched
+	// megabytes nobody read.
 	ahead := int64(0)
 	if prev := im.lastEnd.Swap(end); off >= prev-cs && off <= prev+cs {
-		ahead = int64(im.ra)
+		run := im.run.Add(int64(n))
+		ahead = min(int64(im.ra), 2*((run+cs-1)/cs))
+	} else {
+		im.run.Store(int64(n))
 	}
 	if last > first || ahead > 0 {
 		// The workers fetch this read's later chunks while we fetch the

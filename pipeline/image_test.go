@@ -133,23 +133,46 @@ func TestImageSequentialReadAhead(t *testing.T) {
 	cache := NewCache(64 << 20)
 	im := OpenImage(s, "b3", m, cat, ImageOptions{Cache: cache, ReadAhead: 8})
 	defer im.Close()
-	// Read the first chunk; read-ahead then fetches the following chunks
-	// in the background.
+	cached := func(from, to int64, want bool) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			id, ok := chunkAt(t, s, "b3", m, i)
+			if !ok {
+				continue
+			}
+			if want {
+				waitFor(t, func() bool { return cache.Contains(id) }, fmt.Sprintf("read-ahead of chunk %d", i))
+			} else if cache.Contains(id) {
+				t.Fatalf("chunk %d was read ahead, past the window", i)
+			}
+		}
+	}
+	// The first chunk: a run of one chunk fetches two ahead, no more
+	// (queueing is done when ReadAt returns, so "no more" is exact).
 	p := make([]byte, cs)
 	if _, err := im.ReadAt(p, 0); err != nil {
 		t.Fatal(err)
 	}
-	for i := int64(1); i <= 8; i++ {
-		id, ok := chunkAt(t, s, "b3", m, i)
-		if !ok {
-			continue
+	cached(1, 2, true)
+	cached(5, 7, false) // 3 is zeros, 4 the same as 0
+	// Chunks 1..3 one by one: the window doubles with the run up to
+	// ReadAhead, 8 chunks past the last read: 4..11, and not 12.
+	for i := int64(1); i <= 3; i++ {
+		if _, err := im.ReadAt(p, i*int64(cs)); err != nil {
+			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return cache.Contains(id) }, fmt.Sprintf("read-ahead of chunk %d", i))
 	}
-	// Chunk 9 and beyond were not read ahead.
-	if id, ok := chunkAt(t, s, "b3", m, 11); ok && cache.Contains(id) {
-		t.Fatal("read ahead past the window")
+	cached(4, 11, true)
+	cached(12, 12, false)
+	// A jump starts a new run: chunk 25 fetches nothing ahead, 26 then
+	// 27..30 and not 31 or 32.
+	for _, i := range []int64{25, 26} {
+		if _, err := im.ReadAt(p, i*int64(cs)); err != nil {
+			t.Fatal(err)
+		}
 	}
+	cached(27, 30, true)
+	cached(31, 32, false)
 	buf := make([]byte, 8*cs)
 	if _, err := im.ReadAt(buf, int64(cs)); err != nil || !bytes.Equal(buf, vol[cs:9*cs]) {
 		t.Fatal(err)

@@ -21,10 +21,15 @@ func mountCommand() *cli.Command {
 	return &cli.Command{Name: "mount", Usage: "show every backup as a read-only image file (foreground)", ArgsUsage: "MOUNTPOINT",
 		Category: "mount and service",
 		Description: "Backups appear as by-id/ID.img and by-volume/VOLUME/TIME_NAME.img; two volumes with the same name get VOLUME and VOLUME-IDPREFIX. " +
-			"Ctrl-C (or SIGTERM) unmounts; while files or loop devices on it are open the mount stays and says so, as umount(8) would.",
+			"Ctrl-C (or SIGTERM) unmounts; while files or loop devices on it are open the mount stays and says so, as umount(8) would. " +
+			"Images are page-cached unless --direct-io; that speeds up large sequential reads but slows small scattered ones (a loop-mounted file system's).",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount"},
 			&cli.StringFlag{Name: "cache-size", Value: "256M", Usage: "decoded-chunk cache `SIZE` shared by all open images"},
-			&cli.StringFlag{Name: "metrics-listen", Usage: "serve the cache's hits and misses at http://`HOST:PORT`/metrics (Prometheus)"}},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "serve the cache's hits and misses at http://`HOST:PORT`/metrics (Prometheus)"},
+			// Opt-in: it speeds up sequential reads but slows small-file
+			// reads of a loop-mounted image (docs/BENCHMARKS.md, W6 warm notes).
+			&cli.BoolFlag{Name: "direct-io",
+				Usage: "read images past the page cache (FUSE direct IO; mmap still works); needs Linux 6.6 or later, else images stay page-cached"}},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1, "MOUNTPOINT"); err != nil {
 				return err
@@ -59,9 +64,12 @@ func mountCommand() *cli.Command {
 				go msrv.Serve(ln)
 				defer msrv.Close()
 			}
-			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"), Logger: logger})
+			srv, err := fs.Mount(dir, src, fs.Options{AllowOther: c.Bool("allow-other"), Logger: logger, DirectIO: c.Bool("direct-io")})
 			if err != nil {
 				return err
+			}
+			if c.Bool("direct-io") && !srv.DirectIO() {
+				logger.Printf("--direct-io: this kernel does not allow mmap of direct-IO FUSE files (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+); images are page-cached")
 			}
 			fmt.Fprintf(os.Stderr, "volback: backups mounted at %s (by-id/, by-volume/); Ctrl-C or 'volback umount %s' to stop\n",
 				srv.Mountpoint(), srv.Mountpoint())
