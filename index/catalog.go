@@ -44,7 +44,12 @@ const (
 // badgerOptions keeps Badger small: the whole process must stay under
 // ~96 MiB RSS while a backup writes tens of thousands of chunk entries.
 // The big consumers are the memtables (each a Go-heap arena plus an mmapped
-// WAL of about MemTableSize), the block cache and the mmapped tables.
+// WAL of about MemTableSize) and the mmapped tables. There is no block
+// cache: with neither compression nor encryption a block is read straight
+// from the mmapped table, and a cache only adds its own bookkeeping (as
+// Badger's documentation of BlockCacheSize says). Measured: a lookup of
+// an existing chunk 3.9 µs against 4.9-5.9 µs with a 4 MiB cache
+// (BenchmarkChunkLookup), and one less 4 MiB of heap.
 func badgerOptions(dir string, inMemory bool) badger.Options {
 	o := badger.DefaultOptions(dir)
 	if inMemory {
@@ -56,7 +61,7 @@ func badgerOptions(dir string, inMemory bool) badger.Options {
 		WithNumLevelZeroTables(3).      // flush L0 into L1 early
 		WithNumLevelZeroTablesStall(8). // bounded L0 under a write burst
 		WithBaseTableSize(2 << 20).
-		WithBlockCacheSize(4 << 20).
+		WithBlockCacheSize(0). // see above
 		WithIndexCacheSize(2 << 20).
 		WithCompression(options.None). // chunk ids are random; reads stay zero-copy from mmap
 		WithNumCompactors(2).

@@ -53,8 +53,17 @@ type BackupInput struct {
 	// Read lists the chunks to read; every other chunk is zero, or the
 	// parent's (Parent). Zero lists chunks known to be zero without a read
 	// (discarded since the parent). Both sorted and merged (see Ranges).
-	Read, Zero  []Range
-	Parent      *Parent
+	Read, Zero []Range
+	Parent     *Parent
+	// Known is a backup read whole again (an incremental without change
+	// tracking), or nil. Its chunks are stored while it is available: a
+	// chunk read with the ID Known has at the same index is not looked up
+	// in the catalog (a profile of a 2 GiB full-read incremental spent 11%
+	// of its CPU on those lookups). Should such a chunk have been lost
+	// meanwhile, counting the references refuses it; so the caller passes
+	// no Known whose backup is damaged, and the next backup looks it up
+	// and stores it again.
+	Known       *Parent
 	Compression chunkstore.Compression
 	Hashers     int     // goroutines hashing and compressing (default: the budget's size)
 	Readers     int     // reads of the source in flight (default 1: a disk reads best in order)
@@ -155,8 +164,9 @@ type job struct {
 // segState is one slot being filled: the segment (nil while all zeros),
 // the chunks planned but not hashed, the highest pack its new chunks are in.
 type segState struct {
-	slot int
-	m    *chunkstore.Manifest
+	slot  int
+	m     *chunkstore.Manifest
+	known *chunkstore.Segment // Known's segment for the slot, or nil (read only)
 
 	mu      sync.Mutex
 	g       *chunkstore.Segment
@@ -281,7 +291,11 @@ func (b *backup) plan(ctx context.Context) error {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
-		st := &segState{slot: slot, m: b.m, g: g, done: make(chan struct{})}
+		known, err := b.known(ctx, slot)
+		if err != nil {
+			return err
+		}
+		st := &segState{slot: slot, m: b.m, g: g, known: known, done: make(chan struct{})}
 		for _, z := range zeros {
 			for i := z.First; i < z.End && g != nil; i++ {
 				g.SetZero(i)
@@ -329,6 +343,25 @@ func (b *backup) seed(ctx context.Context, slot int) (*chunkstore.Segment, error
 		return nil, fmt.Errorf("parent backup %s: %w", p.BackupID, err)
 	}
 	return b.copyChunks(nil, pg, first, n), nil
+}
+
+// known is Known's segment for slot, nil when there is none, its slot is
+// all zeros, or its segments have another size (then every chunk is
+// looked up, as without Known).
+func (b *backup) known(ctx context.Context, slot int) (*chunkstore.Segment, error) {
+	k := b.in.Known
+	if k == nil || k.Manifest.SegmentChunks != b.m.SegmentChunks {
+		return nil, nil
+	}
+	i, ok := k.Manifest.Find(slot)
+	if !ok {
+		return nil, nil
+	}
+	g, err := b.in.Store.LoadSegment(ctx, k.BackupID, k.Manifest, i)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", k.BackupID, err)
+	}
+	return g, nil
 }
 
 // seedAcross seeds a slot from a parent whose segments have another size
@@ -482,9 +515,9 @@ func (b *backup) hashOne(ctx context.Context, j job, dst []byte) (chunkstore.ID,
 		return chunkstore.ID{}, nil, 0, nil
 	}
 	id := b.in.Store.ChunkID(j.data)
-	if !st.set(j.idx, id) {
+	if !st.set(j.idx, id) || st.knownAt(j.idx, id) {
 		add(c.Dedup, len(j.data))
-		return id, nil, 0, nil // already handled in this segment
+		return id, nil, 0, nil // already handled in this segment, or Known holds it
 	}
 	stored, err := b.in.Catalog.Stored(ctx, id)
 	if err != nil || stored {
@@ -580,6 +613,16 @@ func (s *segState) set(i int64, id chunkstore.ID) bool {
 		s.g = s.m.NewSegment(s.slot)
 	}
 	return s.g.Set(i, id)
+}
+
+// knownAt reports whether Known's segment has id at chunk i. Read only
+// after plan made it: no lock.
+func (s *segState) knownAt(i int64, id chunkstore.ID) bool {
+	if s.known == nil || i < s.known.First || i >= s.known.First+int64(s.known.Len()) {
+		return false
+	}
+	k, ok := s.known.Chunk(i)
+	return ok && k == id
 }
 
 func (s *segState) setZero(i int64) {

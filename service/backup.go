@@ -168,7 +168,7 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 	start := time.Now()
 	s.event(ctx, "backup creating", "backup", b.ID, "volume", vol.ID, "project", b.ProjectID, "zone", b.AvailabilityZone,
 		"incremental", b.IsIncremental, "consistency", b.Consistency)
-	err = s.runBackup(ctx, r, src, b, progress)
+	err = s.runBackup(ctx, r, src, b, tmp != nil && how.keep, progress)
 	s.settleSnapshots(ctx, b, from, tmp, how.keep && err == nil)
 	if err != nil {
 		err = s.failBackup(ctx, r, b, err)
@@ -205,8 +205,10 @@ func latestBackup(all []*index.Backup, volumeID, repoID string) *index.Backup {
 // new chunks and the manifest segment by segment and counts each
 // segment's references as it goes; then the record and `available`. All
 // under the shared repository lock: chunks found in the catalog must stay
-// until our references count. b is updated in place.
-func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, progress ProgressFunc) error {
+// until our references count. b is updated in place. keeping says the
+// backup keeps the snapshot it reads for change tracking: an incremental
+// then prunes older ones while it runs (pruneAhead).
+func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volume, b *index.Backup, keeping bool, progress ProgressFunc) error {
 	src, err := s.openSource(vol)
 	if err != nil {
 		return err
@@ -232,11 +234,14 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err != nil {
 		return err
 	}
+	if keeping && p.base != "" {
+		defer s.pruneAhead(ctx, b.VolumeID, p.base)()
+	}
 	defer backupRunning()()
 	bc := s.backupCatalog(r, b)
 	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
 		Store: st, Catalog: bc, BackupID: b.ID, Source: src, Size: b.SizeBytes,
-		Read: p.read, Zero: p.zero, Parent: p.parent,
+		Read: p.read, Zero: p.zero, Parent: p.parent, Known: p.known,
 		Compression: chunkstore.Compression{Level: s.compressionFor(r)},
 		Hashers:     s.cfg.Workers, Readers: readers(src), Budget: s.budget,
 		// Each pack is recorded as it is uploaded, so that a failed
@@ -344,6 +349,8 @@ func record(b *index.Backup, vol *index.Volume, chunkSize int) *chunkstore.Recor
 type backupPlan struct {
 	read, zero []pipeline.Range
 	parent     *pipeline.Parent
+	base       string           // the snapshot whose changes are read ("": a full read)
+	known      *pipeline.Parent // an incremental's parent when everything is read (pipeline.BackupInput.Known)
 }
 
 // plan says what to read. Normally that is every allocated chunk, the
@@ -381,7 +388,7 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 					b.ChangeTracking = fmt.Sprintf("read only the changes since snapshot %s of parent backup %s", base, parent.ID)
 					read, zero := changedChunks(changed, pm.Size, size, cs)
 					return backupPlan{read: read, zero: zero,
-						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}}, nil
+						parent: &pipeline.Parent{BackupID: parent.ID, Manifest: pm}, base: base}, nil
 				}
 				b.ChangeTracking = fmt.Sprintf("full read: parent backup %s has %d-byte chunks, this repository %d", parent.ID, pm.ChunkSize, cs)
 			}
@@ -391,7 +398,28 @@ func (s *Service) plan(ctx context.Context, r *repository, src volume.Source, b 
 	if err != nil {
 		return backupPlan{}, fmt.Errorf("listing allocated extents: %w", err)
 	}
-	return backupPlan{read: pipeline.Ranges(extents, size, cs)}, nil
+	p := backupPlan{read: pipeline.Ranges(extents, size, cs)}
+	if b.IsIncremental {
+		p.known = s.knownParent(ctx, r, b.ParentID, cs)
+	}
+	return p, nil
+}
+
+// knownParent is an incremental's parent for a full read to skip the
+// catalog lookups of chunks it holds at the same index, or nil when it
+// cannot serve: damaged (a lost chunk must be looked up to be stored
+// again), other chunks, or its manifest unreadable (then every chunk is
+// looked up, as for a full backup).
+func (s *Service) knownParent(ctx context.Context, r *repository, parentID string, cs int) *pipeline.Parent {
+	var parent *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(parentID); return err }); err != nil || parent.Damaged {
+		return nil
+	}
+	pm, err := s.loadManifest(ctx, r, parent)
+	if err != nil || pm.ChunkSize != cs {
+		return nil
+	}
+	return &pipeline.Parent{BackupID: parent.ID, Manifest: pm}
 }
 
 // changedChunks lists the chunks to read for an incremental from changed

@@ -167,7 +167,7 @@ func (s *Service) settleSnapshots(ctx context.Context, b *index.Backup, from, tm
 			return tx.PutBackup(cur)
 		})
 		if err == nil {
-			s.pruneTrackingSnapshots(ctx, tmp.VolumeID)
+			s.pruneTrackingSnapshots(ctx, tmp.VolumeID, s.cfg.TrackingSnapshots, "")
 			return
 		}
 		s.log.Printf("backup %s: keeping its snapshot as the next incremental's base: %v; deleting it", b.ID, err)

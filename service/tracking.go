@@ -20,9 +20,10 @@ import (
 func trackingSnapshotName(backupID string) string { return "volback." + backupID }
 
 // pruneTrackingSnapshots deletes the volume's snapshots kept for change
-// tracking beyond the newest cfg.TrackingSnapshots. Snapshots users made
-// are never touched; a failure is logged and retried after the next backup.
-func (s *Service) pruneTrackingSnapshots(ctx context.Context, volumeID string) {
+// tracking beyond the newest keep, never the one named spare (the driver's
+// name; "" spares none). Snapshots users made are never touched; a
+// failure is logged and retried after the next backup.
+func (s *Service) pruneTrackingSnapshots(ctx context.Context, volumeID string, keep int, spare string) {
 	var vol *index.Volume
 	var kept []*index.Snapshot
 	err := s.cat.View(func(tx *index.Tx) error {
@@ -44,11 +45,34 @@ func (s *Service) pruneTrackingSnapshots(ctx context.Context, volumeID string) {
 		return
 	}
 	sort.Slice(kept, func(i, j int) bool { return kept[i].CreatedAt.After(kept[j].CreatedAt) })
-	for _, sn := range kept[min(len(kept), s.cfg.TrackingSnapshots):] {
+	for _, sn := range kept[min(len(kept), max(keep, 0)):] {
+		if sn.DriverName == spare {
+			continue
+		}
 		if err := s.removeSnapshot(sn, vol); err != nil {
 			s.log.Printf("volume %s: deleting change-tracking snapshot %s (backup %s): %v", volumeID, sn.DriverName, sn.BackupID, err)
 			continue
 		}
 		s.event(ctx, "snapshot deleted", "snapshot", sn.ID, "backup", sn.BackupID, "reason", "change_tracking_snapshots")
 	}
+}
+
+// pruneAhead starts, once a backup that will keep its own snapshot has
+// asked the driver for its changes, the pruning its success would do
+// anyway: the volume keeps the newest cfg.TrackingSnapshots-1 older
+// snapshots and always the base the backup diffed against (base, "" for
+// none). Removing an RBD snapshot waits for the monitors to commit a new
+// OSD map, about a second (paxos_propose_interval) when the backup's own
+// snapshot was just taken, so doing it while the backup reads hides that
+// second instead of adding it to every incremental after the second. A
+// backup that then fails has still pruned; what it removed was older than
+// its base, which the next incremental diffs against. The returned
+// function waits until the pruning is done.
+func (s *Service) pruneAhead(ctx context.Context, volumeID, base string) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.pruneTrackingSnapshots(ctx, volumeID, s.cfg.TrackingSnapshots-1, base)
+	}()
+	return func() { <-done }
 }
