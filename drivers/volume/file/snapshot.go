@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/volback/volback/drivers/volume"
 	"golang.org/x/sys/unix"
@@ -37,8 +38,8 @@ const copyChunk = 8 << 20
 // copy of its data extents, which is point in time only if nothing wrote
 // the image meanwhile, so a copy during which the image changed is
 // refused (ErrInUse) and removed. Changes are detected by the image's
-// size, mtime and ctime: on kernels without multigrain timestamps (before
-// 6.13) a write within one clock tick of the copy's end can go unseen.
+// size, mtime and ctime (see settledStat); a writer through a shared
+// mapping that keeps dirtying pages it already dirtied goes unseen.
 func snapshot(ctx context.Context, path, name string) (volume.Snapshot, error) {
 	if err := checkName(path, name); err != nil {
 		return volume.Snapshot{}, err
@@ -75,7 +76,9 @@ func snapshot(ctx context.Context, path, name string) (volume.Snapshot, error) {
 	err = unix.IoctlFileClone(int(out.Fd()), int(src.Fd()))
 	if err != nil && cloneUnsupported(err) {
 		s.Method = volume.MethodCopy
-		err = sparseCopy(ctx, src, out, path, before.Size)
+		if before, err = settledStat(ctx, src, path, name); err == nil {
+			err = sparseCopy(ctx, src, out, path, before.Size)
+		}
 		if err == nil {
 			var after unix.Stat_t
 			if err = unix.Fstat(int(src.Fd()), &after); err == nil && changed(before, after) {
@@ -115,6 +118,45 @@ func cloneUnsupported(err error) bool {
 		}
 	}
 	return false
+}
+
+// settledStat returns the image's stat once the coarse clock that stamps
+// writes has moved past its mtime and ctime. Without that, on kernels
+// without multigrain timestamps (before 6.13), every write of a copy that
+// takes less than one clock tick stamps the same time as the write before
+// it, and the change check sees nothing. An image whose stamps move while
+// we wait is being written: refused (ErrInUse). Stamps in the future (a
+// clock set back) are accepted after a short wait, since any write then
+// stamps an earlier time, which the check sees.
+func settledStat(ctx context.Context, f *os.File, path, name string) (unix.Stat_t, error) {
+	var first unix.Stat_t
+	for deadline := time.Now().Add(100 * time.Millisecond); ; {
+		var st unix.Stat_t
+		var now unix.Timespec
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return st, fmt.Errorf("snapshot volume %q: %w", path, err)
+		}
+		if err := unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now); err != nil {
+			return st, fmt.Errorf("snapshot volume %q: read the clock: %w", path, err)
+		}
+		if first.Ino == 0 {
+			first = st
+		} else if changed(first, st) {
+			return st, volume.Errorf(volume.ErrInUse, "volume %q is being written, so a copy for snapshot %q would not be one point in time; its filesystem has no reflink (FICLONE), so a snapshot needs the image idle: stop what writes it and try again, or keep the image on XFS or btrfs for instant snapshots", path, name)
+		}
+		if later(now, st.Mtim) && later(now, st.Ctim) || time.Now().After(deadline) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func later(a, b unix.Timespec) bool {
+	return a.Sec > b.Sec || a.Sec == b.Sec && a.Nsec > b.Nsec
 }
 
 func changed(a, b unix.Stat_t) bool {
