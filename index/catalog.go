@@ -122,8 +122,9 @@ func Open(dir string, opt Options) (*Catalog, error) {
 		return nil, err
 	}
 	if !opt.InMemory {
-		c.gcDone.Add(1)
+		c.gcDone.Add(2)
 		go c.vlogGC()
+		go c.releaseTablePages()
 	}
 	return c, nil
 }
