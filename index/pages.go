@@ -2,6 +2,7 @@ package index
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -24,7 +25,9 @@ import (
 // process's page tables (MADV_DONTNEED on the shared file mappings): they
 // stay in the page cache, and the next lookup that needs one maps it again
 // with a minor fault, no disk read. MADV_PAGEOUT would also evict them,
-// and made backups slower.
+// and made backups slower when used on every table; it is used only on
+// the tables a compaction is still writing (in no level yet), which
+// otherwise held 15-20 MiB more at the W8-shaped backup's peak.
 
 // tablePagesEvery is how often the catalog reads the process's file-backed
 // RSS, and tablePagesGrowth how much that may grow before the tables'
@@ -76,7 +79,11 @@ func badgerLevels(db *badger.DB) []levelTables {
 func (c *Catalog) releaseTablePages() {
 	defer c.gcDone.Done()
 	levels := badgerLevels(c.db)
-	if tablePagesEvery <= 0 || levels == nil {
+	dir, err := filepath.Abs(c.dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if tablePagesEvery <= 0 || levels == nil || err != nil {
 		return
 	}
 	t := time.NewTicker(tablePagesEvery)
@@ -88,7 +95,7 @@ func (c *Catalog) releaseTablePages() {
 			return
 		case <-t.C:
 			if now := fileRSS(); now > last+tablePagesGrowth {
-				dropTablePages(levels)
+				dropTablePages(dir, levels)
 				last = fileRSS()
 			} else {
 				last = min(last, now)
@@ -99,8 +106,11 @@ func (c *Catalog) releaseTablePages() {
 
 // dropTablePages drops the mapped pages of every table in the levels. Each
 // table is held by a reference while it is advised, so it cannot be
-// unmapped (and its addresses reused) meanwhile.
-func dropTablePages(levels []levelTables) {
+// unmapped (and its addresses reused) meanwhile. The tables a compaction
+// is still writing are in no level yet; their mappings, found in
+// /proc/self/maps, are paged out instead (MADV_PAGEOUT), which is safe
+// whatever is mapped there by then: it never changes memory's contents.
+func dropTablePages(dir string, levels []levelTables) {
 	var held []*table.Table
 	for _, l := range levels {
 		l.mu.RLock()
@@ -110,11 +120,38 @@ func dropTablePages(levels []levelTables) {
 		}
 		l.mu.RUnlock()
 	}
+	inLevels := make(map[uintptr]bool, len(held))
 	for _, t := range held {
 		if t.MmapFile != nil && len(t.Data) > 0 {
 			unix.Madvise(t.Data, unix.MADV_DONTNEED)
+			inLevels[uintptr(unsafe.Pointer(&t.Data[0]))] = true
 		}
+	}
+	pageOutOthers(dir, inLevels)
+	for _, t := range held {
 		t.DecrRef()
+	}
+}
+
+// pageOutOthers pages out the mappings of table files under dir that
+// start at none of the addresses in skip.
+func pageOutOthers(dir string, skip map[uintptr]bool) {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		i := strings.IndexByte(line, '/')
+		if i < 0 || !strings.HasSuffix(line, ".sst") || !strings.HasPrefix(line[i:], dir+"/") {
+			continue
+		}
+		lo, hi, _ := strings.Cut(strings.Fields(line)[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil || end <= start || skip[uintptr(start)] {
+			continue
+		}
+		unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_PAGEOUT)
 	}
 }
 
