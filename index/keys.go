@@ -21,8 +21,8 @@ const (
 	prefixBackupPack = "bpk/"
 	// prefixLossEpoch counts, per repository, the lost chunk entries put.
 	prefixLossEpoch = "lost/"
-	chunkValueLen    = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs
-	chunkVersion     = 1
+	chunkValueLen   = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs
+	chunkVersion    = 1
 )
 
 // checkID refuses ids that would break the key layout: an empty id or one
