@@ -301,18 +301,33 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 
 // finish makes b available, and its volume what it was before. A chunk
 // found lost while b ran was marked lost in the catalog, but the backups
-// that need it were marked damaged only if they had a manifest, which b
-// had not: so when the repository's loss epoch moved since b read it
-// (epoch), b's chunks are checked first, and b fails if it needs a lost
-// one. Reading the epoch in the same transaction makes a loss that
-// commits meanwhile conflict with it; a loss after it finds b's manifest.
+// that need it are marked damaged only if they have a manifest, which b
+// had not: so b's chunks are checked first, and b fails if it needs a
+// lost one, when the repository's loss epoch moved since b read it
+// (epoch: a loss after b looked a chunk up or counted it), or when
+// markDamaged flagged b (CheckLost: a loss before b started whose damage
+// marks came after, so that b trusted its parent's chunks). Reading both
+// in the same transaction makes a loss or flag that commits meanwhile
+// conflict with it; one after it finds b's manifest.
 func (s *Service) finish(ctx context.Context, r *repository, b *index.Backup, volumeID string, m *chunkstore.Manifest, epoch uint64) error {
 	for range 5 {
 		var seen uint64
+		var check bool
 		err := s.update(func(tx *index.Tx) error {
 			var err error
-			if seen, err = tx.LossEpoch(r.id); err != nil || seen != epoch {
+			if seen, err = tx.LossEpoch(r.id); err != nil {
 				return err
+			}
+			cur, err := tx.Backup(b.ID)
+			if err != nil {
+				return err
+			}
+			if check = seen != epoch || cur.CheckLost; check {
+				if !cur.CheckLost {
+					return nil
+				}
+				cur.CheckLost = false // a flag set after this is a new loss
+				return tx.PutBackup(cur)
 			}
 			v, err := tx.Volume(volumeID)
 			if err == nil {
@@ -329,7 +344,7 @@ func (s *Service) finish(ctx context.Context, r *repository, b *index.Backup, vo
 			b.Status, b.UpdatedAt = index.StatusAvailable, now()
 			return tx.PutBackup(b)
 		})
-		if err != nil || seen == epoch {
+		if err != nil || !check {
 			return err
 		}
 		if err := s.needsNoLost(ctx, r, b, m); err != nil {

@@ -89,6 +89,40 @@ func TestChunkLostWhileBackupRuns(t *testing.T) {
 		t.Fatalf("the newest backup is %s, want error", bs[0].Status)
 	}
 
+	// A chunk is found lost before a backup starts, and the backups that
+	// need it are marked damaged only while it runs: its parent did not
+	// look damaged, so it trusted the chunks it shares with it.
+	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil); err != nil {
+		t.Fatal(err) // heals the first loss
+	}
+	var id chunkstore.ID
+	var c index.Chunk
+	err = s.cat.View(func(tx *index.Tx) error {
+		return tx.Chunks(repoID, func(i chunkstore.ID, e index.Chunk) error {
+			if e.Refs > 0 && !e.Lost() && id == (chunkstore.ID{}) {
+				id, c = i, e
+			}
+			return nil
+		})
+	})
+	if err != nil || id == (chunkstore.ID{}) {
+		t.Fatalf("no chunk to lose: %v", err)
+	}
+	markLost(id, c)
+	r, err := s.repoFor(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	afterRefsHook = func(*index.Backup) error { return s.markDamaged(ctx, r, []chunkstore.ID{id}, "found corrupt by a test") }
+	_, err = s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
+	afterRefsHook = nil
+	if err == nil {
+		t.Fatal("a backup that needs a chunk whose loss was recorded while it ran became available")
+	}
+	if bs, _ := s.ListBackups(ctx, "", false); bs[0].Status != index.StatusError {
+		t.Fatalf("the newest backup is %s, want error", bs[0].Status)
+	}
+
 	// The next full backup stores the lost chunk anew.
 	next, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil)
 	if err != nil {
