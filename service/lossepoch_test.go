@@ -113,7 +113,9 @@ func TestChunkLostWhileBackupRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	afterRefsHook = func(*index.Backup) error { return s.markDamaged(ctx, r, []chunkstore.ID{id}, "found corrupt by a test") }
+	afterRefsHook = func(*index.Backup) error {
+		return s.markDamaged(ctx, r, []chunkstore.ID{id}, "found corrupt by a test")
+	}
 	_, err = s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
 	afterRefsHook = nil
 	if err == nil {
