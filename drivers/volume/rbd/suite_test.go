@@ -18,6 +18,7 @@ func harness(e ceph.Env, order int, sparse bool) volumetest.Harness {
 		Free:           func(t *testing.T) string { return freeLocator(t, e) },
 		Sparse:         sparse,
 		SnapshotMethod: volume.MethodRBD,
+		GatheredWrites: true, // the target gathers writes into whole objects
 		Holders: []volumetest.Holder{
 			{Name: "OtherClient", Hold: func(t *testing.T, loc string) (string, func()) { return holdOpen(t, e, loc) }},
 			{Name: "RBDWatch", Hold: func(t *testing.T, loc string) (string, func()) {

@@ -44,6 +44,11 @@ type Harness struct {
 	SnapshotMethod string
 	// Holders are the ways these volumes are put in use.
 	Holders []Holder
+	// GatheredWrites is set when the driver's targets may hold writes
+	// back until Sync (as a restore target gathers them into whole
+	// objects), so a writer that needs its writes seen in order syncs
+	// after each one.
+	GatheredWrites bool
 }
 
 // Holder puts a volume in use the way its real users do.
@@ -571,6 +576,12 @@ func (s *suite) testSnapshotUnderWriter(t *testing.T) {
 				if _, err := tg.WriteAt(stamp(gen, b), int64(b*stampSize)); err != nil {
 					done <- err
 					return
+				}
+				if s.h.GatheredWrites {
+					if err := tg.Sync(); err != nil {
+						done <- err
+						return
+					}
 				}
 			}
 		}
