@@ -363,9 +363,17 @@ func (l *Lock) refresher() {
 		when, err := l.refresh(ctx)
 		cancel()
 		l.mu.Lock()
-		if err == nil {
+		// A refresh that ends later than Lease-Skew after the last one
+		// (the process stalled) comes too late, even when it succeeded:
+		// another host may have taken the lock as expired meanwhile, and
+		// its put may have re-created an object that host removed.
+		late := time.Since(l.last) > l.opt.Lease-l.opt.Skew
+		if err == nil && !late {
 			l.last = when
-		} else if errors.Is(err, ErrLockLost) || time.Since(l.last) > l.opt.Lease-l.opt.Skew {
+		} else if late || errors.Is(err, ErrLockLost) {
+			if err == nil {
+				err = errors.New("the process stalled, and the refresh came too late")
+			}
 			l.lostLocked(err)
 			l.mu.Unlock()
 			return

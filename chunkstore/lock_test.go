@@ -233,13 +233,20 @@ func TestLockRefreshAndLoss(t *testing.T) {
 	if _, err := s.Lock(context.Background(), LockRequest{Purpose: "other"}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("a refreshed lock was taken over: %v", err)
 	}
-	for _, n := range lockObjects(t, s) {
-		s.be.Delete(context.Background(), n) // another process took us for dead
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(2 * time.Second):
-		t.Fatal("the bound context was not cancelled after the lock object vanished")
+	// Another process took us for dead. It goes on removing the object:
+	// a refresh that checked it just before a removal puts it back.
+	deadline := time.After(2 * time.Second)
+	for done := false; !done; {
+		for _, n := range lockObjects(t, s) {
+			s.be.Delete(context.Background(), n)
+		}
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-deadline:
+			t.Fatal("the bound context was not cancelled after the lock object vanished")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	if err := l.Check(); !errors.Is(err, ErrLockLost) {
 		t.Fatalf("Check after losing the lock: %v", err)
@@ -427,5 +434,28 @@ func TestLockOnMemDriver(t *testing.T) {
 	sa.Release()
 	if n := len(lockObjects(t, a)); n != 0 {
 		t.Errorf("native locking wrote %d lock objects", n)
+	}
+}
+
+// TestLockLateRefresh: a refresh that succeeds, but later than Lease-Skew
+// after the last one (the process stalled), loses the lock: another host
+// may have taken it as expired meanwhile.
+func TestLockLateRefresh(t *testing.T) {
+	s := posixStore(t)
+	s.SetLockOptions(LockOptions{Lease: 400 * time.Millisecond, Skew: 100 * time.Millisecond})
+	l := take(t, s, true, "repo-gc", 0)
+	defer l.Release()
+	ctx, cancel := l.Bind(context.Background())
+	defer cancel()
+	l.mu.Lock()
+	l.last = time.Now().Add(-time.Second) // as if stalled past the lease
+	l.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("a late refresh kept the lock")
+	}
+	if !errors.Is(context.Cause(ctx), ErrLockLost) || !strings.Contains(context.Cause(ctx).Error(), "stalled") {
+		t.Errorf("cause %v, want ErrLockLost saying the process stalled", context.Cause(ctx))
 	}
 }
