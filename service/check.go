@@ -138,9 +138,15 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 		}
 		if !baseCounted(b, byID) {
 			// Its counts and its base's no longer cover its manifest.
-			problem("backup %s counts its chunk references against backup %s, which is missing or not fully counted; run volback repo-repair", b.ID, b.RefsBase)
+			problem("backup %s counts its chunk references against backup %s, which is missing or not fully counted; volback repo-repair counts it in full", b.ID, b.RefsBase)
 			if base := byID[b.RefsBase]; base == nil || base.RepositoryID != r.id {
 				continue // its list cannot be walked
+			}
+		}
+		if base := byID[b.RefsBase]; base != nil {
+			if _, err := s.loadManifest(ctx, r, base); err != nil {
+				problem("backup %s counts its chunk references against backup %s, whose manifest cannot be read: %v", b.ID, base.ID, err)
+				continue
 			}
 		}
 		m, err := s.loadManifest(ctx, r, b)
