@@ -84,7 +84,7 @@ type Backup struct {
 	RepositoryID     string `json:"repository_id"` // repository config id
 	ProjectID        string `json:"project_id"`
 	ManifestDigest   string `json:"manifest_digest"`
-	RefsApplied      int    `json:"refs_applied"`            // references counted: a prefix of the manifest's reference list (crash recovery)
+	RefsApplied      int    `json:"refs_applied"`            // references counted: a prefix of the reference list, in its mode (crash recovery)
 	RefsReleased     int    `json:"refs_released,omitempty"` // of those, released again: a prefix (a delete or rollback under way)
 	// RefsBase is the backup whose counted references cover the chunks
 	// this one shares with it at the same segment slot: this one's
