@@ -224,19 +224,23 @@ func erroredOf(errored map[string]*binBackup, home string) []string {
 // message says to do), then id.
 func deleteBackup(t *testing.T, home, id string, errored map[string]*binBackup) {
 	t.Helper()
-	_, stderr, code := run(t, home, "backup-delete", id)
-	if code == 0 {
-		return
-	}
-	for _, e := range erroredOf(errored, home) {
-		if errored[e].parent == id && strings.Contains(stderr, "still counts its chunk references") && strings.Contains(stderr, e) {
-			mustRun(t, home, "backup-delete", e)
-			delete(errored, e)
-			mustRun(t, home, "backup-delete", id)
+	for {
+		_, stderr, code := run(t, home, "backup-delete", id)
+		if code == 0 {
 			return
 		}
+		child := ""
+		for _, e := range erroredOf(errored, home) {
+			if errored[e].parent == id && strings.Contains(stderr, "still counts its chunk references") && strings.Contains(stderr, e) {
+				child = e
+			}
+		}
+		if child == "" {
+			t.Fatalf("backup-delete %s: exit %d\nstderr: %s", id, code, stderr)
+		}
+		mustRun(t, home, "backup-delete", child)
+		delete(errored, child)
 	}
-	t.Fatalf("backup-delete %s: exit %d\nstderr: %s", id, code, stderr)
 }
 
 // modelExtra is one extra step of the binary model in home (volume vol on
@@ -276,21 +280,34 @@ func modelExtra(t *testing.T, r *rand.Rand, home, vol, img string, backups, erro
 			t.Fatalf("backup-delete of parent %s: exit %d, stderr %q; want a refusal", id, code, stderr)
 		}
 		return "backup-delete of a parent (refused)"
-	case 1: // an incremental reset to error
-		var incr []string
-		for _, id := range leaves {
-			if backups[id].parent != "" && backups[id].vol == vol {
-				incr = append(incr, id)
+	case 1: // a new incremental reset to error, then its parent deleted
+		if !hasBackup {
+			return "no backup to base an incremental on"
+		}
+		size := fileSize(t, img)
+		writeRandom(t, img, r.Int64N(size/512)*512, 64*kib, r.Uint64()) // so that it counts references
+		var b struct {
+			ID string `json:"id"`
+		}
+		runJSON(t, home, &b, "backup-create", "--incremental", vol)
+		var full struct {
+			ParentID *string `json:"parent_id"`
+		}
+		runJSON(t, home, &full, "backup-show", b.ID)
+		mustRun(t, home, "backup-reset-state", "--state", "error", b.ID)
+		parent := *full.ParentID
+		errored[b.ID] = &binBackup{home: home, vol: vol, parent: parent}
+		for _, o := range backups {
+			if o.parent == parent || r.IntN(3) == 0 {
+				return "backup-create --incremental, backup-reset-state --state error " + b.ID
 			}
 		}
-		if len(incr) == 0 {
-			return "no incremental to reset"
-		}
-		id := incr[r.IntN(len(incr))]
-		mustRun(t, home, "backup-reset-state", "--state", "error", id)
-		errored[id] = backups[id]
-		delete(backups, id)
-		return "backup-reset-state --state error " + id
+		// Its parent has no live child: its delete is refused while the
+		// error child counts against it (deleteBackup then deletes the
+		// child first, as the refusal says).
+		deleteBackup(t, home, parent, errored)
+		delete(backups, parent)
+		return "backup-create --incremental, backup-reset-state --state error " + b.ID + ", backup-delete of its parent"
 	case 2: // backup-create --incremental killed while counting references
 		if !hasBackup {
 			return "no backup to base an incremental on"

@@ -380,8 +380,8 @@ func (w *world) step(op modelOp) error {
 			}
 		}
 		for _, b := range bs {
-			if b.shared {
-				continue
+			if b.shared || b.home == op.home {
+				continue // a parent of a child imported alone is there already
 			}
 			ex, err := w.homes[b.home].s.ExportBackup(ctx, b.id)
 			if err != nil {
