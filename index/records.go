@@ -8,7 +8,11 @@ import (
 )
 
 // SchemaVersion is the catalog layout version stored under key "schema".
-const SchemaVersion = 1
+// Version 2: a backup's refs_applied may count a list relative to its
+// refs_base, which a volback of version 1 would misread (its deletes would
+// release the whole manifest); version 1 catalogs count every backup in
+// full, so they are upgraded in place when opened.
+const SchemaVersion = 2
 
 // ErrNotFound is returned (wrapped) when a record does not exist.
 var ErrNotFound = errors.New("not found")
