@@ -21,12 +21,13 @@ import (
 // RefsApplied (a prefix of the list), and releases them in batches that
 // each commit RefsReleased (a prefix of that prefix), so a crash leaves
 // exactly known ranges. The list is read segment by segment: memory is
-// one segment whatever the volume.
+// one segment (two for a relative list: the base's of the same slot)
+// whatever the volume.
 
 // walkRefs walks b's reference list in its mode from position from (m
 // is b's head, nil for the segments stored without one). A relative list
 // needs its base's manifest: the base cannot be deleted while b counts
-// against it (deleteOne), so a walk that does not find it reports a
+// against it (deleteBackup), so a walk that does not find it reports a
 // broken catalog.
 func (s *Service) walkRefs(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, from int64, fn func(pos int64, ids []chunkstore.ID) error) error {
 	if b.RefsBase == "" {
