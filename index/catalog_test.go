@@ -907,3 +907,40 @@ func TestSpillScopes(t *testing.T) {
 		t.Fatalf("paged through %d entries, want 2", len(seen))
 	}
 }
+
+// TestLossEpoch: putting a lost entry advances its repository's epoch
+// (once per entry, also within one transaction); other puts do not.
+func TestLossEpoch(t *testing.T) {
+	c := openT(t, t.TempDir())
+	epoch := func(repo string) uint64 {
+		t.Helper()
+		var n uint64
+		if err := c.View(func(tx *Tx) (err error) { n, err = tx.LossEpoch(repo); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := epoch(testRepo); n != 0 {
+		t.Fatalf("a new catalog's epoch is %d", n)
+	}
+	lost := testChunk(1)
+	lost.MarkLost()
+	err := c.Update(func(tx *Tx) error {
+		if err := tx.PutChunk(testRepo, chunkID(101), testChunk(101)); err != nil {
+			return err
+		}
+		if err := tx.PutChunk(testRepo, chunkID(2), lost); err != nil {
+			return err
+		}
+		return tx.PutChunk(testRepo, chunkID(3), lost)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := epoch(testRepo); n != 2 {
+		t.Errorf("after two lost entries the epoch is %d, want 2", n)
+	}
+	if n := epoch("other-repo"); n != 0 {
+		t.Errorf("another repository's epoch moved to %d", n)
+	}
+}

@@ -13,6 +13,7 @@
 //	bpk/<backup id>/<32 raw pack id> -> empty: a pack the backup uploads
 //	reg/<repo id>                   -> Repository as JSON (registered: name, zone, cipher)
 //	scrub/<repo id>                 -> ScrubState as JSON (where sampled scrubs stopped)
+//	lost/<repo id>                  -> uint64 big-endian: lost entries put (LossEpoch)
 //
 // Ids never contain '/', so a prefix scan of "chk/<repo id>/" sees exactly
 // one repository's chunks. Lifecycle records (lifecycle.go): "snap/<id>",

@@ -19,8 +19,10 @@ const (
 	// prefixBackupPack holds the packs a backup uploads, recorded with
 	// each upload, until the backup is available or its packs removed.
 	prefixBackupPack = "bpk/"
-	chunkValueLen    = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs
-	chunkVersion     = 1
+	// prefixLossEpoch counts, per repository, the lost chunk entries put.
+	prefixLossEpoch = "lost/"
+	chunkValueLen   = 1 + 32 + 4 + 4 + 4 + 1 + 4 // version, Location, Refs
+	chunkVersion    = 1
 )
 
 // checkID refuses ids that would break the key layout: an empty id or one
@@ -45,6 +47,8 @@ func backupPackKey(backupID string, pack chunkstore.ID) []byte {
 	return append(backupPackPrefix(backupID), pack[:]...)
 }
 func backupKey(id string) []byte { return []byte(prefixBackup + id) }
+
+func lossEpochKey(repoID string) []byte { return []byte(prefixLossEpoch + repoID) }
 
 // chunkPrefix is "chk/<repoID>/".
 func chunkPrefix(repoID string) []byte {

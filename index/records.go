@@ -102,6 +102,7 @@ type Backup struct {
 	MissingParent bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
 	Imported      bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
 	Damaged       bool   `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
+	CheckLost     bool   `json:"check_lost,omitempty"`     // chunks were found lost while it ran: it checks its own before it becomes available
 	DamageReason  string `json:"damage_reason,omitempty"`
 	// Consistency says how the data was read (crash-consistent through a
 	// snapshot, or a live read); ConsistencyDetail says how, in words.

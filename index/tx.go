@@ -1,6 +1,7 @@
 package index
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,6 +193,7 @@ func (tx *Tx) Chunk(repoID string, id chunkstore.ID) (Chunk, bool, error) {
 }
 
 // PutChunk creates or replaces the entry of chunk id in repository repoID.
+// Putting a lost entry advances the repository's LossEpoch.
 func (tx *Tx) PutChunk(repoID string, id chunkstore.ID, c Chunk) error {
 	if err := checkID("repository", repoID); err != nil {
 		return err
@@ -199,7 +201,42 @@ func (tx *Tx) PutChunk(repoID string, id chunkstore.ID, c Chunk) error {
 	if err := tx.txn.Set(chunkKey(repoID, id), encodeChunk(c)); err != nil {
 		return writeErr("put", fmt.Sprintf("chunk %x of repository %q", id[:], repoID), err)
 	}
+	if c.Lost() {
+		n, err := tx.LossEpoch(repoID)
+		if err != nil {
+			return err
+		}
+		if err := tx.txn.Set(lossEpochKey(repoID), binary.BigEndian.AppendUint64(nil, n+1)); err != nil {
+			return writeErr("put", fmt.Sprintf("loss epoch of repository %q", repoID), err)
+		}
+	}
 	return nil
+}
+
+// LossEpoch counts the lost entries ever put in repository repoID. A
+// backup reads it as it starts and again in the transaction that makes it
+// available: a chunk it looked up or counted may have been found lost in
+// between, when the backups that need the chunk were marked damaged
+// without it (it had no manifest yet), so a changed epoch sends it to
+// check its chunks. Read in an update, it also makes that transaction
+// conflict with one that advances it.
+func (tx *Tx) LossEpoch(repoID string) (uint64, error) {
+	item, err := tx.txn.Get(lossEpochKey(repoID))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the loss epoch of repository %q: %w", repoID, err)
+	}
+	var n uint64
+	err = item.Value(func(b []byte) error {
+		if len(b) != 8 {
+			return fmt.Errorf("loss epoch of repository %q is %d bytes, want 8", repoID, len(b))
+		}
+		n = binary.BigEndian.Uint64(b)
+		return nil
+	})
+	return n, err
 }
 
 // DeleteChunk removes the entry of chunk id; deleting a missing entry is

@@ -240,6 +240,11 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	defer cancel()
 	st := r.store
 	cs := st.Config().ChunkSize
+	// Read before anything is looked up or counted: see finish.
+	var epoch uint64
+	if err := s.cat.View(func(tx *index.Tx) (err error) { epoch, err = tx.LossEpoch(r.id); return err }); err != nil {
+		return err
+	}
 	p, err := s.plan(ctx, r, src, b, cs)
 	if err != nil {
 		return err
@@ -292,22 +297,7 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	if err := lk.Check(); err != nil {
 		return err
 	}
-	err = s.update(func(tx *index.Tx) error {
-		v, err := tx.Volume(vol.ID)
-		if err == nil {
-			v.Status, v.PrevStatus, v.Size, v.UpdatedAt = v.PrevStatus, "", b.SizeBytes, now()
-			if v.Status == "" {
-				v.Status = index.StatusAvailable
-			}
-			if err := tx.PutVolume(v); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, index.ErrNotFound) {
-			return err
-		}
-		b.Status, b.UpdatedAt = index.StatusAvailable, now()
-		return tx.PutBackup(b)
-	})
+	err = s.finish(ctx, r, b, vol.ID, res.Manifest, epoch)
 	if err != nil {
 		return err
 	}
@@ -345,6 +335,81 @@ func (s *Service) refsBase(b *index.Backup, p backupPlan) *pipeline.Parent {
 		b.RefsBase = ""
 	}
 	return base
+}
+
+// finish makes b available, and its volume what it was before. A chunk
+// found lost while b ran was marked lost in the catalog, but the backups
+// that need it are marked damaged only if they have a manifest, which b
+// had not: so b's chunks are checked first, and b fails if it needs a
+// lost one, when the repository's loss epoch moved since b read it
+// (epoch: a loss after b looked a chunk up or counted it), or when
+// markDamaged flagged b (CheckLost: a loss before b started whose damage
+// marks came after, so that b trusted its parent's chunks). Reading both
+// in the same transaction makes a loss or flag that commits meanwhile
+// conflict with it; one after it finds b's manifest.
+func (s *Service) finish(ctx context.Context, r *repository, b *index.Backup, volumeID string, m *chunkstore.Manifest, epoch uint64) error {
+	for range 5 {
+		var seen uint64
+		var check bool
+		err := s.update(func(tx *index.Tx) error {
+			var err error
+			if seen, err = tx.LossEpoch(r.id); err != nil {
+				return err
+			}
+			cur, err := tx.Backup(b.ID)
+			if err != nil {
+				return err
+			}
+			if check = seen != epoch || cur.CheckLost; check {
+				if !cur.CheckLost {
+					return nil
+				}
+				cur.CheckLost = false // a flag set after this is a new loss
+				return tx.PutBackup(cur)
+			}
+			v, err := tx.Volume(volumeID)
+			if err == nil {
+				v.Status, v.PrevStatus, v.Size, v.UpdatedAt = v.PrevStatus, "", b.SizeBytes, now()
+				if v.Status == "" {
+					v.Status = index.StatusAvailable
+				}
+				if err := tx.PutVolume(v); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, index.ErrNotFound) {
+				return err
+			}
+			b.Status, b.UpdatedAt = index.StatusAvailable, now()
+			return tx.PutBackup(b)
+		})
+		if err != nil || !check {
+			return err
+		}
+		if err := s.needsNoLost(ctx, r, b, m); err != nil {
+			return err
+		}
+		epoch = seen
+	}
+	return fmt.Errorf("backup %s: chunks of repository %s kept being found missing or corrupt while it completed; run volback repo-check, then backup-create again", b.ID, r.url)
+}
+
+// needsNoLost fails when b's manifest m lists a chunk whose catalog entry
+// is lost (or gone).
+func (s *Service) needsNoLost(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest) error {
+	return r.store.WalkRefs(ctx, b.ID, m, 0, func(_ int64, ids []chunkstore.ID) error {
+		return s.cat.View(func(tx *index.Tx) error {
+			for _, id := range ids {
+				c, ok, err := tx.Chunk(r.id, id)
+				if err != nil {
+					return err
+				}
+				if !ok || c.Lost() {
+					return fmt.Errorf("backup %s needs chunk %s, which was found missing or corrupt while the backup ran (the catalog records it as lost); run backup-create again: the next backup stores it anew, which also heals the backups marked damaged", b.ID, id)
+				}
+			}
+			return nil
+		})
+	})
 }
 
 // afterRefsHook lets tests fail a backup once its references count.

@@ -196,7 +196,8 @@ func (s *Service) chunkLost(ctx context.Context, r *repository, id chunkstore.ID
 }
 
 // markDamaged sets the damaged flag of every backup of r in the catalog
-// whose manifest lists one of ids.
+// whose manifest lists one of ids, and flags the backups still running
+// to check their chunks (CheckLost).
 func (s *Service) markDamaged(ctx context.Context, r *repository, ids []chunkstore.ID, reason string) error {
 	want := make(map[chunkstore.ID]bool, len(ids))
 	for _, id := range ids {
@@ -228,10 +229,21 @@ func (s *Service) markDamaged(ctx context.Context, r *repository, ids []chunksto
 			hit = append(hit, b.ID) // unreadable: damaged too
 		}
 	}
-	if len(hit) == 0 {
-		return nil
-	}
 	return s.update(func(tx *index.Tx) error {
+		// Backups still running have no manifest to search: they check
+		// their chunks before they become available (finish).
+		all, err := tx.Backups()
+		if err != nil {
+			return err
+		}
+		for _, b := range all {
+			if b.RepositoryID == r.id && b.Status == index.StatusCreating && b.ManifestDigest == "" && !b.CheckLost {
+				b.CheckLost, b.UpdatedAt = true, now()
+				if err := tx.PutBackup(b); err != nil {
+					return err
+				}
+			}
+		}
 		for _, id := range hit {
 			b, err := tx.Backup(id)
 			if errors.Is(err, index.ErrNotFound) {
