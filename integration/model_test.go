@@ -75,6 +75,9 @@ func modelThroughBinary(t *testing.T, seed uint64, extras bool) {
 		h.img = filepath.Join(h.dir, "v.img")
 		randomFile(t, h.img, 2*mib, r.Uint64())
 		h.vol = manage(t, h.dir, "v0", h.img).ID
+		if extras { // error children count against the quota until deleted
+			mustRun(t, h.dir, "quota-update", "--backups", "-1", "--backup-gigabytes", "-1", "admin")
+		}
 		homes[i] = h
 	}
 	of := func(h *home) (ids []string) {
@@ -157,6 +160,9 @@ func modelThroughBinary(t *testing.T, seed uint64, extras bool) {
 				t.Fatal(err)
 			}
 			mustRun(t, h.dir, "catalog-rebuild")
+			if extras {
+				mustRun(t, h.dir, "quota-update", "--backups", "-1", "--backup-gigabytes", "-1", "admin")
+			}
 			for id, b := range errored { // their records are still in the repository
 				if b.home == h.dir {
 					backups[id] = b
