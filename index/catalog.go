@@ -55,6 +55,13 @@ func badgerOptions(dir string, inMemory bool) badger.Options {
 	if inMemory {
 		o = badger.DefaultOptions("").WithInMemory(true)
 	}
+	// Every level's tables the same size: a compaction keeps up to 8 plus
+	// its splits table builders in memory, each twice its level's table
+	// size, and with Badger's default (×2 per level below the base) that
+	// grew with the catalog. W8-shaped backup (1 TiB sparse, 33 MiB
+	// catalog): live heap up to 89-93 MB and 1900-2800 collections, against
+	// 69-81 MB and 1100-1200 with this.
+	o.TableSizeMultiplier = 1
 	return o.
 		WithMemTableSize(4 << 20).      // txn limit = 15% of this: ~630 KiB, see MaxBatch
 		WithNumMemtables(2).            // one taking writes, one being flushed
@@ -122,8 +129,9 @@ func Open(dir string, opt Options) (*Catalog, error) {
 		return nil, err
 	}
 	if !opt.InMemory {
-		c.gcDone.Add(1)
+		c.gcDone.Add(2)
 		go c.vlogGC()
+		go c.releaseTablePages()
 	}
 	return c, nil
 }

@@ -17,6 +17,7 @@ import (
 )
 
 func main() {
+	dropCodePages()
 	setMemoryLimit(service.BaseMemoryLimit) // until the configuration is read (connect)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
