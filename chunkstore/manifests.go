@@ -176,6 +176,71 @@ func (s *Store) walkRefs(ctx context.Context, backupID string, m *Manifest, from
 	return nil
 }
 
+// WalkRelRefs is WalkRefs for a reference list relative to a base
+// backup (baseID, its head bm): each segment's IDs that are not in the
+// ID table of the base's segment for the same slot (all of them where the
+// base has no segment of that slot). The result depends only on the two
+// manifests, which are never rewritten, so every walk finds the same
+// list. The parts have no lengths in the heads: every segment from the
+// first is read, with the base's of its slot; memory is two segments.
+func (s *Store) WalkRelRefs(ctx context.Context, backupID string, m *Manifest, baseID string, bm *Manifest, from int64, fn func(pos int64, ids []ID) error) error {
+	var pos int64
+	for k := 0; m == nil || k < len(m.Segments); k++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var g *Segment
+		var err error
+		if m != nil {
+			g, err = s.LoadSegment(ctx, backupID, m, k)
+		} else if g, _, err = s.loadSegment(ctx, backupID, k); errors.Is(err, repo.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var base []ID
+		if bk, ok := bm.Find(g.Slot); ok {
+			bg, err := s.LoadSegment(ctx, baseID, bm, bk)
+			if err != nil {
+				return fmt.Errorf("base backup %s: %w", baseID, err)
+			}
+			base = bg.IDs
+		}
+		ids := RelativeIDs(g.IDs, base)
+		n := int64(len(ids))
+		if pos+n > from {
+			skip := max(from-pos, 0)
+			if err := fn(pos+skip, ids[skip:]); err != nil {
+				if errors.Is(err, ErrStopWalk) {
+					return nil
+				}
+				return err
+			}
+		}
+		pos += n
+	}
+	return nil
+}
+
+// RelativeIDs returns the elements of ids that are not in base, in order.
+func RelativeIDs(ids, base []ID) []ID {
+	if len(base) == 0 {
+		return ids
+	}
+	in := make(map[ID]struct{}, len(base))
+	for _, id := range base {
+		in[id] = struct{}{}
+	}
+	out := make([]ID, 0, len(ids))
+	for _, id := range ids {
+		if _, ok := in[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // DeleteManifest removes a backup's manifest head, then its segments from
 // the last one down (so an interrupted delete leaves a prefix, which a
 // retry finds); missing objects are not an error. Delete the record first.

@@ -206,7 +206,8 @@ func (c *Catalog) unlock() {
 	}
 }
 
-// checkSchema writes the version into a new catalog and refuses any other.
+// checkSchema writes the version into a new catalog, upgrades version 1,
+// and refuses any other.
 func (c *Catalog) checkSchema() error {
 	return c.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(keySchema))
@@ -235,6 +236,9 @@ func (c *Catalog) checkSchema() error {
 		}
 		if v == SchemaVersion {
 			return nil
+		}
+		if v == 1 { // every backup counted in full: valid as version 2
+			return txn.Set([]byte(keySchema), []byte(strconv.Itoa(SchemaVersion)))
 		}
 		todo := "move it aside and run 'volback catalog-rebuild' to rebuild it from the repositories"
 		if v > SchemaVersion {

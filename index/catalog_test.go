@@ -602,7 +602,7 @@ func TestSchemaMismatchRefused(t *testing.T) {
 		val  string // nil-like "" means: records without a schema key
 		want []string
 	}{
-		{"2", []string{"schema version 2", "reads version 1", "upgrade volback", "catalog-rebuild"}},
+		{"3", []string{"schema version 3", "reads version 2", "upgrade volback", "catalog-rebuild"}},
 		{"0", []string{"schema version 0", "catalog-rebuild"}},
 		{"x", []string{`unreadable schema version "x"`}},
 		{"", []string{"no schema version", "catalog-rebuild"}},
@@ -639,10 +639,44 @@ func TestSchemaMismatchRefused(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after refusal: %v", err)
 		}
-		db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keySchema), []byte("1")) })
+		db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keySchema), []byte("2")) })
 		db.Close()
 		openT(t, dir).Close()
 	}
+}
+
+// TestSchemaUpgrade: a version 1 catalog (every backup counted in full)
+// opens as version 2, its records unchanged.
+func TestSchemaUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	c := openT(t, dir)
+	if err := c.Update(func(tx *Tx) error {
+		return tx.PutBackup(&Backup{ID: "b", Status: StatusAvailable, RefsApplied: 3, ObjectCount: 3})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keySchema), []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	c = openT(t, dir)
+	defer c.Close()
+	c.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keySchema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := item.ValueCopy(nil); string(v) != "2" {
+			t.Errorf("schema after upgrade = %q, want \"2\"", v)
+		}
+		return nil
+	})
+	c.View(func(tx *Tx) error {
+		if b, err := tx.Backup("b"); err != nil || !b.FullyCounted() || b.RefsBase != "" {
+			t.Errorf("backup after upgrade: %+v, %v", b, err)
+		}
+		return nil
+	})
 }
 
 func TestNewCatalogSchema(t *testing.T) {
@@ -654,8 +688,8 @@ func TestNewCatalogSchema(t *testing.T) {
 			t.Fatal(err)
 		}
 		v, _ := item.ValueCopy(nil)
-		if string(v) != "1" {
-			t.Errorf("schema = %q, want \"1\"", v)
+		if string(v) != "2" {
+			t.Errorf("schema = %q, want \"2\"", v)
 		}
 		return nil
 	})

@@ -2,9 +2,9 @@
 // in a Badger database under the volback home. The catalog is an index: the
 // repositories hold everything needed to rebuild it (docs/FORMAT.md).
 //
-// Key layout (schema version 1; docs/CATALOG.md is the long form):
+// Key layout (schema version 2; docs/CATALOG.md is the long form):
 //
-//	schema                         -> decimal ASCII version, "1"
+//	schema                         -> decimal ASCII version, "2"
 //	vol/<volume id>                -> Volume as JSON
 //	bak/<backup id>                -> Backup as JSON
 //	chk/<repo id>/<32 raw id bytes> -> Chunk, 50 bytes binary (see encodeChunk)

@@ -8,7 +8,11 @@ import (
 )
 
 // SchemaVersion is the catalog layout version stored under key "schema".
-const SchemaVersion = 1
+// Version 2: a backup's refs_applied may count a list relative to its
+// refs_base, which a volback of version 1 would misread (its deletes would
+// release the whole manifest); version 1 catalogs count every backup in
+// full, so they are upgraded in place when opened.
+const SchemaVersion = 2
 
 // ErrNotFound is returned (wrapped) when a record does not exist.
 var ErrNotFound = errors.New("not found")
@@ -84,13 +88,22 @@ type Backup struct {
 	RepositoryID     string `json:"repository_id"` // repository config id
 	ProjectID        string `json:"project_id"`
 	ManifestDigest   string `json:"manifest_digest"`
-	RefsApplied      int    `json:"refs_applied"`             // references counted: a prefix of the manifest's reference list (crash recovery)
-	RefsReleased     int    `json:"refs_released,omitempty"`  // of those, released again: a prefix (a delete or rollback under way)
-	MissingParent    bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
-	Imported         bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
-	Damaged          bool   `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
-	CheckLost        bool   `json:"check_lost,omitempty"`     // chunks were found lost while it ran: it checks its own before it becomes available
-	DamageReason     string `json:"damage_reason,omitempty"`
+	RefsApplied      int    `json:"refs_applied"`            // references counted: a prefix of the reference list, in its mode (crash recovery)
+	RefsReleased     int    `json:"refs_released,omitempty"` // of those, released again: a prefix (a delete or rollback under way)
+	// RefsBase is the backup whose counted references cover the chunks
+	// this one shares with it at the same segment slot: this one's
+	// reference list is then only the rest (relative to the base, see
+	// docs/FORMAT.md). "" counts the whole manifest. A base is never
+	// released while a backup counts against it.
+	RefsBase string `json:"refs_base,omitempty"`
+	// RefsTotal is the length of the reference list in its mode (set when
+	// the backup completes; with RefsBase "" it equals ObjectCount).
+	RefsTotal     int    `json:"refs_total,omitempty"`
+	MissingParent bool   `json:"missing_parent,omitempty"` // incremental imported before its parent
+	Imported      bool   `json:"imported,omitempty"`       // registered by backup-import/catalog-rebuild: rollback keeps the repository objects
+	Damaged       bool   `json:"damaged,omitempty"`        // needs a chunk found missing or corrupt (see Chunk.Lost)
+	CheckLost     bool   `json:"check_lost,omitempty"`     // chunks were found lost while it ran: it checks its own before it becomes available
+	DamageReason  string `json:"damage_reason,omitempty"`
 	// Consistency says how the data was read (crash-consistent through a
 	// snapshot, or a live read); ConsistencyDetail says how, in words.
 	Consistency       string `json:"consistency,omitempty"`
@@ -105,6 +118,22 @@ type Backup struct {
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
 	DataTimestamp  time.Time `json:"data_timestamp"`
+}
+
+// RefsLen is the length of b's reference list in its mode: what a fully
+// counted backup has in RefsApplied. Records from before relative
+// counting have no RefsTotal: their list is the whole manifest's.
+func (b *Backup) RefsLen() int {
+	if b.RefsBase == "" && b.RefsTotal == 0 {
+		return b.ObjectCount
+	}
+	return b.RefsTotal
+}
+
+// FullyCounted reports whether the catalog counts b's whole reference
+// list (in its mode) and releases none of it.
+func (b *Backup) FullyCounted() bool {
+	return b.RefsApplied == b.RefsLen() && b.RefsReleased == 0
 }
 
 // Chunk is one chunk-index entry: where the chunk lives and how many

@@ -63,7 +63,12 @@ type BackupInput struct {
 	// meanwhile, counting the references refuses it; so the caller passes
 	// no Known whose backup is damaged, and the next backup looks it up
 	// and stores it again.
-	Known       *Parent
+	Known *Parent
+	// Base, when set, is the backup the references are counted against:
+	// of each segment, only the IDs not in Base's segment for the same
+	// slot are counted (chunkstore.WalkRelRefs walks the same list), as
+	// Base's own counts keep the others. Nil counts every ID.
+	Base        *Parent
 	Compression chunkstore.Compression
 	Hashers     int     // goroutines hashing and compressing (default: the budget's size)
 	Readers     int     // reads of the source in flight (default 1: a disk reads best in order)
@@ -96,7 +101,8 @@ type BackupResult struct {
 	Manifest *chunkstore.Manifest // the head, stored
 	Digest   chunkstore.ID        // the manifest digest
 	Stored   int64                // bytes of new blobs
-	Refs     int64                // length of the reference list: references counted
+	Refs     int64                // length of the whole reference list (the manifest's)
+	Counted  int64                // references counted: Refs, or the list relative to Base
 }
 
 const (
@@ -138,8 +144,9 @@ type backup struct {
 	segs     chan *segState
 	ahead    chan struct{}
 
-	done  atomic.Int64
-	total int64
+	done    atomic.Int64
+	total   int64
+	counted int64 // references counted so far (commit)
 }
 
 type block struct {
@@ -167,6 +174,7 @@ type segState struct {
 	slot  int
 	m     *chunkstore.Manifest
 	known *chunkstore.Segment // Known's segment for the slot, or nil (read only)
+	base  []chunkstore.ID     // Base's ID table for the slot (nil: none)
 
 	mu      sync.Mutex
 	g       *chunkstore.Segment
@@ -295,7 +303,11 @@ func (b *backup) plan(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st := &segState{slot: slot, m: b.m, g: g, known: known, done: make(chan struct{})}
+		base, err := b.baseIDs(ctx, slot, known)
+		if err != nil {
+			return err
+		}
+		st := &segState{slot: slot, m: b.m, g: g, known: known, base: base, done: make(chan struct{})}
 		for _, z := range zeros {
 			for i := z.First; i < z.End && g != nil; i++ {
 				g.SetZero(i)
@@ -362,6 +374,27 @@ func (b *backup) known(ctx context.Context, slot int) (*chunkstore.Segment, erro
 		return nil, fmt.Errorf("backup %s: %w", k.BackupID, err)
 	}
 	return g, nil
+}
+
+// baseIDs is the ID table of Base's segment for slot (Known's, when that
+// is the same backup and its segment was loaded), nil when Base has none.
+func (b *backup) baseIDs(ctx context.Context, slot int, known *chunkstore.Segment) ([]chunkstore.ID, error) {
+	p := b.in.Base
+	if p == nil {
+		return nil, nil
+	}
+	if known != nil && b.in.Known.BackupID == p.BackupID {
+		return known.IDs, nil
+	}
+	k, ok := p.Manifest.Find(slot)
+	if !ok {
+		return nil, nil
+	}
+	g, err := b.in.Store.LoadSegment(ctx, p.BackupID, p.Manifest, k)
+	if err != nil {
+		return nil, fmt.Errorf("base backup %s: %w", p.BackupID, err)
+	}
+	return g.IDs, nil
 }
 
 // seedAcross seeds a slot from a parent whose segments have another size
@@ -553,10 +586,16 @@ func (b *backup) commit(ctx context.Context) (BackupResult, error) {
 			}
 			if len(ids) > 0 {
 				failpoint.Hit("backup.segment-written")
+			}
+			if b.in.Base != nil {
+				ids, pos = chunkstore.RelativeIDs(ids, st.base), b.counted
+			}
+			if len(ids) > 0 {
 				if err := b.in.Catalog.CountRefs(ctx, pos, ids); err != nil {
 					return BackupResult{}, err
 				}
 			}
+			b.counted += int64(len(ids))
 			st.g = nil
 		}
 		<-b.ahead
@@ -572,7 +611,7 @@ func (b *backup) commit(ctx context.Context) (BackupResult, error) {
 	if err != nil {
 		return BackupResult{}, err
 	}
-	return BackupResult{Manifest: b.m, Digest: digest, Stored: b.packer.Stored(), Refs: b.m.Refs()}, nil
+	return BackupResult{Manifest: b.m, Digest: digest, Stored: b.packer.Stored(), Refs: b.m.Refs(), Counted: b.counted}, nil
 }
 
 func (s *segState) add(n int) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"strconv"
@@ -378,6 +379,79 @@ func TestBudgetSurvivesFailures(t *testing.T) {
 	for i := range vols {
 		if got := restoreBytes(t, s, cats[i], "c"+strconv.Itoa(i), ms[i]); !bytes.Equal(got, vols[i]) {
 			t.Fatalf("backup %d restores differently", i)
+		}
+	}
+}
+
+// TestBackupCountsAgainstBase: with Base, an incremental (change-tracked
+// from Parent, or read whole with Known) counts exactly the list
+// chunkstore.WalkRelRefs walks — each segment's IDs not in the base's
+// segment of its slot, in positions from 0 — and a walk from a position
+// gives that list's suffix.
+func TestBackupCountsAgainstBase(t *testing.T) {
+	cs := 16 << 10
+	s, _ := newTestStore(t, cs)
+	seg := testSegment
+	vol := make([]byte, (seg+500)*cs-3000)
+	copy(vol, mixedVolume(cs, 400, 7))
+	copy(vol[seg*cs:], mixedVolume(cs, 400, 8))
+	base := newMapCatalog()
+	pm := backupBytes(t, s, base, "parent", vol, chunkstore.Compression{Level: 1})
+	parent := &Parent{BackupID: "parent", Manifest: pm}
+
+	next := append(bytes.Clone(vol), make([]byte, 2*seg*cs)...) // grew by slots the parent has none of
+	r := rand.New(rand.NewPCG(9, 9))
+	copy(next[10*cs:], randomBytes(r, 2*cs))
+	copy(next[(2*seg+3)*cs:], randomBytes(r, 3*cs))
+	copy(next[(seg+5)*cs:(seg+6)*cs], next[7*cs:8*cs]) // a chunk of slot 0 also in slot 1
+	for _, tc := range []struct {
+		name string
+		in   BackupInput
+	}{
+		{"tracked", BackupInput{Read: []Range{{10, 12}, {int64(seg + 5), int64(seg + 6)}, {int64(seg + 499), int64(3*seg + 500)}}, Parent: parent}},
+		{"known", BackupInput{Read: []Range{{0, int64(len(next) / cs)}}, Known: parent}},
+	} {
+		cat := newMapCatalog()
+		maps.Copy(cat.locs, base.locs)
+		in := tc.in
+		in.Store, in.Catalog, in.BackupID, in.Source, in.Size, in.Base = s, cat, "child-"+tc.name, newSource(next), int64(len(next)), parent
+		res, err := Backup(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := restoreBytes(t, s, cat, in.BackupID, res.Manifest); !bytes.Equal(got, next) {
+			t.Fatalf("%s: restores differently", tc.name)
+		}
+		var list []chunkstore.ID
+		err = s.WalkRelRefs(context.Background(), in.BackupID, res.Manifest, "parent", pm, 0, func(pos int64, ids []chunkstore.ID) error {
+			if pos != int64(len(list)) {
+				return fmt.Errorf("walk at %d, want %d", pos, len(list))
+			}
+			list = append(list, ids...)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[chunkstore.ID]int{}
+		for _, id := range list {
+			want[id]++
+		}
+		if res.Counted != int64(len(list)) || cat.counted != res.Counted || !maps.Equal(cat.refs, want) {
+			t.Fatalf("%s: counted %d (%d), the relative list has %d", tc.name, res.Counted, cat.counted, len(list))
+		}
+		if res.Counted == 0 || res.Counted >= res.Refs/4 {
+			t.Fatalf("%s: counted %d of %d: the test shows nothing", tc.name, res.Counted, res.Refs)
+		}
+		for _, from := range []int64{1, res.Counted - 1} {
+			var tail []chunkstore.ID
+			err := s.WalkRelRefs(context.Background(), in.BackupID, res.Manifest, "parent", pm, from, func(_ int64, ids []chunkstore.ID) error {
+				tail = append(tail, ids...)
+				return nil
+			})
+			if err != nil || fmt.Sprint(tail) != fmt.Sprint(list[from:]) {
+				t.Fatalf("%s: walk from %d: %d IDs (%v), want %d", tc.name, from, len(tail), err, len(list[from:]))
+			}
 		}
 	}
 }

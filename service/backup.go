@@ -131,6 +131,16 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest, progress 
 				return errorf(ErrInvalidState, "volume %s (%s) has no available backup to base an incremental on; run backup-create without --incremental first", v.ID, v.Name)
 			}
 			b.ParentID, b.IsIncremental = parent.ID, true
+			if parent.FullyCounted() && !parent.Damaged {
+				// Count against the parent (runBackup may still fall back
+				// to full counting). The parent is written back unchanged
+				// so that a delete of it committing meanwhile conflicts
+				// with this transaction instead of missing its child.
+				b.RefsBase = parent.ID
+				if err := tx.PutBackup(parent); err != nil {
+					return err
+				}
+			}
 		}
 		if err := reserveBackup(tx, b.ProjectID, b.SizeBytes); err != nil {
 			return err
@@ -243,10 +253,11 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 		defer s.pruneAhead(ctx, b.VolumeID, p.base)()
 	}
 	defer backupRunning()()
+	base := s.refsBase(b, p)
 	bc := s.backupCatalog(r, b)
 	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
 		Store: st, Catalog: bc, BackupID: b.ID, Source: src, Size: b.SizeBytes,
-		Read: p.read, Zero: p.zero, Parent: p.parent, Known: p.known,
+		Read: p.read, Zero: p.zero, Parent: p.parent, Known: p.known, Base: base,
 		Compression: chunkstore.Compression{Level: s.compressionFor(r)},
 		Hashers:     s.cfg.Workers, Readers: readers(src), Budget: s.budget,
 		// Each pack is recorded as it is uploaded, so that a failed
@@ -272,7 +283,8 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	b.StoredBytes = res.Stored
 	b.ObjectCount = int(res.Refs)
 	b.ManifestDigest = res.Digest.String()
-	b.RefsApplied = int(res.Refs) // what the pipeline committed
+	b.RefsApplied = int(res.Counted) // what the pipeline committed
+	b.RefsTotal = int(res.Counted)
 	if err := st.PutRecord(ctx, record(b, vol, cs)); err != nil {
 		return err
 	}
@@ -297,6 +309,32 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 		s.healDamaged(ctx, r)
 	}
 	return nil
+}
+
+// refsBase is the manifest b counts its references against, or nil (then
+// b.RefsBase is cleared: b counts in full). Decided before anything is
+// counted: the first counted batch records the mode with the prefix.
+// The base is b's parent, chosen fully counted when b was recorded (its
+// delete is refused from then on); a parent damaged since is not used,
+// as the chunks b shares with it would not be looked up.
+func (s *Service) refsBase(b *index.Backup, p backupPlan) *pipeline.Parent {
+	var base *pipeline.Parent
+	for _, c := range []*pipeline.Parent{p.parent, p.known} {
+		if c != nil && b.RefsBase != "" && c.BackupID == b.RefsBase {
+			base = c
+		}
+	}
+	if base != nil {
+		var parent *index.Backup
+		err := s.cat.View(func(tx *index.Tx) (err error) { parent, err = tx.Backup(base.BackupID); return err })
+		if err != nil || parent.Damaged || !parent.FullyCounted() {
+			base = nil
+		}
+	}
+	if base == nil {
+		b.RefsBase = ""
+	}
+	return base
 }
 
 // finish makes b available, and its volume what it was before. A chunk

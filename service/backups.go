@@ -234,6 +234,12 @@ func (s *Service) deleteBackup(ctx context.Context, ref string, force bool) (*Ba
 			if o.ParentID == b.ID && o.Status != index.StatusError {
 				return errorf(ErrInvalidState, "backup %s: Incremental backups exist for this backup (%s); delete them first", b.ID, o.ID)
 			}
+			// A child in error still counting against b (a rollback that
+			// did not finish, a reset state) needs b's counts for the
+			// chunks they share: its references go first.
+			if o.RefsBase == b.ID && o.RefsApplied > 0 {
+				return errorf(ErrInvalidState, "backup %s: backup %s (%s) still counts its chunk references against this backup; delete it first (volback backup-delete %s)", b.ID, o.ID, o.Status, o.ID)
+			}
 		}
 		view = backupView(b, parents(all))
 		b.Status, b.UpdatedAt = index.StatusDeleting, now()

@@ -116,6 +116,10 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 	// bounded whatever the repository.
 	scope := fmt.Sprintf("check-%s-%d", r.id, time.Now().UnixNano())
 	defer s.cat.DropScope(scope)
+	byID := map[string]*index.Backup{}
+	for _, b := range backups {
+		byID[b.ID] = b
+	}
 	for _, b := range backups {
 		if b.RepositoryID != r.id {
 			continue
@@ -131,6 +135,19 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 		}
 		if b.RefsApplied == 0 && b.Status != index.StatusAvailable {
 			continue
+		}
+		if !baseCounted(b, byID) {
+			// Its counts and its base's no longer cover its manifest.
+			problem("backup %s counts its chunk references against backup %s, which is missing or not fully counted; volback repo-repair counts it in full", b.ID, b.RefsBase)
+			if base := byID[b.RefsBase]; base == nil || base.RepositoryID != r.id {
+				continue // its list cannot be walked
+			}
+		}
+		if base := byID[b.RefsBase]; base != nil {
+			if _, err := s.loadManifest(ctx, r, base); err != nil {
+				problem("backup %s counts its chunk references against backup %s, whose manifest cannot be read: %v", b.ID, base.ID, err)
+				continue
+			}
 		}
 		m, err := s.loadManifest(ctx, r, b)
 		if err != nil {
@@ -208,7 +225,7 @@ func (s *Service) check(ctx context.Context, r *repository, req CheckRequest) (C
 // spill scope, a batch of distinct chunks per transaction.
 func (s *Service) spillRefs(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, scope string) error {
 	end := int64(b.RefsApplied)
-	return r.store.WalkRefs(ctx, b.ID, m, int64(b.RefsReleased), func(pos int64, ids []chunkstore.ID) error {
+	return s.walkRefs(ctx, r, b, m, int64(b.RefsReleased), func(pos int64, ids []chunkstore.ID) error {
 		if pos >= end {
 			return chunkstore.ErrStopWalk
 		}

@@ -298,9 +298,13 @@ func (s *Service) foreignRecords(ctx context.Context, r *repository) ([]string, 
 	held := map[string]bool{}
 	err := s.cat.View(func(tx *index.Tx) error {
 		all, err := tx.Backups()
+		byID := map[string]*index.Backup{}
+		for _, b := range all {
+			byID[b.ID] = b
+		}
 		for _, b := range all {
 			if b.RepositoryID == r.id && (b.Status == index.StatusAvailable || b.Status == index.StatusRestoring) &&
-				b.RefsApplied == b.ObjectCount && b.RefsReleased == 0 {
+				b.FullyCounted() && baseCounted(b, byID) {
 				held[b.ID] = true
 			}
 		}
@@ -320,6 +324,24 @@ func (s *Service) foreignRecords(ctx context.Context, r *repository) ([]string, 
 	}
 	sort.Strings(ids)
 	return ids, nil
+}
+
+// baseCounted reports whether b's base, if it has one, is in the catalog
+// and fully counted, so that b's counts and its base's together cover b's
+// manifest. (Deletes keep it so; a catalog where it is not is judged the
+// safe way: b's manifest is walked whole, like a foreign one.)
+func baseCounted(b *index.Backup, byID map[string]*index.Backup) bool {
+	for range len(byID) + 1 { // a chain is shorter (a cycle: a broken catalog)
+		if b.RefsBase == "" {
+			return true
+		}
+		base := byID[b.RefsBase]
+		if base == nil || base.RepositoryID != b.RepositoryID || !base.FullyCounted() {
+			return false
+		}
+		b = base
+	}
+	return false
 }
 
 // foreignLive returns which of want are in the manifest of a foreign

@@ -3,14 +3,17 @@ package service
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +45,14 @@ import (
 //
 // A failure prints the seed and the shortest failing sequence found by
 // deleting steps.
+//
+// Incrementals count their references against their parent (RefsBase),
+// so ops also: try to delete a parent (refused), reset a child to error
+// (its parent's delete is then refused while the child still counts),
+// import a child without its parent, and crash a process (a child test
+// process killed at the refs failpoints, then restarted: recovery) during
+// an incremental or a delete. After every step the catalog's references
+// must equal an independent recount from the manifests (checkRefs).
 
 type modelOp struct {
 	kind    string
@@ -122,11 +133,13 @@ type modelHome struct {
 
 type world struct {
 	t       testing.TB
+	seed    uint64
 	dir     string
 	cleanup func() // of the repository
 	homes   [2]*modelHome
 	backups map[string]*modelBackup
-	made    int // backups created
+	errored map[string]*modelBackup // reset to error by the model, not deleted yet
+	made    int                     // backups created
 }
 
 // modelRepository picks the repository a seed runs on: half the seeds a
@@ -153,7 +166,7 @@ func newWorld(t testing.TB, seed uint64) (*world, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &world{t: t, dir: dir, backups: map[string]*modelBackup{}}
+	w := &world{t: t, seed: seed, dir: dir, backups: map[string]*modelBackup{}, errored: map[string]*modelBackup{}}
 	repoURL, cleanup := modelRepository(seed, dir)
 	w.cleanup = cleanup
 	cipher := modelEncryption(seed)
@@ -361,11 +374,14 @@ func (w *world) step(op modelOp) error {
 		if theirs := w.liveBackups(1 - op.home); len(theirs) > 0 {
 			for b := theirs[int(op.a%uint64(len(theirs)))]; b != nil; b = w.backups[b.parent] {
 				bs = append([]*modelBackup{b}, bs...)
+				if op.c>>8%3 == 1 {
+					break // the child alone: its parent comes later, if ever
+				}
 			}
 		}
 		for _, b := range bs {
-			if b.shared {
-				continue
+			if b.shared || b.home == op.home {
+				continue // a parent of a child imported alone is there already
 			}
 			ex, err := w.homes[b.home].s.ExportBackup(ctx, b.id)
 			if err != nil {
@@ -381,6 +397,20 @@ func (w *world) step(op modelOp) error {
 		hasParent := false
 		for _, b := range w.liveBackups(op.home) {
 			hasParent = hasParent || b.volID == mh.vols[op.vol]
+		}
+		if incr && hasParent && op.c>>16%4 == 1 && w.canCrash() {
+			id, err := w.crash(op.home, modelChild{Op: "incremental", Volume: mh.vols[op.vol]}, "backup.refs-batch", 1+int(op.c>>20%3))
+			if err != nil || id == "" {
+				return err // killed: recovery rolled it back to error
+			}
+			bv, err := w.homes[op.home].s.ShowBackup(ctx, id)
+			if err != nil {
+				return err
+			}
+			w.made++
+			b := &modelBackup{id: id, seq: w.made, home: op.home, volID: mh.vols[op.vol], parent: *bv.ParentID, data: bytes.Clone(mh.data[op.vol])}
+			w.backups[id] = b
+			return nil
 		}
 		bv, err := s.CreateBackup(ctx, BackupRequest{Volume: mh.vols[op.vol], Incremental: incr}, nil)
 		if incr && !hasParent {
@@ -414,7 +444,28 @@ func (w *world) step(op modelOp) error {
 			b.parent = *bv.ParentID
 		}
 		w.backups[b.id] = b
+		if incr && op.c>>8%5 == 1 {
+			// An error child (backup-reset-state): it keeps what it
+			// counts, so its parent's delete must wait for it.
+			if _, err := s.ResetBackupState(ctx, ResetStateRequest{Ref: b.id, State: index.StatusError}); err != nil {
+				return err
+			}
+			delete(w.backups, b.id)
+			w.errored[b.id] = b
+		}
 	case "delete":
+		if err := w.deleteParent(op); err != nil {
+			return err
+		}
+		if op.c>>8%4 == 2 {
+			for _, b := range w.erroredOf(op.home) {
+				if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}}); err != nil {
+					return fmt.Errorf("deleting error backup %s: %w", b.id, err)
+				}
+				delete(w.errored, b.id)
+				return nil
+			}
+		}
 		var cands []*modelBackup
 		for _, b := range w.liveBackups(op.home) {
 			if b.shared {
@@ -432,7 +483,34 @@ func (w *world) step(op modelOp) error {
 			return nil
 		}
 		b := cands[int(op.a%uint64(len(cands)))]
-		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}, Force: op.c%4 == 0}); err != nil {
+		erroredChild := false
+		for _, e := range w.errored {
+			erroredChild = erroredChild || e.parent == b.id
+		}
+		if op.c>>16%4 == 1 && w.canCrash() && !erroredChild {
+			if _, err := w.crash(op.home, modelChild{Op: "delete", Backup: b.id}, "refs.release-batch", 1+int(op.c>>20%3)); err != nil {
+				return err
+			}
+			delete(w.backups, b.id) // finished by recovery if not before
+			return nil
+		}
+		_, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}, Force: op.c%4 == 0})
+		if err != nil && strings.Contains(err.Error(), "still counts its chunk references") {
+			// An error child counts against it: the fix the message
+			// names is deleting the child first.
+			for _, e := range w.errored {
+				if e.parent == b.id && strings.Contains(err.Error(), e.id) {
+					if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{e.id}}); err != nil {
+						return fmt.Errorf("deleting error child %s: %w", e.id, err)
+					}
+					delete(w.errored, e.id)
+					modelStats.refusedForError++
+					_, err = s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}, Force: op.c%4 == 0})
+					break
+				}
+			}
+		}
+		if err != nil {
 			return err
 		}
 		delete(w.backups, b.id)
@@ -464,7 +542,7 @@ func (w *world) step(op modelOp) error {
 	case "rebuild":
 		// Only a home whose backups are its own can rebuild: a rebuilt
 		// catalog imports every record in the repository.
-		if op.home != 0 || len(w.liveBackups(1)) > 0 {
+		if op.home != 0 || len(w.liveBackups(1)) > 0 || len(w.erroredOf(1)) > 0 {
 			return nil
 		}
 		cfg := mh.cfg
@@ -485,6 +563,13 @@ func (w *world) step(op modelOp) error {
 		if err != nil {
 			return err
 		}
+		// Backups reset to error kept their records: they come back.
+		for id, b := range w.errored {
+			if b.home == 0 {
+				w.backups[id] = b
+				delete(w.errored, id)
+			}
+		}
 		if len(rep.Skipped) > 0 || rep.BackupsImported != len(w.liveBackups(0)) {
 			return fmt.Errorf("catalog-rebuild: %+v, want %d backups imported", rep, len(w.liveBackups(0)))
 		}
@@ -500,6 +585,9 @@ func (w *world) step(op modelOp) error {
 			return nil
 		}
 		b := bs[int(op.a%uint64(len(bs)))]
+		if !w.restorable(op.home, b) {
+			return nil
+		}
 		if int64(len(b.data)) > int64(len(mh.data[op.vol])) {
 			return nil // the volume is too small: refused, tested elsewhere
 		}
@@ -523,11 +611,15 @@ func (w *world) step(op modelOp) error {
 	return nil
 }
 
-// verify: repo-check --read-data clean in each home, and every backup of
-// the model available and byte-exact.
+// verify: repo-check --read-data clean in each home, the references
+// recounted independently (checkRefs), and every backup of the model
+// available and byte-exact.
 func (w *world) verify() error {
 	ctx := context.Background()
 	for h, mh := range w.homes {
+		if err := checkRefs(mh.s); err != nil {
+			return fmt.Errorf("home %d: %w", h, err)
+		}
 		reps, err := mh.s.Check(ctx, CheckRequest{ReadData: true})
 		if err != nil {
 			return fmt.Errorf("home %d: repo-check: %w", h, err)
@@ -550,6 +642,9 @@ func (w *world) verify() error {
 				return fmt.Errorf("home %d: backup %s is %q, want available", h, b.id, listed[b.id])
 			}
 			delete(listed, b.id)
+			if !w.restorable(h, b) {
+				continue
+			}
 			got, err := restoreAll(mh.s, b.id)
 			if err != nil {
 				return fmt.Errorf("home %d: restore of %s: %w", h, b.id, err)
@@ -698,8 +793,260 @@ func modelSeeds(t *testing.T, budget time.Duration, regression ...uint64) {
 		t.Fatalf("seed %d (the %d. of this run, after %v) fails: %v\nshortest failing sequence found (%d of %d steps; rerun with VOLBACK_MODEL_SEED=%d):%s\nits failure: %v",
 			seed, ran, took, err, len(min), at+1, seed, b.String(), last)
 	}
-	t.Logf("%d seeds of %d steps passed in %v", ran, steps, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d seeds of %d steps passed in %v; %d checks of relative backups, %d crashes, %d parent deletes refused for an error child",
+		ran, steps, time.Since(start).Round(time.Millisecond), modelStats.relative, modelStats.crashes, modelStats.refusedForError)
 	if ran == 0 {
 		t.Fatal("no seed ran")
+	}
+}
+
+// restorable: a backup imported without its parent is refused until
+// the parent is imported too.
+func (w *world) restorable(h int, b *modelBackup) bool {
+	for ; b.parent != ""; b = w.backups[b.parent] {
+		if p := w.backups[b.parent]; p == nil || (p.home != h && !p.shared) {
+			return false
+		}
+	}
+	return true
+}
+
+// erroredOf are the backups home h reset to error, oldest first.
+func (w *world) erroredOf(h int) []*modelBackup {
+	var out []*modelBackup
+	for _, b := range w.errored {
+		if b.home == h {
+			out = append(out, b)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+// deleteParent tries to delete a backup of home op.home that has a live
+// incremental: refused, and nothing changes.
+func (w *world) deleteParent(op modelOp) error {
+	if op.c>>8%4 != 1 {
+		return nil
+	}
+	for _, b := range w.liveBackups(op.home) {
+		child := ""
+		for _, o := range w.liveBackups(op.home) {
+			if o.parent == b.id {
+				child = o.id
+			}
+		}
+		if child == "" || b.shared {
+			continue
+		}
+		_, err := w.homes[op.home].s.DeleteBackups(context.Background(), DeleteRequest{Refs: []string{b.id}, Force: op.c%4 == 0})
+		if err == nil || !strings.Contains(err.Error(), "Incremental backups exist") && !strings.Contains(err.Error(), "still counts its chunk references") {
+			return fmt.Errorf("deleting backup %s with incremental %s: %v, want a refusal", b.id, child, err)
+		}
+		return nil
+	}
+	return nil
+}
+
+// checkRefs recounts home s's references from the manifests, apart from
+// the service's code: a backup counts its manifest's whole reference
+// list, or (RefsBase) each segment's IDs not in its base's segment of the
+// same slot; every catalog entry must equal that. Every backup must be
+// fully counted or not at all (the model never leaves one half-done), a
+// base must be fully counted, and every chunk of a counted or available
+// backup's manifest must have references (the invariant relative
+// counting keeps: the backup's or its bases').
+func checkRefs(s *Service) error {
+	ctx := context.Background()
+	r, err := s.repoFor(ctx, "nova")
+	if err != nil {
+		return err
+	}
+	var all []*index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { all, err = tx.Backups(); return err }); err != nil {
+		return err
+	}
+	byID := map[string]*index.Backup{}
+	for _, b := range all {
+		byID[b.ID] = b
+	}
+	segments := func(id string) (map[int][]chunkstore.ID, error) {
+		m, _, err := r.store.LoadManifest(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out := map[int][]chunkstore.ID{}
+		for k, ref := range m.Segments {
+			g, err := r.store.LoadSegment(ctx, id, m, k)
+			if err != nil {
+				return nil, err
+			}
+			out[int(ref.Slot)] = g.IDs
+		}
+		return out, nil
+	}
+	want := map[chunkstore.ID]uint32{}
+	need := map[chunkstore.ID]string{} // chunk -> a backup whose manifest has it
+	for _, b := range all {
+		if b.RefsApplied == 0 && b.Status != index.StatusAvailable {
+			continue
+		}
+		if !b.FullyCounted() {
+			return fmt.Errorf("backup %s (%s) counts %d of %d references (%d released)", b.ID, b.Status, b.RefsApplied, b.RefsLen(), b.RefsReleased)
+		}
+		segs, err := segments(b.ID)
+		if err != nil {
+			return err
+		}
+		var base map[int][]chunkstore.ID
+		if b.RefsBase != "" {
+			modelStats.relative++
+			p := byID[b.RefsBase]
+			if p == nil || !p.FullyCounted() || p.Status != index.StatusAvailable || p.ID != b.ParentID {
+				return fmt.Errorf("backup %s counts against %s, which is %+v", b.ID, b.RefsBase, p)
+			}
+			if base, err = segments(p.ID); err != nil {
+				return err
+			}
+		}
+		n := 0
+		for slot, ids := range segs {
+			in := map[chunkstore.ID]bool{}
+			for _, id := range base[slot] {
+				in[id] = true
+			}
+			for _, id := range ids {
+				need[id] = b.ID
+				if !in[id] {
+					want[id]++
+					n++
+				}
+			}
+		}
+		if n != b.RefsApplied {
+			return fmt.Errorf("backup %s (base %q) counts %d references, its manifest's list has %d", b.ID, b.RefsBase, b.RefsApplied, n)
+		}
+	}
+	got := map[chunkstore.ID]uint32{}
+	err = s.cat.View(func(tx *index.Tx) error {
+		return tx.Chunks(r.id, func(id chunkstore.ID, c index.Chunk) error {
+			if c.Refs > 0 {
+				got[id] = c.Refs
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for id, b := range need {
+		if got[id] == 0 {
+			return fmt.Errorf("chunk %s of backup %s has no reference", id, b)
+		}
+	}
+	for id, n := range want {
+		if got[id] != n {
+			return fmt.Errorf("chunk %s: the catalog counts %d references, the manifests %d", id, got[id], n)
+		}
+	}
+	for id, n := range got {
+		if want[id] == 0 {
+			return fmt.Errorf("chunk %s: the catalog counts %d references, no manifest any", id, n)
+		}
+	}
+	return nil
+}
+
+// modelStats says how much the relative counting was exercised.
+var modelStats struct{ relative, crashes, refusedForError int }
+
+// modelChild is what a child process of the model does in a home: one
+// op, killed at a failpoint or not.
+type modelChild struct {
+	Home      string
+	PackSize  int
+	Encrypted bool
+	Op        string // incremental, delete
+	Volume    string
+	Backup    string
+	Result    string // file the created backup's id is written to
+}
+
+// canCrash: a child process can only reach a directory repository.
+func (w *world) canCrash() bool { return w.seed%2 == 0 && !testing.Short() }
+
+// crash runs op in a child process of this test binary that is killed
+// at the n-th hit of failpoint point (if it gets there), then restarts
+// home h (recovery resolves what the child left). It returns the backup
+// the child created, "" if it was killed first.
+func (w *world) crash(h int, c modelChild, point string, n int) (string, error) {
+	mh := w.homes[h]
+	c.Home, c.PackSize, c.Encrypted = mh.cfg.Home, mh.cfg.packSize, mh.cfg.Password != nil
+	c.Result = filepath.Join(w.dir, "child-result")
+	os.Remove(c.Result)
+	js, _ := json.Marshal(c)
+	mh.s.Close()
+	mh.s = nil
+	cmd := exec.Command(os.Args[0], "-test.run=^TestModelChild$")
+	cmd.Env = append(os.Environ(), "VOLBACK_MODEL_CHILD="+string(js), fmt.Sprintf("VOLBACK_FAILPOINT=%s:%d", point, n))
+	out, err := cmd.CombinedOutput()
+	killed := false
+	if ee, ok := err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			killed, err = true, nil
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("child process (%s): %v\n%s", c.Op, err, out)
+	}
+	ns, err := Open(context.Background(), mh.cfg, nil)
+	if err != nil {
+		return "", fmt.Errorf("restarting after the child: %w", err)
+	}
+	mh.s = ns
+	if killed {
+		modelStats.crashes++
+		return "", nil
+	}
+	id, err := os.ReadFile(c.Result)
+	return string(id), err
+}
+
+// TestModelChild is the model's child process (crash); it does nothing
+// unless VOLBACK_MODEL_CHILD says what to do.
+func TestModelChild(t *testing.T) {
+	var c modelChild
+	if err := json.Unmarshal([]byte(os.Getenv("VOLBACK_MODEL_CHILD")), &c); err != nil {
+		t.Skip("not a child of the model")
+	}
+	cfg, err := LoadConfig(c.Home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.packSize = c.PackSize
+	if c.Encrypted {
+		cfg.Password, cfg.kdf = []byte("model"), testKDF
+	}
+	s, err := Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	id := ""
+	switch c.Op {
+	case "incremental":
+		bv, err := s.CreateBackup(ctx, BackupRequest{Volume: c.Volume, Incremental: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = bv.ID
+	case "delete":
+		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{c.Backup}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(c.Result, []byte(id), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -13,12 +13,36 @@ import (
 )
 
 // References. A backup holds one reference per element of its manifest's
-// reference list (each segment's ID table, in slot order; docs/FORMAT.md).
+// reference list (each segment's ID table, in slot order; docs/FORMAT.md),
+// or, when it has a RefsBase, of its list relative to that base (the IDs
+// not in the base's table for the same slot): an incremental that changed
+// 1% then counts ~1% of its chunks, the base's counts covering the rest.
 // The catalog counts them in batches that each commit the backup's
 // RefsApplied (a prefix of the list), and releases them in batches that
 // each commit RefsReleased (a prefix of that prefix), so a crash leaves
 // exactly known ranges. The list is read segment by segment: memory is
-// one segment whatever the volume.
+// one segment (two for a relative list: the base's of the same slot)
+// whatever the volume.
+
+// walkRefs walks b's reference list in its mode from position from (m
+// is b's head, nil for the segments stored without one). A relative list
+// needs its base's manifest: the base cannot be deleted while b counts
+// against it (deleteBackup), so a walk that does not find it reports a
+// broken catalog.
+func (s *Service) walkRefs(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest, from int64, fn func(pos int64, ids []chunkstore.ID) error) error {
+	if b.RefsBase == "" {
+		return r.store.WalkRefs(ctx, b.ID, m, from, fn)
+	}
+	var base *index.Backup
+	if err := s.cat.View(func(tx *index.Tx) (err error) { base, err = tx.Backup(b.RefsBase); return err }); err != nil {
+		return fmt.Errorf("backup %s counts its references against backup %s: %w", b.ID, b.RefsBase, err)
+	}
+	bm, err := s.loadManifest(ctx, r, base)
+	if err != nil {
+		return fmt.Errorf("backup %s counts its references against backup %s: %w", b.ID, b.RefsBase, err)
+	}
+	return r.store.WalkRelRefs(ctx, b.ID, m, base.ID, bm, from, fn)
+}
 
 // countRefs counts one reference to each of ids, the positions
 // [pos, pos+len(ids)) of b's reference list, MaxBatch per transaction.
@@ -136,7 +160,7 @@ func (s *Service) releaseRefs(ctx context.Context, r *repository, b *index.Backu
 	if b.RefsReleased >= b.RefsApplied {
 		return release(nil)
 	}
-	err := r.store.WalkRefs(ctx, b.ID, m, int64(b.RefsReleased), func(pos int64, ids []chunkstore.ID) error {
+	err := s.walkRefs(ctx, r, b, m, int64(b.RefsReleased), func(pos int64, ids []chunkstore.ID) error {
 		if pos != int64(b.RefsReleased) {
 			return fmt.Errorf("backup %s: releasing references from %d, but %d are released (a bug: report it)", b.ID, pos, b.RefsReleased)
 		}

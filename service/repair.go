@@ -420,6 +420,9 @@ func (s *Service) recount(ctx context.Context, r *repository) (int, error) {
 	}
 	scope := fmt.Sprintf("recount-%s-%d", r.id, time.Now().UnixNano())
 	defer s.cat.DropScope(scope)
+	if err := s.countInFull(ctx, r, backups); err != nil {
+		return 0, err
+	}
 	for _, b := range backups {
 		if b.RepositoryID != r.id || b.RefsApplied == 0 {
 			continue
@@ -485,6 +488,45 @@ func (s *Service) recount(ctx context.Context, r *repository) (int, error) {
 		}
 	}
 	return len(fixes), nil
+}
+
+// countInFull switches to full counting every backup of r that counts
+// against a base that is missing or not fully counted (deletes never leave
+// one; a damaged catalog might), so that the recount that follows counts
+// its whole manifest. backups is updated in place.
+func (s *Service) countInFull(ctx context.Context, r *repository, backups []*index.Backup) error {
+	byID := map[string]*index.Backup{}
+	for _, b := range backups {
+		byID[b.ID] = b
+	}
+	for changed := true; changed; { // a switched base may make its children whole again
+		changed = false
+		for _, b := range backups {
+			if b.RepositoryID != r.id || b.RefsBase == "" || baseCounted(b, byID) ||
+				(b.RefsApplied == 0 && b.Status != index.StatusAvailable) {
+				continue
+			}
+			m, err := s.loadManifest(ctx, r, b)
+			if err != nil {
+				return fmt.Errorf("references not recounted: backup %s counts against backup %s, which is missing or not fully counted, and %v; remove it with backup-delete --force %s, then run repo-repair again", b.ID, b.RefsBase, err, b.ID)
+			}
+			err = s.update(func(tx *index.Tx) error {
+				cur, err := tx.Backup(b.ID)
+				if err != nil {
+					return err
+				}
+				cur.RefsBase, cur.RefsApplied, cur.RefsReleased, cur.RefsTotal, cur.UpdatedAt = "", int(m.Refs()), 0, int(m.Refs()), now()
+				*b = *cur
+				return tx.PutBackup(cur)
+			})
+			if err != nil {
+				return err
+			}
+			s.log.Printf("backup %s counted its references against a base that is missing or not fully counted; it now counts them in full", b.ID)
+			changed = true
+		}
+	}
+	return nil
 }
 
 // busy reports whether a job of this process (a backup being created or
