@@ -60,9 +60,10 @@ type BackupInput struct {
 	// chunk read with the ID Known has at the same index is not looked up
 	// in the catalog (a profile of a 2 GiB full-read incremental spent 11%
 	// of its CPU on those lookups). Should such a chunk have been lost
-	// meanwhile, counting the references refuses it; so the caller passes
-	// no Known whose backup is damaged, and the next backup looks it up
-	// and stores it again.
+	// meanwhile, the caller must find out before the backup becomes
+	// available (the service checks its chunks when a loss was recorded
+	// while it ran); so the caller passes no Known whose backup is
+	// damaged, and the next backup looks it up and stores it again.
 	Known *Parent
 	// Base, when set, is the backup the references are counted against:
 	// of each segment, only the IDs not in Base's segment for the same
