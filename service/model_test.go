@@ -457,14 +457,13 @@ func (w *world) step(op modelOp) error {
 		if err := w.deleteParent(op); err != nil {
 			return err
 		}
-		if op.c>>8%4 == 2 {
-			for _, b := range w.erroredOf(op.home) {
-				if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}}); err != nil {
-					return fmt.Errorf("deleting error backup %s: %w", b.id, err)
-				}
-				delete(w.errored, b.id)
-				return nil
+		if errored := w.erroredOf(op.home); op.c>>8%4 == 2 && len(errored) > 0 {
+			b := errored[0]
+			if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.id}}); err != nil {
+				return fmt.Errorf("deleting error backup %s: %w", b.id, err)
 			}
+			delete(w.errored, b.id)
+			return nil
 		}
 		var cands []*modelBackup
 		for _, b := range w.liveBackups(op.home) {
