@@ -396,20 +396,11 @@ func (s *Service) finish(ctx context.Context, r *repository, b *index.Backup, vo
 // needsNoLost fails when b's manifest m lists a chunk whose catalog entry
 // is lost (or gone).
 func (s *Service) needsNoLost(ctx context.Context, r *repository, b *index.Backup, m *chunkstore.Manifest) error {
-	return r.store.WalkRefs(ctx, b.ID, m, 0, func(_ int64, ids []chunkstore.ID) error {
-		return s.cat.View(func(tx *index.Tx) error {
-			for _, id := range ids {
-				c, ok, err := tx.Chunk(r.id, id)
-				if err != nil {
-					return err
-				}
-				if !ok || c.Lost() {
-					return fmt.Errorf("backup %s needs chunk %s, which was found missing or corrupt while the backup ran (the catalog records it as lost); run backup-create again: the next backup stores it anew, which also heals the backups marked damaged", b.ID, id)
-				}
-			}
-			return nil
-		})
-	})
+	n, first, err := s.lostIn(ctx, r, b.ID, m)
+	if err != nil || n == 0 {
+		return err
+	}
+	return fmt.Errorf("backup %s needs %d chunk(s) found missing or corrupt while the backup ran (first: %s; the catalog records them as lost); run backup-create again: the next backup stores them anew, which also heals the backups marked damaged", b.ID, n, first)
 }
 
 // afterRefsHook lets tests fail a backup once its references count.

@@ -37,6 +37,22 @@ func TestChunkLostWhileBackupRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// liveChunk is the first referenced chunk that is not lost.
+	liveChunk := func() (id chunkstore.ID, c index.Chunk) {
+		t.Helper()
+		err := s.cat.View(func(tx *index.Tx) error {
+			return tx.Chunks(repoID, func(i chunkstore.ID, e index.Chunk) error {
+				if e.Refs > 0 && !e.Lost() && id == (chunkstore.ID{}) {
+					id, c = i, e
+				}
+				return nil
+			})
+		})
+		if err != nil || id == (chunkstore.ID{}) {
+			t.Fatalf("no chunk to lose: %v", err)
+		}
+		return id, c
+	}
 	defer func() { afterRefsHook = nil }()
 
 	// A chunk nobody needs is lost meanwhile: the backup completes.
@@ -55,20 +71,7 @@ func TestChunkLostWhileBackupRuns(t *testing.T) {
 
 	// A chunk the incremental shares with its parent is lost meanwhile.
 	afterRefsHook = func(*index.Backup) error {
-		var id chunkstore.ID
-		var c index.Chunk
-		err := s.cat.View(func(tx *index.Tx) error {
-			return tx.Chunks(repoID, func(i chunkstore.ID, e index.Chunk) error {
-				if e.Refs > 0 && !e.Lost() && id == (chunkstore.ID{}) {
-					id, c = i, e
-				}
-				return nil
-			})
-		})
-		if err != nil || id == (chunkstore.ID{}) {
-			t.Fatalf("no chunk to lose: %v", err)
-		}
-		markLost(id, c)
+		markLost(liveChunk())
 		return nil
 	}
 	_, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol", Incremental: true}, nil)
@@ -95,19 +98,7 @@ func TestChunkLostWhileBackupRuns(t *testing.T) {
 	if _, err := s.CreateBackup(ctx, BackupRequest{Volume: "vol"}, nil); err != nil {
 		t.Fatal(err) // heals the first loss
 	}
-	var id chunkstore.ID
-	var c index.Chunk
-	err = s.cat.View(func(tx *index.Tx) error {
-		return tx.Chunks(repoID, func(i chunkstore.ID, e index.Chunk) error {
-			if e.Refs > 0 && !e.Lost() && id == (chunkstore.ID{}) {
-				id, c = i, e
-			}
-			return nil
-		})
-	})
-	if err != nil || id == (chunkstore.ID{}) {
-		t.Fatalf("no chunk to lose: %v", err)
-	}
+	id, c := liveChunk()
 	markLost(id, c)
 	r, err := s.repoFor(ctx, "")
 	if err != nil {
