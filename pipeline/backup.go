@@ -288,7 +288,7 @@ func (b *backup) plan(ctx context.Context) error {
 		first, n := b.m.SlotRange(slot)
 		end := first + int64(n)
 		reads, zeros := read.within(first, end), zero.within(first, end)
-		g, err := b.seed(ctx, slot)
+		g, pg, err := b.seed(ctx, slot)
 		if err != nil {
 			return err
 		}
@@ -304,7 +304,7 @@ func (b *backup) plan(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		base, err := b.baseIDs(ctx, slot, known)
+		base, err := b.baseIDs(ctx, slot, known, pg)
 		if err != nil {
 			return err
 		}
@@ -333,29 +333,31 @@ func (b *backup) plan(ctx context.Context) error {
 
 // seed is the parent's segment for slot, copied, keeping only chunks of
 // the same length in both (the parent's short last chunk is read again);
-// nil when there is no parent or its slot is all zeros.
-func (b *backup) seed(ctx context.Context, slot int) (*chunkstore.Segment, error) {
+// nil when there is no parent or its slot is all zeros. pg is the
+// parent's segment of the same slot as loaded (nil when none was, as
+// when the parent's segments have another size), for baseIDs.
+func (b *backup) seed(ctx context.Context, slot int) (g, pg *chunkstore.Segment, err error) {
 	p := b.in.Parent
 	if p == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pm := p.Manifest
 	first, n := b.m.SlotRange(slot)
 	if first >= pm.Chunks() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if pm.SegmentChunks != b.m.SegmentChunks {
-		return b.seedAcross(ctx, first, n)
+		g, err = b.seedAcross(ctx, first, n)
+		return g, nil, err
 	}
 	k, ok := pm.Find(slot)
 	if !ok {
-		return nil, nil
+		return nil, nil, nil
 	}
-	pg, err := b.in.Store.LoadSegment(ctx, p.BackupID, pm, k)
-	if err != nil {
-		return nil, fmt.Errorf("parent backup %s: %w", p.BackupID, err)
+	if pg, err = b.in.Store.LoadSegment(ctx, p.BackupID, pm, k); err != nil {
+		return nil, nil, fmt.Errorf("parent backup %s: %w", p.BackupID, err)
 	}
-	return b.copyChunks(nil, pg, first, n), nil
+	return b.copyChunks(nil, pg, first, n), pg, nil
 }
 
 // known is Known's segment for slot, nil when there is none, its slot is
@@ -377,15 +379,19 @@ func (b *backup) known(ctx context.Context, slot int) (*chunkstore.Segment, erro
 	return g, nil
 }
 
-// baseIDs is the ID table of Base's segment for slot (Known's, when that
-// is the same backup and its segment was loaded), nil when Base has none.
-func (b *backup) baseIDs(ctx context.Context, slot int, known *chunkstore.Segment) ([]chunkstore.ID, error) {
+// baseIDs is the ID table of Base's segment for slot (Known's or the
+// parent's, when that is the same backup and plan loaded its segment),
+// nil when Base has none.
+func (b *backup) baseIDs(ctx context.Context, slot int, known, parent *chunkstore.Segment) ([]chunkstore.ID, error) {
 	p := b.in.Base
 	if p == nil {
 		return nil, nil
 	}
 	if known != nil && b.in.Known.BackupID == p.BackupID {
 		return known.IDs, nil
+	}
+	if parent != nil && b.in.Parent.BackupID == p.BackupID {
+		return parent.IDs, nil
 	}
 	k, ok := p.Manifest.Find(slot)
 	if !ok {
