@@ -130,64 +130,28 @@ var ErrStopWalk = errors.New("stop walking")
 // one, in order until the first missing, as a backup interrupted before it
 // wrote its head left them. Memory is one segment, whatever the volume.
 func (s *Store) WalkRefs(ctx context.Context, backupID string, m *Manifest, from int64, fn func(pos int64, ids []ID) error) error {
-	err := s.walkRefs(ctx, backupID, m, from, fn)
-	if errors.Is(err, ErrStopWalk) {
-		return nil
-	}
-	return err
-}
-
-func (s *Store) walkRefs(ctx context.Context, backupID string, m *Manifest, from int64, fn func(int64, []ID) error) error {
-	var pos int64
-	for k := 0; m == nil || k < len(m.Segments); k++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var g *Segment
-		if m != nil {
-			n := int64(m.Segments[k].Unique)
-			if pos+n <= from {
-				pos += n
-				continue
-			}
-			var err error
-			if g, err = s.LoadSegment(ctx, backupID, m, k); err != nil {
-				return err
-			}
-		} else {
-			var err error
-			g, _, err = s.loadSegment(ctx, backupID, k)
-			if errors.Is(err, repo.ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-		n := int64(len(g.IDs))
-		if pos+n > from {
-			skip := max(from-pos, 0)
-			if err := fn(pos+skip, g.IDs[skip:]); err != nil {
-				return err
-			}
-		}
-		pos += n
-	}
-	return nil
+	return s.WalkRelRefs(ctx, backupID, m, "", nil, from, fn)
 }
 
 // WalkRelRefs is WalkRefs for a reference list relative to a base
-// backup (baseID, its head bm): each segment's IDs that are not in the
-// ID table of the base's segment for the same slot (all of them where the
-// base has no segment of that slot). The result depends only on the two
-// manifests, which are never rewritten, so every walk finds the same
-// list. The parts have no lengths in the heads: every segment from the
-// first is read, with the base's of its slot; memory is two segments.
+// backup (baseID, its head bm; nil for none, which is WalkRefs): each
+// segment's IDs that are not in the ID table of the base's segment for
+// the same slot (all of them where the base has no segment of that slot).
+// The result depends only on the two manifests, which are never
+// rewritten, so every walk finds the same list. A relative part's length
+// is in no head, so every segment from the first is read, with the
+// base's of its slot; memory is two segments.
 func (s *Store) WalkRelRefs(ctx context.Context, backupID string, m *Manifest, baseID string, bm *Manifest, from int64, fn func(pos int64, ids []ID) error) error {
 	var pos int64
 	for k := 0; m == nil || k < len(m.Segments); k++ {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if m != nil && bm == nil { // the head has the part's length
+			if n := int64(m.Segments[k].Unique); pos+n <= from {
+				pos += n // before from: not read
+				continue
+			}
 		}
 		var g *Segment
 		var err error
@@ -199,15 +163,18 @@ func (s *Store) WalkRelRefs(ctx context.Context, backupID string, m *Manifest, b
 		if err != nil {
 			return err
 		}
-		var base []ID
-		if bk, ok := bm.Find(g.Slot); ok {
-			bg, err := s.LoadSegment(ctx, baseID, bm, bk)
-			if err != nil {
-				return fmt.Errorf("base backup %s: %w", baseID, err)
+		ids := g.IDs
+		if bm != nil {
+			var base []ID
+			if bk, ok := bm.Find(g.Slot); ok {
+				bg, err := s.LoadSegment(ctx, baseID, bm, bk)
+				if err != nil {
+					return fmt.Errorf("base backup %s: %w", baseID, err)
+				}
+				base = bg.IDs
 			}
-			base = bg.IDs
+			ids = RelativeIDs(ids, base)
 		}
-		ids := RelativeIDs(g.IDs, base)
 		n := int64(len(ids))
 		if pos+n > from {
 			skip := max(from-pos, 0)
