@@ -3,6 +3,8 @@ package service
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,7 +15,8 @@ import (
 // the chunks it does not share with its parent; a child in error that
 // still counts keeps its parent from being deleted (the refusal names it)
 // until it goes; a backup whose base a broken catalog lost is reported by
-// repo-check and counted in full by repo-repair.
+// repo-check and counted in full by repo-repair, which reports instead,
+// naming the way out, when such a backup's manifest is unreadable too.
 func TestRelativeRefs(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t)
@@ -76,4 +79,38 @@ func TestRelativeRefs(t *testing.T) {
 	if got := restoreBytes(t, s, c.ID); !bytes.Equal(got, data) {
 		t.Fatal("the repaired backup does not restore byte-exact")
 	}
+
+	// Its base lost and its manifest gone: nothing to recount from, so
+	// repo-repair changes nothing and says how to go on.
+	scribble(t, img, data, 2, 4)
+	c2, err := s.CreateBackup(ctx, BackupRequest{Volume: "v", Incremental: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cb := mustIndexBackup(t, s, c2.ID); cb.RefsBase != c.ID {
+		t.Fatalf("the second incremental counts against %q, want %s", cb.RefsBase, c.ID)
+	}
+	if err := s.update(func(tx *index.Tx) error { return tx.DeleteBackup(c.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.cfg.Home, "repository", "manifests", c2.ID)); err != nil {
+		t.Fatal(err)
+	}
+	reprs, err := s.Repair(ctx, RepairRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(reprs[0].Problems, "\n"); !strings.Contains(got, "counts against backup "+c.ID) || !strings.Contains(got, "backup-delete --force "+c2.ID) {
+		t.Fatalf("repo-repair of a backup without its base and manifest reports %q, want a problem naming backup-delete --force %s", got, c2.ID)
+	}
+	if cb := mustIndexBackup(t, s, c2.ID); cb.RefsBase != c.ID {
+		t.Fatalf("the refused repair changed the backup: it counts against %q", cb.RefsBase)
+	}
+	if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{c2.ID}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if reprs, err = s.Repair(ctx, RepairRequest{}); err != nil || len(reprs[0].Problems) != 0 {
+		t.Fatalf("repo-repair after the forced delete: %v, %+v", err, reprs)
+	}
+	mustCheck(t, s)
 }
