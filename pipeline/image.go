@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/drivers/repo"
@@ -52,7 +53,8 @@ type Image struct {
 	backup  string
 	loc     Locator
 	cache   *Cache
-	segs    *segmentCache
+	segs    *segLRU[int]  // this image's last few segments, by slot
+	shared  *SegmentCache // nil: segments are located for this image only
 	name    string
 	ra      int
 	bufSize int // cache buffer size for one chunk of this image
@@ -73,6 +75,9 @@ type ImageOptions struct {
 	ReadAhead int    // chunks fetched ahead of a sequential reader
 	Segments  int    // decoded manifest segments kept (default 4, ~1.3 MiB each)
 	Name      string // for error messages; default the backup id
+	// Located, when set, is shared by the images of one mount: segments
+	// located by one are reused by the next that reads them.
+	Located *SegmentCache
 }
 
 // OpenImage opens a view of backup backupID described by manifest head m.
@@ -93,30 +98,47 @@ func OpenImage(s *chunkstore.Store, backupID string, m *chunkstore.Manifest, loc
 	// ZstdSlack, rounded to the runtime's 8 KiB pages so the cache counts
 	// what the buffer really occupies.
 	bufSize := (5 + s.BlobOverhead() + max(m.ChunkSize, 0) + chunkstore.ZstdSlack + 8<<10 - 1) &^ (8<<10 - 1)
-	im := &Image{s: s, m: m, backup: backupID, loc: loc, cache: c, name: name, ra: ra, bufSize: bufSize,
-		ctx: ctx, cancel: cancel, prefetch: make(chan chunkRef, 2*ra+64)}
+	im := &Image{s: s, m: m, backup: backupID, loc: loc, cache: c, shared: opt.Located, name: name, ra: ra,
+		bufSize: bufSize, ctx: ctx, cancel: cancel, prefetch: make(chan chunkRef, 2*ra+64)}
 	segs := opt.Segments
 	if segs <= 0 {
 		segs = 4
 	}
-	im.segs = newSegmentCache(max(segs, 2), im.loadSegment)
+	im.segs = &segLRU[int]{maxEntries: max(segs, 2), items: map[int]*segEntry[int]{}}
 	return im
 }
 
 func (im *Image) Size() int64 { return im.m.Size }
 
 // loadSegment reads and verifies the segment of slot (nil: all zeros),
-// located at once when the locator can.
+// located at once when the locator can, or takes it from the shared
+// cache.
 func (im *Image) loadSegment(slot int) (*located, error) {
 	k, ok := im.m.Find(slot)
 	if !ok {
 		return nil, nil
 	}
+	if im.shared == nil {
+		return im.locateSegment(k, segKey{})
+	}
+	first, _ := im.m.SlotRange(slot)
+	key := segKey{s: im.s, digest: im.m.Segments[k].Digest, first: first}
+	load := func() (*located, error) { return im.locateSegment(k, key) }
+	l, err := im.shared.c.get(key, load)
+	if err != nil && errors.Is(err, context.Canceled) && im.ctx.Err() == nil {
+		// Another image loaded it and was closed meanwhile.
+		l, err = im.shared.c.get(key, load)
+	}
+	return l, err
+}
+
+// locateSegment loads the k-th segment and locates its chunks.
+func (im *Image) locateSegment(k int, key segKey) (*located, error) {
 	g, err := im.s.LoadSegment(im.ctx, im.backup, im.m, k)
 	if err != nil {
 		return nil, err
 	}
-	l := &located{g: g}
+	l := &located{g: g, key: key}
 	if sl, ok := im.loc.(SegmentLocator); ok {
 		if l.locs, err = sl.LocateSegment(im.ctx, g); err != nil {
 			return nil, err
@@ -125,22 +147,38 @@ func (im *Image) loadSegment(slot int) (*located, error) {
 	return l, nil
 }
 
-// located is a segment and, when known, its chunks' locations.
+// located is a segment and, when known, its chunks' locations. Never
+// changed once cached: a segment whose locations went stale is dropped
+// and located again.
 type located struct {
 	g    *chunkstore.Segment
 	locs []chunkstore.Location // by ref-1; nil: ask the Locator per chunk
+	key  segKey                // in the shared cache, when there is one
 }
 
-// chunkRef is one chunk of an image: its ID and, when known, where it is.
+// size is about the heap bytes l holds.
+func (l *located) size() int64 {
+	if l == nil {
+		return 0
+	}
+	return int64(len(l.g.IDs))*int64(unsafe.Sizeof(chunkstore.ID{})) + int64(len(l.g.Refs))*4 +
+		int64(len(l.locs))*int64(unsafe.Sizeof(chunkstore.Location{})) + 256
+}
+
+// chunkRef is one chunk of an image: its ID and, when known, where it is
+// and the located segment that said so (to drop it if it was wrong).
 type chunkRef struct {
 	id     chunkstore.ID
 	loc    chunkstore.Location
 	hasLoc bool
+	src    *located
+	ref    uint32 // index of id in src
 }
 
 // chunk returns chunk i, false for a zero chunk.
 func (im *Image) chunk(i int64) (chunkRef, bool, error) {
-	l, err := im.segs.get(int(i / int64(im.m.SegmentChunks)))
+	slot := int(i / int64(im.m.SegmentChunks))
+	l, err := im.segs.get(slot, func() (*located, error) { return im.loadSegment(slot) })
 	if err != nil || l == nil {
 		return chunkRef{}, false, err
 	}
@@ -148,7 +186,7 @@ func (im *Image) chunk(i int64) (chunkRef, bool, error) {
 	if r == 0 {
 		return chunkRef{}, false, nil
 	}
-	c := chunkRef{id: l.g.IDs[r-1]}
+	c := chunkRef{id: l.g.IDs[r-1], src: l, ref: r - 1}
 	if l.locs != nil && l.locs[r-1].Length != 0 { // else lost: Locate says so
 		c.loc, c.hasLoc = l.locs[r-1], true
 	}
@@ -309,7 +347,11 @@ type imageFill struct {
 	c  chunkRef
 }
 
-// fill reads the chunk into buf for the cache.
+// fill reads the chunk into buf for the cache. When the chunk is not
+// where its segment said (a GC moved it since), the segment is located
+// again, here and in the shared cache, so the chunks that moved with it
+// are found without a miss each; what is still not found is left to the
+// Relocator.
 func (f *imageFill) fill(id chunkstore.ID, buf []byte) ([]byte, error) {
 	im := f.im
 	loc := f.c.loc
@@ -320,7 +362,16 @@ func (f *imageFill) fill(id chunkstore.ID, buf []byte) ([]byte, error) {
 		}
 	}
 	data, err := im.s.ReadChunkInto(im.ctx, id, loc, buf)
-	if rl, ok := im.loc.(Relocator); ok && err != nil && (errors.Is(err, repo.ErrNotFound) || errors.Is(err, chunkstore.ErrCorrupt)) {
+	if !moved(err) {
+		return data, err
+	}
+	if nloc, ok := im.relocated(f.c); ok && nloc != loc {
+		loc = nloc
+		if data, err = im.s.ReadChunkInto(im.ctx, id, loc, buf); !moved(err) {
+			return data, err
+		}
+	}
+	if rl, ok := im.loc.(Relocator); ok {
 		nloc, rerr := rl.Relocate(im.ctx, id, loc, err)
 		if rerr != nil {
 			return nil, fmt.Errorf("%w (looking for another copy: %v)", err, rerr)
@@ -328,6 +379,31 @@ func (f *imageFill) fill(id chunkstore.ID, buf []byte) ([]byte, error) {
 		return im.s.ReadChunkInto(im.ctx, id, nloc, buf)
 	}
 	return data, err
+}
+
+// moved is whether a chunk read failed in a way another location may fix.
+func moved(err error) bool {
+	return err != nil && (errors.Is(err, repo.ErrNotFound) || errors.Is(err, chunkstore.ErrCorrupt))
+}
+
+// relocated drops the located segment c came from, its location having
+// failed, from this image's and the shared cache (unless another reader
+// did already), and returns c's location in the segment as located now.
+// A reader that got c from the old segment then finds the new one.
+func (im *Image) relocated(c chunkRef) (chunkstore.Location, bool) {
+	if c.src == nil || c.src.locs == nil {
+		return chunkstore.Location{}, false
+	}
+	slot := c.src.g.Slot
+	im.segs.drop(slot, c.src)
+	if im.shared != nil {
+		im.shared.c.drop(c.src.key, c.src)
+	}
+	l, err := im.segs.get(slot, func() (*located, error) { return im.loadSegment(slot) })
+	if err != nil || l == nil || l.locs == nil || int(c.ref) >= len(l.locs) || l.g.IDs[c.ref] != c.id {
+		return chunkstore.Location{}, false
+	}
+	return l.locs[c.ref], l.locs[c.ref].Length != 0
 }
 
 // readAhead queues chunks [next, end) not queued yet. Queueing never
@@ -393,58 +469,107 @@ func (im *Image) Close() error {
 
 var _ io.ReaderAt = (*Image)(nil)
 
-// segmentCache keeps the last few decoded segments of an image; concurrent
-// misses on one slot load it once. Errors are not kept.
-type segmentCache struct {
-	load func(slot int) (*located, error)
-	max  int
-
-	mu    sync.Mutex
-	items map[int]*segEntry
-	lru   list.List // of *segEntry, front = most recent
+// SegmentCache keeps located manifest segments (decoded, with their
+// chunks' locations) for all the images of one mount, up to a number of
+// bytes whatever the volumes' sizes: re-opening an image (one dd per
+// piece of a backup) or opening a backup sharing segments with another
+// (an incremental's unchanged GiBs) reuses them instead of loading and
+// locating them again (16384 catalog lookups for a dense GiB). Entries
+// are keyed by the segment's digest, which names its content, in one
+// repository. Safe for concurrent use.
+type SegmentCache struct {
+	c *segLRU[segKey]
 }
 
-type segEntry struct {
-	slot int
-	g    *located
+// NewSegmentCache makes a cache of about maxBytes of located segments (a
+// dense segment is ~1.3 MiB); it keeps at least the latest one.
+func NewSegmentCache(maxBytes int64) *SegmentCache {
+	return &SegmentCache{c: &segLRU[segKey]{maxBytes: maxBytes, items: map[segKey]*segEntry[segKey]{}}}
+}
+
+// Stats returns how many segments were found cached (hits) and how many
+// were loaded (misses).
+func (c *SegmentCache) Stats() (hits, misses uint64) {
+	c.c.mu.Lock()
+	defer c.c.mu.Unlock()
+	return c.c.hits, c.c.misses
+}
+
+// segKey names a located segment: its content in one repository.
+type segKey struct {
+	s      *chunkstore.Store
+	digest chunkstore.ID
+	first  int64
+}
+
+// segLRU keeps recent located segments, up to maxEntries (0: any) and
+// maxBytes (0: any); concurrent misses on one key load it once. Errors
+// are not kept.
+type segLRU[K comparable] struct {
+	maxEntries int
+	maxBytes   int64
+
+	mu           sync.Mutex
+	items        map[K]*segEntry[K]
+	lru          list.List // of *segEntry, front = most recent
+	bytes        int64
+	hits, misses uint64
+}
+
+type segEntry[K comparable] struct {
+	key  K
+	l    *located
 	err  error
 	done chan struct{}
 	elem *list.Element
 }
 
-func newSegmentCache(n int, load func(int) (*located, error)) *segmentCache {
-	return &segmentCache{load: load, max: n, items: map[int]*segEntry{}}
-}
-
-func (c *segmentCache) get(slot int) (*located, error) {
+func (c *segLRU[K]) get(k K, load func() (*located, error)) (*located, error) {
 	c.mu.Lock()
-	if e, ok := c.items[slot]; ok {
+	if e, ok := c.items[k]; ok {
+		c.hits++
 		if e.elem != nil {
 			c.lru.MoveToFront(e.elem)
 			c.mu.Unlock()
-			return e.g, nil
+			return e.l, nil
 		}
 		c.mu.Unlock()
 		<-e.done
-		return e.g, e.err
+		return e.l, e.err
 	}
-	e := &segEntry{slot: slot, done: make(chan struct{})}
-	c.items[slot] = e
+	c.misses++
+	e := &segEntry[K]{key: k, done: make(chan struct{})}
+	c.items[k] = e
 	c.mu.Unlock()
 
-	e.g, e.err = c.load(slot)
+	e.l, e.err = load()
 
 	c.mu.Lock()
 	if e.err != nil {
-		delete(c.items, slot)
+		delete(c.items, k)
 	} else {
 		e.elem = c.lru.PushFront(e)
-		for c.lru.Len() > c.max {
-			old := c.lru.Remove(c.lru.Back()).(*segEntry)
-			delete(c.items, old.slot)
+		c.bytes += e.l.size()
+		for c.lru.Len() > 1 && (c.maxEntries > 0 && c.lru.Len() > c.maxEntries || c.maxBytes > 0 && c.bytes > c.maxBytes) {
+			c.remove(c.lru.Back().Value.(*segEntry[K]))
 		}
 	}
 	c.mu.Unlock()
 	close(e.done)
-	return e.g, e.err
+	return e.l, e.err
+}
+
+// drop forgets k if it still holds l.
+func (c *segLRU[K]) drop(k K, l *located) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok && e.elem != nil && e.l == l {
+		c.remove(e)
+	}
+}
+
+func (c *segLRU[K]) remove(e *segEntry[K]) {
+	c.lru.Remove(e.elem)
+	delete(c.items, e.key)
+	c.bytes -= e.l.size()
 }

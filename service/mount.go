@@ -110,12 +110,19 @@ func (s *Service) LocateImage(ctx context.Context, req LocateRequest) (*ImageLoc
 // both the reader and the repository's I/O.
 const mountReadAhead = 4 << 20
 
+// mountLocatedBytes bounds the located manifest segments a mount keeps for
+// all its images (a dense GiB's is ~1.3 MiB): enough for a few readers'
+// current and next GiB, so re-opening an image (one dd per piece) does not
+// locate its GiB again, and small against the mount's heap limit.
+const mountLocatedBytes = 8 << 20
+
 // MountSource serves `volback mount` through any Caller, so the mount works
 // whether it owns the catalog or another volback process does. Chunk data is
 // read straight from the repositories, through one shared cache.
 type MountSource struct {
 	c     Caller
 	cache *pipeline.Cache
+	segs  *pipeline.SegmentCache // located segments, shared by the images
 	// Password unlocks encrypted repositories this process reads itself
 	// (when another process owns the catalog); never sent anywhere.
 	Password []byte
@@ -130,7 +137,8 @@ type MountSource struct {
 
 // NewMountSource makes a source whose chunk cache holds cacheBytes.
 func NewMountSource(c Caller, cacheBytes int64) *MountSource {
-	return &MountSource{c: c, cache: pipeline.NewCache(cacheBytes), stores: map[string]*chunkstore.Store{}}
+	return &MountSource{c: c, cache: pipeline.NewCache(cacheBytes), segs: pipeline.NewSegmentCache(mountLocatedBytes),
+		stores: map[string]*chunkstore.Store{}}
 }
 
 // Backups lists the available backups.
@@ -181,7 +189,7 @@ func (ms *MountSource) OpenImage(ctx context.Context, id string) (fs.Image, erro
 	}
 	rl := &remoteLocator{c: ms.c, backup: loc.BackupID, slots: map[int]map[chunkstore.ID]chunkstore.Location{}}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
-	return pipeline.OpenImage(st, loc.BackupID, m, rl, pipeline.ImageOptions{Cache: ms.cache, ReadAhead: ra}), nil
+	return pipeline.OpenImage(st, loc.BackupID, m, rl, pipeline.ImageOptions{Cache: ms.cache, ReadAhead: ra, Located: ms.segs}), nil
 }
 
 // openLocal opens an image when this process owns the catalog: chunks are
@@ -193,7 +201,7 @@ func (ms *MountSource) openLocal(ctx context.Context, s *Service, ref string) (f
 		return nil, err
 	}
 	ra := max(16, mountReadAhead/max(m.ChunkSize, 1))
-	return pipeline.OpenImage(r.store, b.ID, m, &catalogLocator{s: s, r: r}, pipeline.ImageOptions{Cache: ms.cache, ReadAhead: ra}), nil
+	return pipeline.OpenImage(r.store, b.ID, m, &catalogLocator{s: s, r: r}, pipeline.ImageOptions{Cache: ms.cache, ReadAhead: ra, Located: ms.segs}), nil
 }
 
 func (ms *MountSource) store(ctx context.Context, url, id string) (*chunkstore.Store, error) {

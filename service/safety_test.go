@@ -680,9 +680,11 @@ func TestEmptyCatalogNotice(t *testing.T) {
 	}
 }
 
-// TestMountFollowsRepack: an image opened by a mount (no lock held) keeps
-// reading correct bytes after repo-gc moved its chunks, through the
-// catalog (this process) and through the owner (a client mount).
+// TestMountFollowsRepack: images opened by a mount (no lock held) keep
+// reading correct bytes after repo-gc moved their chunks, through the
+// catalog (this process) and through the owner (a client mount): one open
+// across the GC, and one opened after it, whose segments the mount had
+// cached located before the GC.
 func TestMountFollowsRepack(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t)
@@ -698,10 +700,21 @@ func TestMountFollowsRepack(t *testing.T) {
 			c = clientOnly{Local{s}}
 		}
 		ms := NewMountSource(c, 1<<20)
+		readAll := func(im io.ReaderAt, when string) {
+			t.Helper()
+			got := make([]byte, len(want))
+			if _, err := im.ReadAt(got, 0); err != nil && err != io.EOF {
+				t.Fatalf("client=%v: read %s: %v", client, when, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("client=%v: image differs %s", client, when)
+			}
+		}
 		im, err := ms.OpenImage(ctx, b.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
+		readAll(im, "before repo-gc") // its segments are now located, and cached
 		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{old.ID}}); err != nil {
 			t.Fatal(err)
 		}
@@ -713,13 +726,13 @@ func TestMountFollowsRepack(t *testing.T) {
 		if reps[0].PacksRepacked == 0 {
 			t.Fatalf("client=%v: nothing was repacked (%+v); the test moves nothing", client, reps[0])
 		}
-		got := make([]byte, len(want))
-		if _, err := im.ReadAt(got, 0); err != nil && err != io.EOF {
-			t.Fatalf("client=%v: read after repo-gc: %v", client, err)
+		im2, err := ms.OpenImage(ctx, b.ID)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("client=%v: image differs after repo-gc", client)
-		}
+		readAll(im2, "by an image opened after repo-gc")
+		im2.Close()
+		readAll(im, "by an image open across repo-gc")
 		im.Close()
 		ms.Close()
 		if _, err := s.DeleteBackups(ctx, DeleteRequest{Refs: []string{b.ID}}); err != nil {
