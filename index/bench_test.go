@@ -1,7 +1,10 @@
 package index
 
 import (
+	"fmt"
 	"testing"
+
+	"github.com/volback/volback/chunkstore"
 )
 
 const benchChunks = 100_000
@@ -80,4 +83,47 @@ func BenchmarkChunkPutBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(next), "ns/chunk")
+}
+
+// BenchmarkSegmentLookup locates a segment's worth of chunks (16,384 of
+// the 100k, in a random order, as a segment's ids are) in one View: a Get
+// each against ChunksOf's sorted seeks.
+func BenchmarkSegmentLookup(b *testing.B) {
+	c := loadChunks(b, benchChunks)
+	ids := make([]chunkstore.ID, 16384)
+	for k := range ids {
+		ids[k] = chunkID(uint64(k) * 7919 % benchChunks)
+	}
+	b.Run("get", func(b *testing.B) {
+		for b.Loop() {
+			err := c.View(func(tx *Tx) error {
+				for _, id := range ids {
+					if _, ok, err := tx.Chunk(testRepo, id); err != nil || !ok {
+						return fmt.Errorf("chunk %x: found %v, %v", id[:4], ok, err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids)), "ns/lookup")
+	})
+	b.Run("sorted", func(b *testing.B) {
+		for b.Loop() {
+			err := c.View(func(tx *Tx) error {
+				return tx.ChunksOf(testRepo, ids, func(k int, _ Chunk, ok bool) error {
+					if !ok {
+						return fmt.Errorf("chunk %d not found", k)
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids)), "ns/lookup")
+	})
 }

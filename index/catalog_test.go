@@ -944,3 +944,70 @@ func TestLossEpoch(t *testing.T) {
 		t.Errorf("another repository's epoch moved to %d", n)
 	}
 }
+
+// TestChunksOf: the sorted lookup of a list of ids says for each what a
+// Get says, in a catalog spread over flushed tables and the memtable,
+// with deleted, missing, repeated ids and another repository's.
+func TestChunksOf(t *testing.T) {
+	c := openT(t, t.TempDir())
+	const n = 5000
+	other := "0b7d1e2a-3c4f-4a5b-8c6d-7e8f9a0b1c2d"
+	for start := 0; start < n; start += MaxBatch {
+		err := c.Update(func(tx *Tx) error {
+			for i := start; i < min(start+MaxBatch, n); i++ {
+				if err := tx.PutChunk(testRepo, chunkID(uint64(i)), testChunk(uint64(i))); err != nil {
+					return err
+				}
+				if err := tx.PutChunk(other, chunkID(uint64(n+i)), testChunk(uint64(i))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.db.Flatten(2); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Update(func(tx *Tx) error {
+		for i := uint64(0); i < n; i += 7 {
+			if err := tx.DeleteChunk(testRepo, chunkID(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []chunkstore.ID{chunkID(n + 3), chunkID(3), chunkID(3), chunkID(7), chunkID(2 * n), chunkID(n - 1), chunkID(0)}
+	for i := range 3000 {
+		ids = append(ids, chunkID(uint64(i*7919)%(n+200)))
+	}
+	for _, list := range [][]chunkstore.ID{nil, ids[:1], ids} {
+		seen := make([]int, len(list))
+		err := c.View(func(tx *Tx) error {
+			return tx.ChunksOf(testRepo, list, func(k int, got Chunk, ok bool) error {
+				seen[k]++
+				want, wantOK, err := tx.Chunk(testRepo, list[k])
+				if err != nil {
+					return err
+				}
+				if ok != wantOK || got != want {
+					t.Errorf("id %d (%x): ChunksOf says %v %+v, Get says %v %+v", k, list[k][:4], ok, got, wantOK, want)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, s := range seen {
+			if s != 1 {
+				t.Fatalf("id %d reported %d times", k, s)
+			}
+		}
+	}
+}

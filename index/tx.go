@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -272,4 +273,46 @@ func (tx *Tx) Chunks(repoID string, fn func(chunkstore.ID, Chunk) error) error {
 		}
 		return fn(id, c)
 	})
+}
+
+// ChunksOf calls fn(k, entry, found) for every ids[k], in the order of
+// the ids' keys rather than of ids: one iterator seeking forward through
+// the tables costs less than a Get per id (a segment of a volume is
+// 16,384 lookups when an image is opened or restored). Duplicate ids are
+// each reported.
+func (tx *Tx) ChunksOf(repoID string, ids []chunkstore.ID, fn func(k int, c Chunk, ok bool) error) error {
+	if err := checkID("repository", repoID); err != nil {
+		return err
+	}
+	order := make([]int32, len(ids))
+	for k := range order {
+		order[k] = int32(k)
+	}
+	sort.Slice(order, func(a, b int) bool { return bytes.Compare(ids[order[a]][:], ids[order[b]][:]) < 0 })
+	prefix := chunkPrefix(repoID)
+	it := tx.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	key := make([]byte, 0, len(prefix)+len(chunkstore.ID{}))
+	for _, k := range order {
+		id := ids[k]
+		key = append(append(key[:0], prefix...), id[:]...)
+		if !it.Valid() || bytes.Compare(it.Item().Key(), key) < 0 {
+			it.Seek(key) // stepping with Next first was no faster (BenchmarkSegmentLookup)
+		}
+		if !it.ValidForPrefix(prefix) || !bytes.Equal(it.Item().Key(), key) {
+			if err := fn(int(k), Chunk{}, false); err != nil {
+				return err
+			}
+			continue
+		}
+		var c Chunk
+		err := it.Item().Value(func(b []byte) (err error) { c, err = decodeChunk(b); return err })
+		if err != nil {
+			return fmt.Errorf("chunk %x of repository %q: %w", id[:], repoID, err)
+		}
+		if err := fn(int(k), c, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }

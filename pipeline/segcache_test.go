@@ -10,25 +10,16 @@ import (
 	"github.com/volback/volback/chunkstore"
 )
 
-// countingLocator is a SegmentLocator and Relocator over a mapCatalog that
-// counts its calls.
+// countingLocator is a segLocator that is also a Relocator, counting
+// its relocations.
 type countingLocator struct {
-	*mapCatalog
-	segments, relocates atomic.Int64
-}
-
-func (l *countingLocator) LocateSegment(ctx context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
-	l.segments.Add(1)
-	locs := make([]chunkstore.Location, len(g.IDs))
-	for k, id := range g.IDs {
-		locs[k], _ = l.Locate(ctx, id)
-	}
-	return locs, nil
+	segLocator
+	relocates atomic.Int64
 }
 
 func (l *countingLocator) Relocate(ctx context.Context, id chunkstore.ID, _ chunkstore.Location, _ error) (chunkstore.Location, error) {
 	l.relocates.Add(1)
-	return l.Locate(ctx, id)
+	return l.mapCatalog.Locate(ctx, id)
 }
 
 // sparseVolume is three segments of testSegment chunks, each with data in
@@ -67,7 +58,7 @@ func TestSegmentCacheShared(t *testing.T) {
 	m1 := backupBytes(t, s, cat, "b1", vol, chunkstore.Compression{Level: 1})
 	cat.counted = 0 // a second reference list
 	m2 := backupBytes(t, s, cat, "b2", vol, chunkstore.Compression{Level: 1})
-	loc := &countingLocator{mapCatalog: cat}
+	loc := &countingLocator{segLocator: segLocator{mapCatalog: cat}}
 	shared := NewSegmentCache(1 << 20)
 	for range 3 {
 		readSlot(t, s, "b1", m1, loc, shared, vol, 1)
@@ -94,7 +85,7 @@ func TestSegmentCacheEviction(t *testing.T) {
 	vol := sparseVolume(cs)
 	cat := newMapCatalog()
 	m := backupBytes(t, s, cat, "b1", vol, chunkstore.Compression{Level: 1})
-	loc := &countingLocator{mapCatalog: cat}
+	loc := &countingLocator{segLocator: segLocator{mapCatalog: cat}}
 	shared := NewSegmentCache(1) // less than one segment
 	readSlot(t, s, "b1", m, loc, shared, vol, 0)
 	readSlot(t, s, "b1", m, loc, shared, vol, 1)
@@ -140,7 +131,7 @@ func TestSegmentCacheMovedChunk(t *testing.T) {
 	vol := sparseVolume(cs)
 	cat := newMapCatalog()
 	m := backupBytes(t, s, cat, "b1", vol, chunkstore.Compression{Level: 1})
-	loc := &countingLocator{mapCatalog: cat}
+	loc := &countingLocator{segLocator: segLocator{mapCatalog: cat}}
 	shared := NewSegmentCache(1 << 20)
 	readSlot(t, s, "b1", m, loc, shared, vol, 1)
 
