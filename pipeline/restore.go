@@ -100,7 +100,9 @@ func (r *restore) run(ctx context.Context) error {
 	defer stop()
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { defer close(r.fetch); return r.plan(ctx) })
+	segs := make(chan locatedSlot) // unbuffered: one segment located ahead
+	g.Go(func() error { defer close(segs); return r.locate(ctx, segs) })
+	g.Go(func() error { defer close(r.fetch); return r.plan(ctx, segs) })
 	stage := func(workers int, in <-chan *chunkBuf, out chan<- *chunkBuf, fn func(context.Context, *chunkBuf) error) {
 		sub, sctx := errgroup.WithContext(ctx)
 		for range workers {
@@ -142,10 +144,48 @@ func (r *restore) run(ctx context.Context) error {
 	return nil
 }
 
-// plan walks the slots in order and queues each chunk, and each run of
-// zero chunks a target needs zeroed.
-func (r *restore) plan(ctx context.Context) error {
+// locatedSlot is one slot's segment, loaded and its chunks located; g is nil
+// for a slot without a segment (all zeros).
+type locatedSlot struct {
+	slot int
+	g    *chunkstore.Segment
+	locs []chunkstore.Location // nil: the locator locates chunk by chunk
+}
+
+// locate loads and locates each slot's segment in order, one ahead of
+// plan: the next segment's read and catalog lookups then overlap the
+// chunks of this one in flight, instead of the pipeline draining at each
+// segment while plan does them (a sparse volume has a segment for every
+// data piece, 64 MiB in W8, not one for every GiB).
+func (r *restore) locate(ctx context.Context, out chan<- locatedSlot) error {
 	m := r.in.Manifest
+	sl, _ := r.in.Locator.(SegmentLocator)
+	for slot := range m.Slots() {
+		l := locatedSlot{slot: slot}
+		if k, ok := m.Find(slot); ok {
+			g, err := r.in.Store.LoadSegment(ctx, r.in.BackupID, m, k)
+			if err != nil {
+				return err
+			}
+			l.g = g
+			if sl != nil {
+				if l.locs, err = sl.LocateSegment(ctx, g); err != nil {
+					return fmt.Errorf("backup %s: locating the chunks of slot %d: %w", r.in.BackupID, slot, err)
+				}
+			}
+		}
+		select {
+		case out <- l:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+// plan takes the located slots in order and queues each chunk, and each
+// run of zero chunks a target needs zeroed.
+func (r *restore) plan(ctx context.Context, segs <-chan locatedSlot) error {
 	fresh := r.in.Target.Fresh()
 	zeros := func(first, n int64) error {
 		if n == 0 {
@@ -157,25 +197,15 @@ func (r *restore) plan(ctx context.Context) error {
 		}
 		return r.send(ctx, r.fetch, &chunkBuf{idx: first, n: n, zero: true})
 	}
-	for slot := range m.Slots() {
-		first, n := m.SlotRange(slot)
-		k, ok := m.Find(slot)
-		if !ok {
+	for l := range segs {
+		first, n := r.in.Manifest.SlotRange(l.slot)
+		if l.g == nil {
 			if err := zeros(first, int64(n)); err != nil {
 				return err
 			}
 			continue
 		}
-		g, err := r.in.Store.LoadSegment(ctx, r.in.BackupID, m, k)
-		if err != nil {
-			return err
-		}
-		var locs []chunkstore.Location
-		if sl, ok := r.in.Locator.(SegmentLocator); ok {
-			if locs, err = sl.LocateSegment(ctx, g); err != nil {
-				return fmt.Errorf("backup %s: locating the chunks of slot %d: %w", r.in.BackupID, slot, err)
-			}
-		}
+		g, locs := l.g, l.locs
 		run := int64(0) // zero chunks before i not queued yet
 		for i := first; i < first+int64(n); i++ {
 			ref := g.Refs[i-first]

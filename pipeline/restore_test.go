@@ -241,3 +241,60 @@ func TestSegmentLocator(t *testing.T) {
 		t.Fatalf("a chunk with no location: %v (%d single calls)", err, sl.single.Load())
 	}
 }
+
+// aheadLocator closes ahead when a restore asks for its second segment.
+type aheadLocator struct {
+	segLocator
+	ahead chan struct{}
+	once  sync.Once
+}
+
+func (l *aheadLocator) LocateSegment(ctx context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
+	if l.segLocator.segments.Load() == 1 {
+		l.once.Do(func() { close(l.ahead) })
+	}
+	return l.segLocator.LocateSegment(ctx, g)
+}
+
+// gatedTarget holds every write until open is closed, or until
+// deadline passed (and says so).
+type gatedTarget struct {
+	*memTarget
+	open     <-chan struct{}
+	deadline time.Time
+	gaveUp   atomic.Bool
+}
+
+func (t *gatedTarget) WriteAt(p []byte, off int64) (int, error) {
+	select {
+	case <-t.open:
+	case <-time.After(time.Until(t.deadline)):
+		t.gaveUp.Store(true)
+	}
+	return t.memTarget.WriteAt(p, off)
+}
+
+// TestRestoreLocatesAhead: the next segment is located while this one's
+// chunks are still being written, not after (its writes here wait for
+// that), so the pipeline does not drain at each segment.
+func TestRestoreLocatesAhead(t *testing.T) {
+	cs := 16 << 10
+	s, _ := newTestStore(t, cs)
+	vol := mixedVolume(cs, 2*testSegment, 26)
+	cat := newMapCatalog()
+	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 1})
+	loc := &aheadLocator{segLocator: segLocator{mapCatalog: cat}, ahead: make(chan struct{})}
+	tgt := &gatedTarget{memTarget: newMemTarget(m.Size, true), open: loc.ahead, deadline: time.Now().Add(3 * time.Second)}
+	if err := Restore(context.Background(), RestoreInput{Store: s, BackupID: "b", Manifest: m, Locator: loc, Target: tgt}); err != nil {
+		t.Fatal(err)
+	}
+	if tgt.gaveUp.Load() {
+		t.Fatal("the second segment was located only after the first one's chunks were written")
+	}
+	if !bytes.Equal(tgt.b, vol) {
+		t.Fatal("restore differs")
+	}
+	if loc.segments.Load() != 2 {
+		t.Fatalf("%d segment calls, want 2", loc.segments.Load())
+	}
+}
