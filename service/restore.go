@@ -259,16 +259,12 @@ func (l *catalogLocator) Locate(ctx context.Context, id chunkstore.ID) (chunksto
 func (l *catalogLocator) LocateSegment(_ context.Context, g *chunkstore.Segment) ([]chunkstore.Location, error) {
 	locs := make([]chunkstore.Location, len(g.IDs))
 	err := l.s.cat.View(func(tx *index.Tx) error {
-		for k, id := range g.IDs {
-			c, ok, err := tx.Chunk(l.r.id, id)
-			if err != nil {
-				return err
-			}
+		return tx.ChunksOf(l.r.id, g.IDs, func(k int, c index.Chunk, ok bool) error {
 			if ok && !c.Lost() {
 				locs[k] = c.Location
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	return locs, err
 }
