@@ -22,6 +22,8 @@ type memTarget struct {
 	synced bool
 	delay  time.Duration
 	writes atomic.Int64
+	busy   atomic.Int32 // writes in flight
+	most   atomic.Int32 // the most ever in flight
 }
 
 func newMemTarget(size int64, fresh bool) *memTarget {
@@ -29,10 +31,14 @@ func newMemTarget(size int64, fresh bool) *memTarget {
 }
 
 func (t *memTarget) WriteAt(p []byte, off int64) (int, error) {
+	t.writes.Add(1)
+	n := t.busy.Add(1)
+	defer t.busy.Add(-1)
+	for m := t.most.Load(); n > m && !t.most.CompareAndSwap(m, n); m = t.most.Load() {
+	}
 	if t.delay > 0 {
 		time.Sleep(t.delay)
 	}
-	t.writes.Add(1)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return copy(t.b[off:], p), nil
@@ -130,6 +136,27 @@ func TestRestoreCancel(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if tgt.writes.Load() != n || n > 100 {
 		t.Fatalf("%d writes; still writing after cancel: %v", n, tgt.writes.Load() != n)
+	}
+}
+
+// TestRestoreWriters: by default one write is in flight (a local file
+// serializes them); a target that asks for more gets them overlapped.
+func TestRestoreWriters(t *testing.T) {
+	cs := 16 << 10
+	s, _ := newTestStore(t, cs)
+	vol := mixedVolume(cs, 120, 25)
+	cat := newMapCatalog()
+	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 1})
+	for _, tc := range []struct{ writers, min, max int32 }{{0, 1, 1}, {4, 2, 4}} {
+		tgt := newMemTarget(m.Size, true)
+		tgt.delay = time.Millisecond
+		err := Restore(context.Background(), RestoreInput{Store: s, BackupID: "b", Manifest: m, Locator: cat, Target: tgt, Writers: int(tc.writers)})
+		if err != nil || !bytes.Equal(tgt.b, vol) {
+			t.Fatalf("writers %d: %v, equal %v", tc.writers, err, bytes.Equal(tgt.b, vol))
+		}
+		if most := tgt.most.Load(); most < tc.min || most > tc.max {
+			t.Fatalf("writers %d: %d writes in flight at most, want %d..%d", tc.writers, most, tc.min, tc.max)
+		}
 	}
 }
 

@@ -312,7 +312,8 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 }
 
 // writers is how many writes of tgt to keep in flight: the pipeline's
-// default, or more for a target whose writes are round trips (RBD).
+// default of one (a local file serializes them anyway), or more for a
+// target whose writes are round trips (RBD).
 func writers(tgt volume.Target) int {
 	if p, ok := tgt.(volume.Parallel); ok {
 		return max(2, p.InFlight())
