@@ -246,8 +246,9 @@ func (ms *MountSource) Close() {
 
 // remoteLocator locates the chunks of one backup from the locations the
 // catalog owner gives for each manifest segment as the image loads it,
-// keeping those of the last few segments; when a chunk is not where they
-// said (a GC moved it since), it asks the owner again, once per miss.
+// keeping those of the last few segments. When a chunk is not where they
+// said (a GC moved it since), the image drops the segment and loads it
+// again, which asks the owner anew; it needs no Relocate of its own.
 type remoteLocator struct {
 	c      Caller
 	backup string
@@ -303,42 +304,22 @@ func (l *remoteLocator) fetch(ctx context.Context, slot int) error {
 	return nil
 }
 
-// find returns id's location and the slot it was learnt for.
-func (l *remoteLocator) find(id chunkstore.ID) (chunkstore.Location, int, bool) {
+// find returns id's location, from the latest segment that has it.
+func (l *remoteLocator) find(id chunkstore.ID) (chunkstore.Location, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := len(l.order) - 1; i >= 0; i-- {
 		if loc, ok := l.slots[l.order[i]][id]; ok {
-			return loc, l.order[i], true
+			return loc, true
 		}
 	}
-	return chunkstore.Location{}, 0, false
+	return chunkstore.Location{}, false
 }
 
 func (l *remoteLocator) Locate(_ context.Context, id chunkstore.ID) (chunkstore.Location, error) {
-	loc, _, ok := l.find(id)
+	loc, ok := l.find(id)
 	if !ok {
 		return loc, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
 	}
 	return loc, nil
-}
-
-// Relocate asks the owner for fresh locations of the chunk's segment
-// (unless another reader did meanwhile) and returns the chunk's new one.
-func (l *remoteLocator) Relocate(ctx context.Context, id chunkstore.ID, old chunkstore.Location, cause error) (chunkstore.Location, error) {
-	loc, slot, ok := l.find(id)
-	if ok && loc != old {
-		return loc, nil
-	}
-	if !ok {
-		return chunkstore.Location{}, fmt.Errorf("chunk %s: %w", id, repo.ErrNotFound)
-	}
-	if err := l.fetch(ctx, slot); err != nil {
-		return chunkstore.Location{}, err
-	}
-	nloc, err := l.Locate(ctx, id)
-	if err == nil && nloc == old {
-		return nloc, fmt.Errorf("the catalog owner still locates chunk %s in pack %s: %w", id, old.Pack, cause)
-	}
-	return nloc, err
 }
