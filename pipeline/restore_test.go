@@ -55,6 +55,25 @@ func (t *memTarget) Zero(off, n int64) error {
 func (t *memTarget) Fresh() bool { return t.fresh }
 func (t *memTarget) Sync() error { t.synced = true; return nil }
 
+// backedUp is a store holding backup "b" of a mixedVolume of n 16 KiB
+// chunks (seed seed) at zstd level, with its repository and catalog.
+type backedUp struct {
+	s   *chunkstore.Store
+	be  *testRepo
+	cat *mapCatalog
+	m   *chunkstore.Manifest
+	vol []byte
+}
+
+func backUp(t *testing.T, n int, seed uint64, level int) backedUp {
+	t.Helper()
+	cs := 16 << 10
+	s, be := newTestStore(t, cs)
+	vol := mixedVolume(cs, n, seed)
+	cat := newMapCatalog()
+	return backedUp{s, be, cat, backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: level}), vol}
+}
+
 // TestRestoreOverExisting: a target that is not fresh gets its zero chunks
 // zeroed (hole slots too); a fresh one is never zeroed.
 func TestRestoreOverExisting(t *testing.T) {
@@ -87,11 +106,8 @@ func TestRestoreOverExisting(t *testing.T) {
 // TestRestoreCorruptChunk: a corrupt blob is reported through Lost, with
 // the backup and the chunk's offset named.
 func TestRestoreCorruptChunk(t *testing.T) {
-	cs := 16 << 10
-	s, be := newTestStore(t, cs)
-	vol := mixedVolume(cs, 40, 22)
-	cat := newMapCatalog()
-	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 3})
+	b := backUp(t, 40, 22, 3)
+	s, be, cat, m := b.s, b.be, b.cat, b.m
 	id, _ := chunkAt(t, s, "b", m, 2)
 	loc, _ := cat.Locate(context.Background(), id)
 	be.corrupt(t, packName(loc.Pack), int(loc.Offset+loc.Length-3))
@@ -114,11 +130,8 @@ func TestRestoreCorruptChunk(t *testing.T) {
 
 // TestRestoreCancel: cancelling mid-stream stops the writers promptly.
 func TestRestoreCancel(t *testing.T) {
-	cs := 16 << 10
-	s, _ := newTestStore(t, cs)
-	vol := mixedVolume(cs, 600, 23)
-	cat := newMapCatalog()
-	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 1})
+	b := backUp(t, 600, 23, 1)
+	s, cat, m := b.s, b.cat, b.m
 	tgt := newMemTarget(m.Size, true)
 	tgt.delay = 2 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
@@ -142,11 +155,8 @@ func TestRestoreCancel(t *testing.T) {
 // TestRestoreWriters: by default one write is in flight (a local file
 // serializes them); a target that asks for more gets them overlapped.
 func TestRestoreWriters(t *testing.T) {
-	cs := 16 << 10
-	s, _ := newTestStore(t, cs)
-	vol := mixedVolume(cs, 120, 25)
-	cat := newMapCatalog()
-	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 1})
+	b := backUp(t, 120, 25, 1)
+	s, cat, m, vol := b.s, b.cat, b.m, b.vol
 	for _, tc := range []struct{ writers, min, max int32 }{{0, 1, 1}, {4, 2, 4}} {
 		tgt := newMemTarget(m.Size, true)
 		tgt.delay = time.Millisecond
@@ -163,11 +173,8 @@ func TestRestoreWriters(t *testing.T) {
 // TestRestoreSlowRepository: slow pack reads, many fetchers in flight,
 // exact result.
 func TestRestoreSlowRepository(t *testing.T) {
-	cs := 16 << 10
-	s, be := newTestStore(t, cs)
-	vol := mixedVolume(cs, 300, 24)
-	cat := newMapCatalog()
-	m := backupBytes(t, s, cat, "b", vol, chunkstore.Compression{Level: 1})
+	b := backUp(t, 300, 24, 1)
+	s, be, cat, m, vol := b.s, b.be, b.cat, b.m, b.vol
 	be.readDelay.Store(int64(2 * time.Millisecond))
 	start := time.Now()
 	if got := restoreBytes(t, s, cat, "b", m); !bytes.Equal(got, vol) {
