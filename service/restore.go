@@ -312,11 +312,12 @@ func (s *Service) writeImage(ctx context.Context, r *repository, b *index.Backup
 }
 
 // writers is how many writes of tgt to keep in flight: the pipeline's
-// default of one (a local file serializes them anyway), or more for a
-// target whose writes are round trips (RBD).
+// default of one (buffered writes to a file serialize anyway), or what a
+// target whose writes wait for a round trip or the disk asks for (RBD, a
+// file written with O_DIRECT).
 func writers(tgt volume.Target) int {
 	if p, ok := tgt.(volume.Parallel); ok {
-		return max(2, p.InFlight())
+		return p.InFlight() // 0: the default
 	}
 	return 0
 }

@@ -18,6 +18,12 @@ func (h *handle) Zero(off, length int64) error {
 	if length == 0 {
 		return nil
 	}
+	if h.g != nil {
+		// What is gathered for the range must land before the hole.
+		if err := h.g.Flush(off, length); err != nil {
+			return err
+		}
+	}
 	fd := int(h.f.Fd())
 	if h.kind == KindFile {
 		err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
