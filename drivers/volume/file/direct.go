@@ -42,10 +42,11 @@ type direct struct {
 	bufs        sync.Pool // *[]byte, aligned staging for unaligned memory
 }
 
-// openDirect opens path for direct writes beside buffered, or returns nil
-// when the filesystem cannot (tmpfs, some network filesystems).
-func openDirect(path string, buffered *os.File) *direct {
-	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+// openDirect opens path for direct reads or writes (flag) beside
+// buffered, or returns nil when the filesystem cannot (ramfs, some
+// network filesystems).
+func openDirect(path string, flag int, buffered *os.File) *direct {
+	f, err := os.OpenFile(path, flag|unix.O_DIRECT, 0)
 	if err != nil {
 		return nil
 	}
@@ -59,6 +60,21 @@ func openDirect(path string, buffered *os.File) *direct {
 		d.offAlign, d.memAlign = max(int64(st.Dio_offset_align), 512), uintptr(max(st.Dio_mem_align, 512))
 	}
 	return d
+}
+
+// read reads p at off directly when it is aligned; false when it did not
+// (an unaligned read, or the kernel refused: then buffered from now on).
+func (d *direct) read(p []byte, off int64) (int, bool, error) {
+	n := int64(len(p))
+	if d.refused.Load() || n == 0 || off%d.offAlign != 0 || n%d.offAlign != 0 || uintptr(unsafe.Pointer(&p[0]))%d.memAlign != 0 {
+		return 0, false, nil
+	}
+	got, err := d.f.ReadAt(p, off)
+	if errors.Is(err, unix.EINVAL) {
+		d.refused.Store(true)
+		return 0, false, nil
+	}
+	return got, true, err
 }
 
 // alloc makes an n-byte buffer aligned for direct IO.

@@ -2,14 +2,17 @@ package file
 
 import (
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/volback/volback/drivers/volume"
+	"golang.org/x/sys/unix"
 )
 
 // restoreLike writes data to tg as a restore does, from 4 goroutines: 64
@@ -162,4 +165,76 @@ func TestBufferedWhereNoDirectIO(t *testing.T) {
 	if file, _ := os.ReadFile(path); !bytes.Equal(file, want) {
 		t.Fatal("refused direct IO: the file differs from what was written")
 	}
+}
+
+// TestDirectSource: an image file opened for backup is read with O_DIRECT
+// where the read is aligned, buffered where not (an odd offset or tail,
+// unaligned memory) or where the filesystem has no direct IO (ramfs), and
+// every read returns the file's bytes.
+func TestDirectSource(t *testing.T) {
+	requireRoot(t)
+	ramfs := t.TempDir()
+	sh(t, "mount", "-t", "ramfs", "none", ramfs)
+	t.Cleanup(func() { exec.Command("umount", ramfs).Run() })
+	const size = 3<<20 + 512
+	data := random(size)
+	for _, dir := range []string{t.TempDir(), ramfs} {
+		path := filepath.Join(dir, "src.img")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		src, err := Driver{}.OpenSource(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := src.(*handle)
+		if (h.rdirect != nil) != (dir != ramfs) {
+			t.Fatalf("%s: direct reads %v", dir, h.rdirect != nil)
+		}
+		if h.rdirect != nil {
+			// A direct read leaves the page cache as it found it.
+			h.f.Sync()
+			unix.Fadvise(int(h.f.Fd()), 0, 0, unix.FADV_DONTNEED)
+			p := make([]byte, 1<<20)
+			if _, err := src.ReadAt(p, 1<<20); err != nil || !bytes.Equal(p, data[1<<20:2<<20]) {
+				t.Fatalf("direct read: %v", err)
+			}
+			if n := resident(t, h.f, 1<<20, 1<<20); n > 0 {
+				t.Fatalf("an aligned read brought %d pages into the page cache: not direct", n)
+			}
+		}
+		buf := make([]byte, 1<<20+4096)
+		for _, r := range [][2]int64{{0, 1 << 20}, {1 << 20, 1 << 20}, {4096, 8192}, {3 << 20, 512}, {100, 5000}, {2<<20 + 4096, 1<<20 - 4096 + 512}} {
+			for _, shift := range []int{0, 3} { // aligned memory, and not
+				p := buf[shift : shift+int(r[1])]
+				n, err := src.ReadAt(p, r[0])
+				if (err != nil && err != io.EOF) || n != len(p) || !bytes.Equal(p, data[r[0]:r[0]+r[1]]) {
+					t.Fatalf("%s: read [%d, %d) shifted %d: %d, %v, equal %v", dir, r[0], r[0]+r[1], shift, n, err, bytes.Equal(p, data[r[0]:r[0]+r[1]]))
+				}
+			}
+		}
+		if h.rdirect != nil && h.rdirect.refused.Load() {
+			t.Fatal("direct reads were refused; the test proves nothing")
+		}
+		src.Close()
+	}
+}
+
+// resident is how many pages of [off, off+n) of f are in the page cache.
+func resident(t *testing.T, f *os.File, off, n int64) int {
+	t.Helper()
+	m, err := unix.Mmap(int(f.Fd()), off, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (n+4095)/4096)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	count := 0
+	for _, v := range vec {
+		count += int(v & 1)
+	}
+	return count
 }

@@ -23,6 +23,9 @@ type handle struct {
 	// writes gathered (see direct); nil for a block device or a source.
 	direct *direct
 	g      *volume.Gatherer
+	// A regular file opened for backup is read with O_DIRECT: no copy
+	// out of the page cache, nor a volume's worth of it evicted.
+	rdirect *direct
 }
 
 var (
@@ -72,6 +75,8 @@ func open(path string, write bool) (*handle, error) {
 	}
 	if write && kind == KindFile {
 		h.writeDirect()
+	} else if kind == KindFile {
+		h.rdirect = openDirect(path, os.O_RDONLY, f)
 	}
 	return h, nil
 }
@@ -79,7 +84,7 @@ func open(path string, write bool) (*handle, error) {
 // writeDirect has the image file written through O_DIRECT where its
 // filesystem allows.
 func (h *handle) writeDirect() {
-	if h.direct = openDirect(h.path, h.f); h.direct != nil {
+	if h.direct = openDirect(h.path, os.O_WRONLY, h.f); h.direct != nil {
 		h.g = h.direct.gatherer(h.size)
 	}
 }
@@ -202,6 +207,9 @@ func (h *handle) Close() error {
 		err = h.g.Flush(0, -1)
 		h.direct.f.Close()
 	}
+	if h.rdirect != nil {
+		h.rdirect.f.Close()
+	}
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
 	}
@@ -215,7 +223,13 @@ func (h *handle) ReadAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
-	n, err := h.f.ReadAt(p, off)
+	n, ok, err := 0, false, error(nil)
+	if h.rdirect != nil {
+		n, ok, err = h.rdirect.read(p, off)
+	}
+	if !ok {
+		n, err = h.f.ReadAt(p, off)
+	}
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("read volume %q at %d: %w", h.path, off, err)
 	}
