@@ -109,7 +109,7 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte) error {
 		return b.putErr(name, err)
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
+	err = writeObject(f, data)
 	if err == nil {
 		err = f.Sync()
 	}

@@ -1,8 +1,10 @@
 package posix
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -10,9 +12,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/repo/repotest"
+	"golang.org/x/sys/unix"
 )
 
 var ctx = context.Background()
@@ -236,4 +240,66 @@ func openFilesUnder(t *testing.T, root string) int {
 		}
 	}
 	return n
+}
+
+// TestPutDirect: a large object is written with O_DIRECT, its 4 KiB
+// bulk left out of the page cache, and reads back exactly, whatever its
+// length and its memory's alignment (unaligned memory goes buffered).
+func TestPutDirect(t *testing.T) {
+	ctx := context.Background()
+	be := open(t).(*Backend)
+	buf := make([]byte, 8<<20+1)
+	for i := range buf {
+		buf[i] = byte(i*31 + i>>12)
+	}
+	for k, c := range []struct {
+		data   []byte
+		direct bool
+	}{
+		{buf[:8<<20], true},
+		{buf[:3<<20+5], true},     // an odd tail, buffered
+		{buf[1 : 2<<20+1], false}, // unaligned memory
+		{buf[:4096], false},       // small
+	} {
+		name := fmt.Sprintf("packs/%064d", k)
+		if err := be.Put(ctx, name, c.data); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(physical(be.root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bulk := int64(len(c.data)) &^ 4095
+		if n := resident(t, f, bulk); c.direct && n > 0 {
+			t.Errorf("object %d: %d pages of its aligned bulk in the page cache: not written direct", k, n)
+		}
+		f.Close()
+		got, err := be.Get(ctx, name)
+		if err != nil || !bytes.Equal(got, c.data) {
+			t.Fatalf("object %d: %v, equal %v", k, err, bytes.Equal(got, c.data))
+		}
+	}
+}
+
+// resident is how many of the first n bytes' pages of f are in the page
+// cache.
+func resident(t *testing.T, f *os.File, n int64) int {
+	t.Helper()
+	if n == 0 {
+		return 0
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (n+4095)/4096)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	count := 0
+	for _, v := range vec {
+		count += int(v & 1)
+	}
+	return count
 }
