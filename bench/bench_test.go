@@ -240,11 +240,13 @@ func TestJudge(t *testing.T) {
 		{workload: "W2", tool: "restic", secs: 10, bytes: 2 * g, repo: 100, hasRepo: true},
 		{workload: "W3", tool: "volback", secs: 1, bytes: 2 * g, badData: true, rssKiB: 50 << 10},
 		{workload: "W3", tool: "restic", secs: 10, bytes: 2 * g},
+		{workload: "W3", tool: "cp", secs: 1.5, bytes: 2 * g},
 		{workload: "W4", tool: "volback", err: "volback backup-create: exit status 1"},
 		{workload: "W4", tool: "restic", secs: 10, bytes: 2 * g},
 		{workload: "W5", tool: "volback", secs: 1.9, bytes: g, rssKiB: 200 << 10},
 		{workload: "W6 seq", tool: "volback", secs: 1, bytes: 2 * g, rssKiB: 30 << 10},
 		{workload: "W6 seq", tool: "restic", secs: 15, bytes: 2 * g},
+		{workload: "W6 seq", tool: "cp", secs: 1.2, bytes: 2 * g},
 		{workload: "W6 rand", tool: "volback", secs: 1, bytes: 4096},
 		{workload: "W6 rand", tool: "restic", secs: 15, bytes: 8192},
 	}
@@ -254,13 +256,13 @@ func TestJudge(t *testing.T) {
 		"", "",
 		"FAIL: 10.0× restic (≥5), growth 0.30 of restic's (≤0.25), RSS 50 MiB (<96)",
 		"",
-		"FAIL: 10.0× restic (≥4), restored bytes differ, RSS 50 MiB (<96)",
-		"",
+		"FAIL: 10.0× restic (≥4), 1.50× cp speed (≥1.2), restored bytes differ, RSS 50 MiB (<96)",
+		"", "",
 		"FAIL: did not run",
 		"",
 		"FAIL: 1.90× dense time (<2), RSS 200 MiB (<96)",
-		"PASS: 15.0× restic (≥10), 2147 MB/s (≥1500), RSS 30 MiB (< 64M cache + 64)",
-		"",
+		"FAIL: 15.0× restic (≥10), 1.20× dd of the image (≥1.5), 2147 MB/s (≥1500), RSS 30 MiB (< 64M cache + 64)",
+		"", "",
 		"",
 		"",
 	}
@@ -273,11 +275,11 @@ func TestJudge(t *testing.T) {
 		t.Errorf("ratios %v %v, want 10 and 0.75", rows[1].ratio, rows[2].ratio)
 	}
 	// Random reads stop at a time budget: the ratio is per byte.
-	if rows[13].ratio != 7.5 {
-		t.Errorf("W6 rand ratio %v, want 7.5 (per byte)", rows[13].ratio)
+	if rows[15].ratio != 7.5 {
+		t.Errorf("W6 rand ratio %v, want 7.5 (per byte)", rows[15].ratio)
 	}
-	if rows[8].ratio != 0 {
-		t.Errorf("ratio against a failed volback row = %v, want none", rows[8].ratio)
+	if rows[9].ratio != 0 {
+		t.Errorf("ratio against a failed volback row = %v, want none", rows[9].ratio)
 	}
 	table := markdown(rows)
 	if !strings.Contains(table, "| W4       | volback |") || !strings.Contains(table, "exit status 1") {

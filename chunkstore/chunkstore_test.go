@@ -574,3 +574,41 @@ func TestPackerSync(t *testing.T) {
 		t.Fatal("Close after a failed commit succeeded")
 	}
 }
+
+// TestPackerCancelCause: an Add waiting for a pack buffer when the
+// packer's context is cancelled fails with the cancel's cause (a backup
+// cancelled by backup-delete --force says so), and so does Close.
+func TestPackerCancelCause(t *testing.T) {
+	s, be := newTestStore(t, 64<<10)
+	release := make(chan struct{})
+	be.putHook = func(string) { <-release } // uploads wait for the test
+	ctx, cancel := context.WithCancelCause(context.Background())
+	p := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 1, Slots: make(chan struct{})})
+	r := rand.New(rand.NewPCG(11, 12))
+	chunk := randomBytes(r, 64<<10)
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			binary.LittleEndian.PutUint64(chunk, uint64(i))
+			if _, _, err := p.Add(Sum(chunk), chunk); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // Add is waiting for a buffer by now
+	why := errors.New("cancelled by the test")
+	cancel(why)
+	select {
+	case err := <-done:
+		if !errors.Is(err, why) {
+			t.Fatalf("Add after the cancel: %v; want the cause", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Add still blocked 5 s after the cancel")
+	}
+	close(release)
+	if err := p.Close(); !errors.Is(err, why) {
+		t.Fatalf("Close after the cancel: %v; want the cause", err)
+	}
+}

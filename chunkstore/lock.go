@@ -172,7 +172,7 @@ func (s *Store) Lock(ctx context.Context, req LockRequest) (*Lock, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the lock of repository %s: %w", s.be.Location(), ctx.Err())
+			return nil, fmt.Errorf("waiting for the lock of repository %s: %w", s.be.Location(), context.Cause(ctx))
 		case <-time.After(sleep):
 		}
 		backoff = min(2*backoff, 2*time.Second)

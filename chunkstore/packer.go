@@ -217,7 +217,7 @@ func (p *Packer) AddBlob(id ID, rawLen int, codec Codec, blob []byte) (seq uint6
 			case <-p.failed:
 				return 0, 0, p.err
 			case <-p.ctx.Done():
-				return 0, 0, fmt.Errorf("adding chunk %s: %w", id, p.ctx.Err())
+				return 0, 0, fmt.Errorf("adding chunk %s: %w", id, context.Cause(p.ctx))
 			}
 		}
 		buf := packBufs.Get().(*[]byte)
@@ -275,7 +275,7 @@ func (p *Packer) Sync(ctx context.Context, seq uint64) error {
 		case <-p.failed:
 			return p.err
 		case <-p.ctx.Done():
-			return fmt.Errorf("writing packs: %w", p.ctx.Err())
+			return fmt.Errorf("writing packs: %w", context.Cause(p.ctx))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -305,6 +305,9 @@ func (p *Packer) upload(op *openPack) {
 	}
 	if err := p.s.be.Put(p.ctx, packName(id), *op.buf); err != nil {
 		<-recorded
+		if p.ctx.Err() != nil {
+			err = context.Cause(p.ctx) // say why it was cancelled
+		}
 		p.fail(fmt.Errorf("uploading pack %s (%d chunks, %d bytes): %w", id, len(op.entries), len(*op.buf), err))
 		return
 	}
@@ -371,8 +374,8 @@ func (p *Packer) Close() error {
 	if err := p.firstErr(); err != nil {
 		return err
 	}
-	if err := p.ctx.Err(); err != nil {
-		return fmt.Errorf("writing packs: %w", err)
+	if p.ctx.Err() != nil {
+		return fmt.Errorf("writing packs: %w", context.Cause(p.ctx))
 	}
 	return nil
 }
