@@ -29,11 +29,12 @@ const (
 	directInFlight = 4
 )
 
-// direct writes an image file opened for restore with O_DIRECT, gathered
-// into segments (volume.Gatherer): no copy into the page cache, and the
-// disk writes while the restore still decodes instead of all at the
-// final fsync. What direct IO cannot take (an unaligned range, a
-// filesystem that refuses it) goes through the buffered file.
+// direct reads an image file for backup, or writes it for restore,
+// with O_DIRECT (writes gathered into segments by volume.Gatherer): no
+// copy through the page cache, and a restore's disk writes happen while
+// it still decodes instead of all at the final fsync. What direct IO
+// cannot take (an unaligned range, a filesystem that refuses it) goes
+// through the buffered file.
 type direct struct {
 	f, buffered *os.File
 	offAlign    int64   // file offsets and lengths

@@ -188,10 +188,10 @@ func TestDirectSource(t *testing.T) {
 			t.Fatal(err)
 		}
 		h := src.(*handle)
-		if (h.rdirect != nil) != (dir != ramfs) {
-			t.Fatalf("%s: direct reads %v", dir, h.rdirect != nil)
+		if (h.direct != nil) != (dir != ramfs) {
+			t.Fatalf("%s: direct reads %v", dir, h.direct != nil)
 		}
-		if h.rdirect != nil {
+		if h.direct != nil {
 			// A direct read leaves the page cache as it found it.
 			h.f.Sync()
 			unix.Fadvise(int(h.f.Fd()), 0, 0, unix.FADV_DONTNEED)
@@ -213,7 +213,7 @@ func TestDirectSource(t *testing.T) {
 				}
 			}
 		}
-		if h.rdirect != nil && h.rdirect.refused.Load() {
+		if h.direct != nil && h.direct.refused.Load() {
 			t.Fatal("direct reads were refused; the test proves nothing")
 		}
 		src.Close()

@@ -19,13 +19,12 @@ type handle struct {
 	kind  string
 	size  int64
 	fresh bool
-	// A regular file opened for restore is written with O_DIRECT, its
-	// writes gathered (see direct); nil for a block device or a source.
+	// A regular file is read (backup) or written (restore, its writes
+	// gathered by g) with O_DIRECT where its filesystem allows: no copy
+	// through the page cache, nor a volume's worth of it evicted. nil for
+	// a block device.
 	direct *direct
 	g      *volume.Gatherer
-	// A regular file opened for backup is read with O_DIRECT: no copy
-	// out of the page cache, nor a volume's worth of it evicted.
-	rdirect *direct
 }
 
 var (
@@ -76,7 +75,7 @@ func open(path string, write bool) (*handle, error) {
 	if write && kind == KindFile {
 		h.writeDirect()
 	} else if kind == KindFile {
-		h.rdirect = openDirect(path, os.O_RDONLY, f)
+		h.direct = openDirect(path, os.O_RDONLY, f)
 	}
 	return h, nil
 }
@@ -205,10 +204,9 @@ func (h *handle) Close() error {
 	var err error
 	if h.g != nil {
 		err = h.g.Flush(0, -1)
-		h.direct.f.Close()
 	}
-	if h.rdirect != nil {
-		h.rdirect.f.Close()
+	if h.direct != nil {
+		h.direct.f.Close()
 	}
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
@@ -224,8 +222,8 @@ func (h *handle) ReadAt(p []byte, off int64) (int, error) {
 		}
 	}
 	n, ok, err := 0, false, error(nil)
-	if h.rdirect != nil {
-		n, ok, err = h.rdirect.read(p, off)
+	if h.direct != nil && h.g == nil {
+		n, ok, err = h.direct.read(p, off)
 	}
 	if !ok {
 		n, err = h.f.ReadAt(p, off)
