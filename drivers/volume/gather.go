@@ -26,7 +26,10 @@ type Gatherer struct {
 	order   []int64            // pending segments, oldest first
 	busy    map[int64]bool     // segments being written
 	err     error              // the first failed write
-	bufs    sync.Pool          // *[]byte of seg bytes
+	// free holds segment buffers for reuse: a restore needs no more than
+	// maxPending plus the writes in flight, and reusing them keeps that
+	// many in the heap instead of a new one per segment for the GC.
+	free []*[]byte
 }
 
 // segment is the data gathered for one segment and the ranges of it
@@ -142,7 +145,9 @@ func (g *Gatherer) writeAll(segs map[int64]*segment) error {
 				break
 			}
 		}
-		g.bufs.Put(s.buf)
+		g.mu.Lock()
+		g.free = append(g.free, s.buf)
+		g.mu.Unlock()
 		if err = g.finish(i, err); err != nil && first == nil {
 			first = err
 		}
@@ -167,8 +172,11 @@ func (g *Gatherer) finish(i int64, err error) error {
 // a failure outside the gatherer (a discard), and returns the first one.
 func (g *Gatherer) Fail(err error) error { return g.finish(-1, err) }
 
+// buffer takes a free segment buffer or makes one; g.mu is held.
 func (g *Gatherer) buffer() *[]byte {
-	if b, ok := g.bufs.Get().(*[]byte); ok {
+	if n := len(g.free); n > 0 {
+		b := g.free[n-1]
+		g.free = g.free[:n-1]
 		return b
 	}
 	b := g.alloc(int(g.seg))

@@ -22,11 +22,13 @@ const (
 	directSegment = 1 << 20
 	// directPending bounds the segments being filled at once (a restore
 	// fills them nearly in order).
-	directPending = 8
+	directPending = 4
 	// directInFlight is how many writes a restore keeps in flight: a
 	// direct write waits for the disk, so the next segment is gathered
-	// (and written) while one is.
-	directInFlight = 4
+	// while one is written. Each pending or in-flight segment is a 1 MiB
+	// buffer: 4 and 2 restored as fast as 8 and 4 here (2 GiB dense, and
+	// 2 GiB in a 256 GiB sparse file) with 5-8 MiB less peak RSS.
+	directInFlight = 2
 )
 
 // direct reads an image file for backup, or writes it for restore,
