@@ -255,6 +255,7 @@ func (s *Service) runBackup(ctx context.Context, r *repository, vol *index.Volum
 	defer backupRunning()()
 	base := s.refsBase(b, p)
 	bc := s.backupCatalog(r, b)
+	defer bc.Close()
 	res, err := pipeline.Backup(ctx, pipeline.BackupInput{
 		Store: st, Catalog: bc, BackupID: b.ID, Source: src, Size: b.SizeBytes,
 		Read: p.read, Zero: p.zero, Parent: p.parent, Known: p.known, Base: base,
@@ -544,7 +545,8 @@ func changedChunks(changed []volume.Extent, parentSize, size int64, cs int) (rea
 }
 
 // readers is how many reads of src to keep in flight: one (a disk's reads
-// stay sequential), or what a source whose reads are round trips asks for.
+// stay sequential, the kernel reading ahead), or what a source whose reads
+// are round trips (RBD) or wait for the disk (O_DIRECT) asks for.
 func readers(src volume.Source) int {
 	if p, ok := src.(volume.Parallel); ok {
 		return max(1, p.InFlight())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/volback/volback/chunkstore"
 	"github.com/volback/volback/index"
@@ -192,22 +193,36 @@ type backupCatalog struct {
 	b        *index.Backup
 	verified *packSet     // packs known to exist: written by this backup, or stat-ed
 	healed   atomic.Int64 // lost chunks stored again: their backups may be whole again
+	snaps    *index.Snapshots
 }
 
+// backupCatalog is the catalog as backup b sees it. Close it when the
+// backup's pipeline has ended.
 func (s *Service) backupCatalog(r *repository, b *index.Backup) *backupCatalog {
-	return &backupCatalog{s: s, r: r, b: b, verified: newPackSet(verifiedPacks)}
+	return &backupCatalog{s: s, r: r, b: b, verified: newPackSet(verifiedPacks), snaps: s.cat.Snapshots(storedRefresh)}
 }
+
+func (c *backupCatalog) Close() { c.snaps.Close() }
+
+// storedRefresh is how often Stored's snapshot of the catalog is renewed.
+var storedRefresh = 10 * time.Millisecond
 
 // verifiedPacks bounds the packs a backup remembers as existing; one it
 // forgot is stat-ed again, which costs a round trip, not correctness.
 const verifiedPacks = 4096
 
 // Stored: a chunk with an entry that is not lost is not stored again (a
-// lost one is, and its new location heals its backups).
+// lost one is, and its new location heals its backups). It reads a
+// snapshot at most a few milliseconds old, so the hashers never wait for
+// a commit: a chunk committed meanwhile (by another backup, or by this
+// one's packer once it no longer lists it as pending) is stored once
+// more, and CommitPack keeps the first location. A "stored" that has
+// since been released is caught where it matters: countRefs refuses a
+// chunk without an entry.
 func (c *backupCatalog) Stored(_ context.Context, id chunkstore.ID) (bool, error) {
 	var e index.Chunk
 	var found bool
-	err := c.s.cat.View(func(tx *index.Tx) (err error) { e, found, err = tx.Chunk(c.r.id, id); return err })
+	err := c.snaps.View(func(tx *index.Tx) (err error) { e, found, err = tx.Chunk(c.r.id, id); return err })
 	return found && !e.Lost(), err
 }
 

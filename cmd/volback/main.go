@@ -78,6 +78,9 @@ func app() *cli.App {
 			if p := os.Getenv("VOLBACK_CPUPROFILE"); p != "" {
 				startProfile(p)
 			}
+			if p := os.Getenv("VOLBACK_TRACE"); p != "" {
+				startTrace(p)
+			}
 			if p := os.Getenv("VOLBACK_MEMPROFILE"); p != "" {
 				startMemProfile(p)
 			}

@@ -69,6 +69,7 @@ func writeMan(w io.Writer, a *cli.App) {
 		{"VOLBACK_HOME, VOLBACK_PROJECT, OS_PROJECT_ID, VOLBACK_PASSWORD_FILE", "defaults for --home, --project, --os-project-id and --password-file."},
 		{"GOMEMLIMIT", "overrides the soft memory limit volback sizes from its configuration."},
 		{"VOLBACK_CPUPROFILE", "write a CPU profile of the run to this file, for go tool pprof."},
+		{"VOLBACK_TRACE", "write an execution trace of the run to this file, for go tool trace (-pprof=sync shows where the pipeline waits)."},
 		{"VOLBACK_MEMPROFILE", "write a heap profile to this file each time the live heap reaches a new high, for go tool pprof."},
 	} {
 		p(".TP\n.B %s\n%s", roff(e[0]), roff(e[1]))

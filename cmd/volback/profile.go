@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 )
 
@@ -22,6 +23,22 @@ func stopProfile() {
 	if profile != nil {
 		pprof.StopCPUProfile()
 		profile.Close()
+	}
+	if tracing != nil {
+		trace.Stop()
+		tracing.Close()
+	}
+}
+
+// VOLBACK_TRACE=FILE writes an execution trace of the run (for `go tool
+// trace`, whose -pprof=sync and -pprof=syscall views show where a
+// pipeline waits).
+var tracing *os.File
+
+func startTrace(path string) {
+	f, err := os.Create(path)
+	if err == nil && trace.Start(f) == nil {
+		tracing = f
 	}
 }
 

@@ -29,6 +29,12 @@ const (
 	// buffer: 4 and 2 restored as fast as 8 and 4 here (2 GiB dense, and
 	// 2 GiB in a 256 GiB sparse file) with 5-8 MiB less peak RSS.
 	directInFlight = 2
+	// directReaders is how many direct reads a backup keeps in flight: the
+	// next block is read while one waits for the disk. With the catalog
+	// snapshot of the same change, 2 backed up 2 GiB in 3.85-4.13 s
+	// against 4.04-4.44 s with 1 (4 alternated runs each); 4 were no
+	// better than 2 in an earlier A/B.
+	directReaders = 2
 )
 
 // direct reads an image file for backup, or writes it for restore,

@@ -191,6 +191,10 @@ func TestDirectSource(t *testing.T) {
 		if (h.direct != nil) != (dir != ramfs) {
 			t.Fatalf("%s: direct reads %v", dir, h.direct != nil)
 		}
+		// Direct reads have no read-ahead: a backup keeps several in flight.
+		if want := map[bool]int{true: directReaders, false: 0}[h.direct != nil]; h.InFlight() != want {
+			t.Fatalf("%s: a source asks for %d reads in flight, want %d", dir, h.InFlight(), want)
+		}
 		if h.direct != nil {
 			// A direct read leaves the page cache as it found it.
 			h.f.Sync()

@@ -189,11 +189,15 @@ func (h *handle) measure() (int64, error) {
 func (h *handle) Size() int64 { return h.size }
 func (h *handle) Fresh() bool { return h.fresh }
 
-// InFlight is how many writes a restore keeps in flight: several when
-// they are direct (each waits for the disk), else one.
+// InFlight is how many writes a restore, or reads a backup, keeps in
+// flight: several when they are direct (each waits for the disk, with no
+// read-ahead or write-back behind it), else the pipeline's default.
 func (h *handle) InFlight() int {
-	if h.g != nil {
+	switch {
+	case h.g != nil:
 		return directInFlight
+	case h.direct != nil:
+		return directReaders
 	}
 	return 0
 }
