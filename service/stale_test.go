@@ -25,16 +25,7 @@ func TestStaleStoredStoresAgain(t *testing.T) {
 	// 16 KiB chunks: a segment then covers 256 MiB, not 1 GiB.
 	home := t.TempDir()
 	writeFile(t, filepath.Join(home, ConfigName), []byte("chunk_size = \"16K\"\n"))
-	cfg, err := LoadConfig(home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Workers = 2
-	s, err := Open(ctx, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newServiceAt(t, home)
 	// 32 MiB of random data at the start of a sparse image, and its first
 	// 8 MiB again 256 MiB later, in the next segment (within one, a repeat
 	// is known without a lookup). When the hashers reach the repeat, the
