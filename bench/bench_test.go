@@ -377,3 +377,25 @@ func TestJudgeScale(t *testing.T) {
 		t.Errorf("W9: %q", rows[4].target)
 	}
 }
+
+// The machine facts say whether the VM hands freed memory to its host.
+func TestPageReporting(t *testing.T) {
+	dir := t.TempDir()
+	if got := pageReporting(dir); got != "" {
+		t.Fatalf("no such parameters: %q, want nothing", got)
+	}
+	set := func(order, kib string) {
+		os.WriteFile(filepath.Join(dir, "page_reporting_order"), []byte(order+"\n"), 0o600)
+		os.WriteFile(filepath.Join(dir, "reported_kib"), []byte(kib+"\n"), 0o600)
+	}
+	for _, c := range []struct{ order, kib, want string }{
+		{"9", "62737448", "on: free blocks of 2048 KiB go back to the host, 59.8 GiB so far"},
+		{"11", "62737448", "off (page_reporting_order 11)"},
+		{"9", "0", "none reported"},
+	} {
+		set(c.order, c.kib)
+		if got := pageReporting(dir); !strings.HasPrefix(got, c.want) {
+			t.Errorf("order %s, %s KiB reported: %q, want it to start %q", c.order, c.kib, got, c.want)
+		}
+	}
+}
