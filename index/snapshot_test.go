@@ -119,3 +119,24 @@ func TestSnapshotsConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A catalog closed under open snapshots (an owner shutting down
+// mid-backup) neither hangs nor panics their refresher or Close.
+func TestSnapshotsOutliveCatalog(t *testing.T) {
+	c, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Snapshots(time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // refreshes against the closed catalog
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Snapshots.Close hangs after the catalog closed")
+	}
+}
