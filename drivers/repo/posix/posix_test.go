@@ -12,11 +12,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"unsafe"
 
+	"github.com/volback/volback/drivers/internal/pagecache"
 	"github.com/volback/volback/drivers/repo"
 	"github.com/volback/volback/drivers/repo/repotest"
-	"golang.org/x/sys/unix"
 )
 
 var ctx = context.Background()
@@ -270,7 +269,9 @@ func TestPutDirect(t *testing.T) {
 			t.Fatal(err)
 		}
 		bulk := int64(len(c.data)) &^ 4095
-		if n := resident(t, f, bulk); c.direct && n > 0 {
+		if n, err := pagecache.Resident(f, 0, bulk); err != nil {
+			t.Fatal(err)
+		} else if c.direct && n > 0 {
 			t.Errorf("object %d: %d pages of its aligned bulk in the page cache: not written direct", k, n)
 		}
 		f.Close()
@@ -279,27 +280,4 @@ func TestPutDirect(t *testing.T) {
 			t.Fatalf("object %d: %v, equal %v", k, err, bytes.Equal(got, c.data))
 		}
 	}
-}
-
-// resident is how many of the first n bytes' pages of f are in the page
-// cache.
-func resident(t *testing.T, f *os.File, n int64) int {
-	t.Helper()
-	if n == 0 {
-		return 0
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (n+4095)/4096)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
-	count := 0
-	for _, v := range vec {
-		count += int(v & 1)
-	}
-	return count
 }

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"unsafe"
 
+	"github.com/volback/volback/drivers/internal/pagecache"
 	"github.com/volback/volback/drivers/volume"
 	"golang.org/x/sys/unix"
 )
@@ -203,7 +203,9 @@ func TestDirectSource(t *testing.T) {
 			if _, err := src.ReadAt(p, 1<<20); err != nil || !bytes.Equal(p, data[1<<20:2<<20]) {
 				t.Fatalf("direct read: %v", err)
 			}
-			if n := resident(t, h.f, 1<<20, 1<<20); n > 0 {
+			if n, err := pagecache.Resident(h.f, 1<<20, 1<<20); err != nil {
+				t.Fatal(err)
+			} else if n > 0 {
 				t.Fatalf("an aligned read brought %d pages into the page cache: not direct", n)
 			}
 		}
@@ -222,23 +224,4 @@ func TestDirectSource(t *testing.T) {
 		}
 		src.Close()
 	}
-}
-
-// resident is how many pages of [off, off+n) of f are in the page cache.
-func resident(t *testing.T, f *os.File, off, n int64) int {
-	t.Helper()
-	m, err := unix.Mmap(int(f.Fd()), off, int(n), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (n+4095)/4096)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
-	count := 0
-	for _, v := range vec {
-		count += int(v & 1)
-	}
-	return count
 }
