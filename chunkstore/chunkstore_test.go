@@ -583,7 +583,7 @@ func TestPackerCancelCause(t *testing.T) {
 	release := make(chan struct{})
 	be.putHook = func(string) { <-release } // uploads wait for the test
 	ctx, cancel := context.WithCancelCause(context.Background())
-	p := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 1, Slots: make(chan struct{})})
+	p := s.NewPacker(ctx, Compression{}, PackerOptions{Uploaders: 1, Slots: NewPackSlots(0)})
 	r := rand.New(rand.NewPCG(11, 12))
 	chunk := randomBytes(r, 64<<10)
 	done := make(chan error, 1)

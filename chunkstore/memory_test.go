@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -53,4 +54,39 @@ func TestEncoderMemory(t *testing.T) {
 func settle() {
 	runtime.GC()
 	runtime.GC()
+}
+
+// TestPackerBuffersOutliveGC: a packer reuses its pack buffers however
+// often the GC runs. A backup near the soft memory limit collects every
+// few MiB; with buffers in a sync.Pool (emptied by each collection) it
+// allocated and zeroed a new 8 MiB buffer for almost every pack.
+func TestPackerBuffersOutliveGC(t *testing.T) {
+	const packs = 12
+	s := &Store{be: &nullRepo{}, cfg: Config{ChunkSize: 64 << 10}}
+	raw := randomBytes(rand.New(rand.NewPCG(4, 4)), 64<<10) // incompressible: ~128 chunks a pack
+	p := s.NewPacker(t.Context(), Compression{Level: 1}, PackerOptions{Uploaders: 2})
+	settle()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var id ID
+	for i := range packs * packTarget / len(raw) {
+		binary.LittleEndian.PutUint64(id[:], uint64(i)+1)
+		if _, _, err := p.Add(id, raw); err != nil {
+			t.Fatal(err)
+		}
+		if i%32 == 0 {
+			runtime.GC()
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	// Buffers: the one filling, one uploading, one spare; plus entries,
+	// trailers and the encoders' scratch (a few MiB).
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d packs: %.1f MiB allocated", packs, float64(alloc)/(1<<20))
+	if limit := uint64(4*packTarget + 8<<20); alloc > limit {
+		t.Errorf("%d packs allocated %d bytes (limit %d): pack buffers are not reused", packs, alloc, limit)
+	}
 }

@@ -8,10 +8,6 @@ import (
 	"sync/atomic"
 )
 
-// packBufs recycles pack buffers across packers so a steady stream of
-// backups does not allocate 8 MiB per pack.
-var packBufs = sync.Pool{New: func() any { b := make([]byte, 0, packTarget); return &b }}
-
 // scratchBufs hold a blob while it is compressed outside the packer's lock.
 var scratchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10+64); return &b }}
 
@@ -21,7 +17,59 @@ type openPack struct {
 	seq     uint64
 	buf     *[]byte
 	entries []PackEntry
-	slot    chan struct{} // the token it holds: the packer's own, or a shared one
+	shared  bool // it holds a token of the shared slots, not the packer's own
+}
+
+// PackSlots are pack buffers several packers share beyond each one's own:
+// a token per buffer in use, and the buffers of free slots kept for the
+// next pack. Buffers are kept, not pooled: a sync.Pool is emptied by every
+// GC, and a backup whose heap sits near the soft memory limit (a large
+// catalog's compactions) collects every few MiB, so it allocated, zeroed
+// and faulted in a new 8 MiB buffer for most packs (a W9 heap profile:
+// 304 MB of pack buffers allocated by mid-backup).
+type PackSlots struct {
+	tokens chan struct{}
+	free   chan *[]byte
+}
+
+// NewPackSlots makes n shared slots.
+func NewPackSlots(n int) *PackSlots {
+	return &PackSlots{tokens: make(chan struct{}, n), free: make(chan *[]byte, n)}
+}
+
+// Drain lets the kept buffers go (when no packer is running).
+func (s *PackSlots) Drain() {
+	for {
+		select {
+		case <-s.free:
+		default:
+			return
+		}
+	}
+}
+
+// InUse is how many slots packers hold; Kept how many buffers wait for
+// the next pack.
+func (s *PackSlots) InUse() int { return len(s.tokens) }
+func (s *PackSlots) Kept() int  { return len(s.free) }
+
+// takeBuf is a kept buffer, or a new one.
+func takeBuf(free chan *[]byte) *[]byte {
+	select {
+	case b := <-free:
+		return b
+	default:
+		b := make([]byte, 0, packTarget)
+		return &b
+	}
+}
+
+// keep keeps buf for the next pack, or lets it go when enough are kept.
+func keep(free chan *[]byte, buf *[]byte) {
+	select {
+	case free <- buf:
+	default:
+	}
 }
 
 // CommitFunc records the entries of a pack that is durable (in the
@@ -48,7 +96,8 @@ type Packer struct {
 	commit CommitFunc
 
 	own     chan struct{}  // the packer's own buffer token: its filling pack never waits on others
-	slots   chan struct{}  // tokens for more buffers, maybe shared with other packers
+	ownBuf  chan *[]byte   // the buffer of that token while no pack holds it
+	slots   *PackSlots     // more buffers, maybe shared with other packers
 	uploads chan *openPack // sealed packs waiting for an uploader
 	wg      sync.WaitGroup
 
@@ -91,7 +140,7 @@ type PackerOptions struct {
 	// frees first; its own is freed by its own upload, which needs nothing
 	// from other packers, so sharing cannot deadlock (a filling pack may
 	// wait for data that other backups' buffers hold). nil: Uploaders.
-	Slots chan struct{}
+	Slots *PackSlots
 }
 
 // NewPacker starts a packer writing to s.
@@ -99,14 +148,15 @@ func (s *Store) NewPacker(ctx context.Context, comp Compression, opt PackerOptio
 	uploaders := max(opt.Uploaders, 1)
 	slots := opt.Slots
 	if slots == nil {
-		slots = make(chan struct{}, uploaders)
+		slots = NewPackSlots(uploaders)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Packer{
 		s: s, comp: comp, ctx: ctx, cancel: cancel, commit: opt.Commit,
 		own:       make(chan struct{}, 1),
+		ownBuf:    make(chan *[]byte, 1),
 		slots:     slots,
-		uploads:   make(chan *openPack, 1+cap(slots)),
+		uploads:   make(chan *openPack, 1+cap(slots.tokens)),
 		pending:   map[ID]uint64{},
 		committed: map[uint64]bool{},
 		advanced:  make(chan struct{}),
@@ -204,26 +254,29 @@ func (p *Packer) AddBlob(id ID, rawLen int, codec Codec, blob []byte) (seq uint6
 	if p.cur == nil {
 		// Waiting here under mu is the backpressure: every Add waits
 		// until an uploader frees a buffer.
-		var slot chan struct{}
+		shared := false
 		select {
 		case p.own <- struct{}{}:
-			slot = p.own
 		default:
 			select {
 			case p.own <- struct{}{}:
-				slot = p.own
-			case p.slots <- struct{}{}:
-				slot = p.slots
+			case p.slots.tokens <- struct{}{}:
+				shared = true
 			case <-p.failed:
 				return 0, 0, p.err
 			case <-p.ctx.Done():
 				return 0, 0, fmt.Errorf("adding chunk %s: %w", id, context.Cause(p.ctx))
 			}
 		}
-		buf := packBufs.Get().(*[]byte)
+		var buf *[]byte
+		if shared {
+			buf = takeBuf(p.slots.free)
+		} else {
+			buf = takeBuf(p.ownBuf)
+		}
 		*buf = append((*buf)[:0], p.s.packMagicOf()...)
 		p.nextSeq++
-		p.cur = &openPack{seq: p.nextSeq, buf: buf, slot: slot}
+		p.cur = &openPack{seq: p.nextSeq, buf: buf, shared: shared}
 	}
 	b := *p.cur.buf
 	p.cur.entries = append(p.cur.entries, PackEntry{ID: id, Location: Location{
@@ -286,8 +339,7 @@ func (p *Packer) uploader() {
 	defer p.wg.Done()
 	for op := range p.uploads {
 		p.upload(op)
-		packBufs.Put(op.buf)
-		<-op.slot
+		p.release(op)
 	}
 }
 
@@ -342,6 +394,18 @@ func (p *Packer) upload(op *openPack) {
 	p.cmu.Unlock()
 }
 
+// release keeps a pack's buffer for the next pack holding its token and
+// gives the token back.
+func (p *Packer) release(op *openPack) {
+	if op.shared {
+		keep(p.slots.free, op.buf)
+		<-p.slots.tokens
+	} else {
+		keep(p.ownBuf, op.buf)
+		<-p.own
+	}
+}
+
 // finish stops accepting chunks, seals the last pack when flush is set, and
 // waits for the uploaders.
 func (p *Packer) finish(flush bool) {
@@ -355,8 +419,7 @@ func (p *Packer) finish(flush bool) {
 		if flush && len(p.cur.entries) > 0 {
 			p.sealLocked()
 		} else {
-			packBufs.Put(p.cur.buf)
-			<-p.cur.slot
+			p.release(p.cur)
 			p.cur = nil
 		}
 	}

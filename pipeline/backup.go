@@ -215,6 +215,8 @@ func newBackup(in BackupInput) (*backup, error) {
 }
 
 func (b *backup) run(ctx context.Context) (BackupResult, error) {
+	b.budget.enter()
+	defer b.budget.leave()
 	g, ctx := errgroup.WithContext(ctx)
 	b.packer = b.in.Store.NewPacker(ctx, b.in.Compression, chunkstore.PackerOptions{
 		Uploaders: max(b.in.Uploaders, 2), Commit: b.in.Catalog.CommitPack, Slots: b.budget.packs})

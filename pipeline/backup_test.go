@@ -348,8 +348,11 @@ func TestBudgetSurvivesFailures(t *testing.T) {
 			t.Fatalf("failing backup %d: %v", i, err)
 		}
 	}
-	if n := len(budget.blocks) + len(budget.packs) + len(budget.tokens); n != 0 {
+	if n := len(budget.blocks) + budget.packs.InUse() + len(budget.tokens); n != 0 {
 		t.Fatalf("%d budget tokens still held after the failures", n)
+	}
+	if n := len(budget.free) + budget.packs.Kept(); n != 0 {
+		t.Fatalf("%d buffers kept by a budget no backup uses", n)
 	}
 	// Four at once on the same budget.
 	vols := make([][]byte, 4)
@@ -380,6 +383,9 @@ func TestBudgetSurvivesFailures(t *testing.T) {
 		if got := restoreBytes(t, s, cats[i], "c"+strconv.Itoa(i), ms[i]); !bytes.Equal(got, vols[i]) {
 			t.Fatalf("backup %d restores differently", i)
 		}
+	}
+	if n := len(budget.blocks) + budget.packs.InUse() + len(budget.tokens) + len(budget.free) + budget.packs.Kept(); n != 0 {
+		t.Fatalf("%d budget tokens or buffers still held after the four backups", n)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"sync"
+
+	"github.com/volback/volback/chunkstore"
 )
 
 // Budget is the CPU work a process allows at once, shared by every
@@ -19,11 +21,19 @@ import (
 // And it bounds the read blocks (1 MiB each) all backups fill from their
 // volumes: two per CPU and two more, what one backup needs to keep its
 // hashers busy, whatever the number of backups.
+//
+// The buffers of both are kept for reuse while a backup runs, and let go
+// when none does. Not a sync.Pool: every GC empties one, and a backup
+// near the soft memory limit collects every few MiB (see
+// chunkstore.PackSlots).
 type Budget struct {
 	tokens chan struct{}
-	packs  chan struct{}
+	packs  *chunkstore.PackSlots
 	blocks chan struct{}
-	bufs   sync.Pool // read block buffers of readBlock bytes
+	free   chan *block // read blocks not in use
+
+	mu    sync.Mutex
+	users int // pipelines running: the buffers go when the last one ends
 }
 
 // NewBudget allows n CPU-heavy steps at once (at least one; 0 means one
@@ -32,7 +42,9 @@ func NewBudget(n int) *Budget {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	return &Budget{tokens: make(chan struct{}, n), packs: make(chan struct{}, packBuffers), blocks: make(chan struct{}, 2*n+2)}
+	blocks := 2*n + 2
+	return &Budget{tokens: make(chan struct{}, n), packs: chunkstore.NewPackSlots(packBuffers),
+		blocks: make(chan struct{}, blocks), free: make(chan *block, blocks)}
 }
 
 // Size is how many steps may run at once.
@@ -63,16 +75,47 @@ func (b *Budget) block(ctx context.Context, size int) (*block, error) {
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
 	}
-	if v, ok := b.bufs.Get().(*block); ok && cap(v.buf) >= size {
-		v.buf = v.buf[:size]
-		return v, nil
+	select {
+	case v := <-b.free:
+		if cap(v.buf) >= size {
+			v.buf = v.buf[:size]
+			return v, nil
+		}
+	default:
 	}
 	return &block{buf: make([]byte, max(size, readBlock))[:size]}, nil
 }
 
 func (b *Budget) putBlock(blk *block) {
-	b.bufs.Put(blk)
+	select {
+	case b.free <- blk:
+	default:
+	}
 	<-b.blocks
+}
+
+// enter counts a pipeline that uses the budget's buffers; leave lets the
+// kept buffers go when the last one ends, so an idle owner holds none.
+func (b *Budget) enter() {
+	b.mu.Lock()
+	b.users++
+	b.mu.Unlock()
+}
+
+func (b *Budget) leave() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.users--; b.users > 0 {
+		return
+	}
+	b.packs.Drain()
+	for {
+		select {
+		case <-b.free:
+		default:
+			return
+		}
+	}
 }
 
 // packBuffers is how many pack buffers the backups of a budget share
