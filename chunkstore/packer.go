@@ -53,14 +53,14 @@ func (s *PackSlots) Drain() {
 func (s *PackSlots) InUse() int { return len(s.tokens) }
 func (s *PackSlots) Kept() int  { return len(s.free) }
 
-// takeBuf is a kept buffer, or a new one.
-func takeBuf(free chan *[]byte) *[]byte {
+// takeBuf is a kept buffer, or a new one (made).
+func takeBuf(free chan *[]byte) (buf *[]byte, made bool) {
 	select {
 	case b := <-free:
-		return b
+		return b, false
 	default:
 		b := make([]byte, 0, packTarget)
-		return &b
+		return &b, true
 	}
 }
 
@@ -105,6 +105,7 @@ type Packer struct {
 	cur     *openPack
 	nextSeq uint64
 	closed  bool
+	made    int // pack buffers allocated (the tests check they are reused)
 
 	pmu     sync.Mutex    // guards pending (taken under mu, or alone by uploaders)
 	pending map[ID]uint64 // chunk -> pack holding it, until that pack is committed
@@ -268,11 +269,13 @@ func (p *Packer) AddBlob(id ID, rawLen int, codec Codec, blob []byte) (seq uint6
 				return 0, 0, fmt.Errorf("adding chunk %s: %w", id, context.Cause(p.ctx))
 			}
 		}
-		var buf *[]byte
+		free := p.ownBuf
 		if shared {
-			buf = takeBuf(p.slots.free)
-		} else {
-			buf = takeBuf(p.ownBuf)
+			free = p.slots.free
+		}
+		buf, made := takeBuf(free)
+		if made {
+			p.made++
 		}
 		*buf = append((*buf)[:0], p.s.packMagicOf()...)
 		p.nextSeq++

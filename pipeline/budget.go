@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/volback/volback/chunkstore"
 )
@@ -30,7 +31,8 @@ type Budget struct {
 	tokens chan struct{}
 	packs  *chunkstore.PackSlots
 	blocks chan struct{}
-	free   chan *block // read blocks not in use
+	free   chan *block  // read blocks not in use
+	made   atomic.Int64 // read blocks allocated (the tests check they are reused)
 
 	mu    sync.Mutex
 	users int // pipelines running: the buffers go when the last one ends
@@ -83,6 +85,7 @@ func (b *Budget) block(ctx context.Context, size int) (*block, error) {
 		}
 	default:
 	}
+	b.made.Add(1)
 	return &block{buf: make([]byte, max(size, readBlock))[:size]}, nil
 }
 
