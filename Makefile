@@ -108,7 +108,7 @@ bench-ceph: deps build
 # /var/tmp; about 60 GiB free), removed afterwards. Writes the scale
 # section of docs/BENCHMARKS.md.
 bench-scale: deps build
-	$(GO) run ./bench -volback ./volback -scale -only W1,W2,W3,W6 -tools volback -workdir $${BENCH_WORKDIR:-/var/tmp} -out docs/BENCHMARKS.md
+	$(GO) run ./bench -volback ./volback -scale -rounds 3 -only W1,W2,W3,W6 -tools volback -workdir $${BENCH_WORKDIR:-/var/tmp} -out docs/BENCHMARKS.md
 
 clean:
 	rm -rf volback build

@@ -399,3 +399,151 @@ func TestPageReporting(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeRoundsTakesTheMedianRoundOfEachTool(t *testing.T) {
+	const g = 1 << 30
+	vb := func(secs float64, rss int64, note string) *row {
+		return &row{workload: "W1", tool: "volback", secs: secs, bytes: 2 * g, repo: rss * 10, hasRepo: true, rssKiB: rss, note: note}
+	}
+	cp := func(secs float64) *row { return &row{workload: "W1", tool: "cp", secs: secs, bytes: 2 * g} }
+	w3 := func(secs float64) *row {
+		return &row{workload: "W3", tool: "volback", secs: secs, bytes: 2 * g, note: "sha256 matches"}
+	}
+	rounds := [][]*row{
+		{vb(8.81, 1, "a"), cp(1), w3(3)},
+		{vb(4.91, 2, "b"), cp(3), w3(1)},
+		{vb(6.5, 3, "c"), cp(2), w3(2)},
+	}
+	got := mergeRounds(rounds)
+	if len(got) != 3 {
+		t.Fatalf("%d rows, want one per workload and tool: %v", len(got), got)
+	}
+	if r := got[0]; r.tool != "volback" || r.secs != 6.5 || r.rssKiB != 3 || r.repo != 30 || r.note != "c; median of 3 (4.91–8.81 s)" {
+		t.Errorf("volback W1 = %+v, want round 3's row with the spread in its note", *r)
+	}
+	if r := got[1]; r.tool != "cp" || r.secs != 2 || r.note != "median of 3 (1.00–3.00 s)" {
+		t.Errorf("cp W1 = %+v, want cp's own median, 2 s", *r)
+	}
+	if r := got[2]; r.workload != "W3" || r.secs != 2 || r.note != "sha256 matches; median of 3 (1.00–3.00 s)" {
+		t.Errorf("volback W3 = %+v, want 2 s", *r)
+	}
+	if rounds[2][0].note != "c" {
+		t.Error("merging changed a round's row")
+	}
+}
+
+func TestMergeRoundsEvenTakesTheLowerMiddle(t *testing.T) {
+	var rounds [][]*row
+	for _, s := range []float64{4, 1, 3, 2} {
+		rounds = append(rounds, []*row{{workload: "W2", tool: "volback", secs: s, bytes: 1 << 30}})
+	}
+	if r := mergeRounds(rounds)[0]; r.secs != 2 || !strings.Contains(r.note, "median of 4 (1.00–4.00 s)") {
+		t.Errorf("merged %+v, want the lower middle, 2 s", *r)
+	}
+}
+
+func TestMergeRoundsShowsAFailedRound(t *testing.T) {
+	ok := func(w string, secs float64) *row {
+		return &row{workload: w, tool: "volback", secs: secs, bytes: 1 << 30}
+	}
+	bad := &row{workload: "W3", tool: "volback", secs: 1, bytes: 1 << 30, badData: true, note: "FAIL: sha256 differs from the image"}
+	rounds := [][]*row{
+		{ok("W1", 1), ok("W3", 1), {workload: "W4", tool: "volback", err: "exit status 1"}, ok("W6 warm", 1)},
+		{{workload: "W1", tool: "volback", err: "exit status 2"}, ok("W3", 2), {workload: "W4", tool: "volback", err: "exit status 1"}},
+		{ok("W1", 3), bad, {workload: "W4", tool: "volback", err: "exit status 1"}, ok("W6 warm", 1)},
+	}
+	want := []struct{ err, note string }{
+		{err: "round 2 of 3: exit status 2"},
+		{note: "FAIL: sha256 differs from the image; round 3 of 3"},
+		{err: "all 3 rounds: exit status 1"},
+		{err: "round 2 of 3: no result"},
+	}
+	got := mergeRounds(rounds)
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	for i, r := range got {
+		if r.err != want[i].err || r.note != want[i].note {
+			t.Errorf("%s: err %q note %q, want %q %q", r.workload, r.err, r.note, want[i].err, want[i].note)
+		}
+	}
+	if !got[1].badData {
+		t.Error("W3 lost its bad data")
+	}
+}
+
+func TestMergeRoundsRanksByTimePerByte(t *testing.T) {
+	// W6 rand stops at a time budget: its rounds differ in bytes read.
+	rand := func(secs float64, n int64) []*row {
+		return []*row{{workload: "W6 rand", tool: "restic", secs: secs, bytes: n * 1e6}}
+	}
+	r := mergeRounds([][]*row{rand(15, 30), rand(15, 10), rand(14, 20)})[0]
+	if r.bytes != 20e6 || r.note != "median of 3 (1–2 MB/s)" {
+		t.Errorf("merged %+v, want the 20 MB round and the MB/s spread", *r)
+	}
+}
+
+func TestOneRoundIsUnchanged(t *testing.T) {
+	rows := []*row{{workload: "W1", tool: "volback", secs: 1, note: "x"}}
+	if got := mergeRounds([][]*row{rows}); len(got) != 1 || got[0] != rows[0] || got[0].note != "x" {
+		t.Errorf("one round merged to %v", got)
+	}
+}
+
+func TestW2ChangesTheImageInEveryRound(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "img")
+	const size = 16 << 20
+	if err := makeImage(p, size, 1); err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{img: p}
+	for k := 1; k <= 3; k++ {
+		b.round, b.imgSum = k, "stale"
+		before, _ := os.ReadFile(p)
+		if err := b.prepW2(); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := os.ReadFile(p)
+		changed := 0
+		for i := range before {
+			if before[i] != after[i] {
+				changed++
+			}
+		}
+		// 2 pieces of 64 KiB; random over random keeps 1/256 by chance.
+		if changed < pieceSize {
+			t.Errorf("round %d changed %d bytes, want most of 2 × %d", k, changed, pieceSize)
+		}
+		if b.imgSum != "" {
+			t.Errorf("round %d kept W3's sum of the old image", k)
+		}
+	}
+}
+
+func TestRoundsHaveTheirOwnTools(t *testing.T) {
+	work := t.TempDir()
+	b := &bench{
+		cfg:         config{tools: []string{"cp", "restic"}, rounds: 3, only: []string{"W1"}},
+		work:        work,
+		unavailable: map[string]error{"restic": errors.New("not installed")},
+	}
+	if b.roundDir(3) != work || b.roundDir(1) != filepath.Join(work, "round-1") {
+		t.Errorf("round dirs %s, %s: want the last in the work folder", b.roundDir(1), b.roundDir(3))
+	}
+	states := b.newStates(context.Background(), b.roundDir(2))
+	if c := states[0].t.(*cpTool); c.dir != filepath.Join(work, "round-2", "cp") || states[0].err != nil {
+		t.Errorf("cp of round 2 in %s (%v)", c.dir, states[0].err)
+	} else if _, err := os.Stat(c.dir); err != nil {
+		t.Errorf("cp's folder was not made: %v", err)
+	}
+	if states[1].err == nil {
+		t.Error("a missing tool got no error in round 2")
+	}
+	b.cfg.only = []string{"W5"}
+	if b.roundCount() != 1 || b.roundDir(1) != work {
+		t.Error("-only W5 runs rounds: W5 is not repeated")
+	}
+	if s := b.section("", nil); !strings.Contains(s, "`-rounds 3`") {
+		t.Errorf("section header lacks the rounds:\n%s", s)
+	}
+}

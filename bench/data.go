@@ -177,7 +177,9 @@ func rewriteScattered(path string, frac float64, seed uint64) (int64, error) {
 	pieces := max(1, int(float64(size)*frac)/pieceSize)
 	rng := rand.New(rand.NewPCG(seed, 0xd1ff))
 	var key [32]byte
-	key[0] = byte(seed)
+	for i := range 8 {
+		key[i] = byte(seed >> (8 * i)) // all of it: each round of W2 has its own seed
+	}
 	key[31] = 0xd1
 	src := rand.NewChaCha8(key)
 	buf := make([]byte, pieceSize)

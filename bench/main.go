@@ -3,7 +3,7 @@
 // throughput, repository growth and peak memory, judged against the targets
 // in docs/BENCHMARKS.md.
 //
-//	go run ./bench -volback ./volback [-size 2G] [-only W1,W3] [-out docs/BENCHMARKS.md]
+//	go run ./bench -volback ./volback [-size 2G] [-only W1,W3] [-rounds 3] [-out docs/BENCHMARKS.md]
 //
 // It installs nothing: a missing tool is reported in its rows.
 package main
@@ -35,6 +35,7 @@ type config struct {
 	ceph        bool  // run W7 on the Ceph test cluster
 	rbdSize     int64 // W7's image
 	scale       bool  // also run W8, W9, W10 (bench/scale.go)
+	rounds      int   // runs of each of roundWorkloads; the table has their median
 }
 
 // selected reports whether workload w runs: the -only list, or every one
@@ -72,6 +73,7 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder (data, repositories) for inspection")
 	flag.BoolVar(&cfg.ceph, "ceph", false, "also run W7 (RBD) on the Ceph test cluster of VOLBACK_CEPH_* (make bench-ceph starts one); needs a bench built with -tags ceph,pacific")
 	flag.StringVar(&rbdSize, "rbd-size", "4G", "W7's RBD image size")
+	flag.IntVar(&cfg.rounds, "rounds", 1, "run W1, W2, W3, W4 and W6 this many times, each round on new repositories, and report the median round (one run swings ±15-60% on a shared VM); the rounds before the last are removed once their rows are taken, even with -keep")
 	flag.BoolVar(&cfg.scale, "scale", false, "also run W8 (1 TiB sparse, 8 GiB of data), W9 (16 GiB dense) and W10 (four 2 GiB at once), volback and cp only; they are judged against W1, W2, W3 and W6 of the same run; needs about 60 GiB free under -workdir")
 	flag.Parse()
 
@@ -81,6 +83,9 @@ func main() {
 	}
 	if cfg.rbdSize, err = parseSize(rbdSize); err != nil {
 		usage(err)
+	}
+	if cfg.rounds < 1 {
+		usage(fmt.Errorf("-rounds %d: want at least 1", cfg.rounds))
 	}
 	if cfg.only, err = parseList(only, []string{"W1", "W2", "W3", "W4", "W5", "W6", "W7"}); err != nil {
 		usage(err)
@@ -136,22 +141,19 @@ func benchMain(cfg config) error {
 		b.cfg.tools = cfg.tools
 	}
 	versions := map[string]string{}
+	b.unavailable = map[string]error{}
 	for _, name := range cfg.tools {
-		st := &state{t: newTool(name, cfg, work)}
-		v, err := st.t.version(ctx)
-		if err == nil {
-			err = st.t.setup(ctx)
-			if err != nil {
-				err = fmt.Errorf("creating its repository: %w", err)
-			}
-		}
+		v, err := newTool(name, cfg, work).version(ctx)
 		versions[name] = v
 		if err != nil {
-			st.err = err
-			versions[name] = oneLine(err)
-			logf("%s: %v", name, err)
+			b.unavailable[name] = err
 		}
-		b.states = append(b.states, st)
+	}
+	b.states = b.newStates(ctx, b.roundDir(1))
+	for _, st := range b.states {
+		if st.err != nil {
+			versions[st.t.name()] = oneLine(st.err)
+		}
 	}
 
 	start := time.Now()
@@ -218,6 +220,9 @@ func (b *bench) section(table string, versions map[string]string) string {
 	}
 	if b.cfg.skipSlow {
 		s.WriteString(" `-skip-slow`")
+	}
+	if b.cfg.rounds > 1 {
+		fmt.Fprintf(&s, " `-rounds %d`", b.cfg.rounds)
 	}
 	s.WriteString(".\n\n")
 	for _, f := range machineFacts() {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -33,6 +35,9 @@ type bench struct {
 	imgSum string // sha256 of the image as it is now; "" when not yet known
 	states []*state
 	rows   []*row
+
+	unavailable map[string]error // tools whose version check failed
+	round       int              // the round running, from 1 (-rounds)
 }
 
 // sparseSize and sparseData scale W5 with -size: 64 GiB with 1 GiB of
@@ -40,21 +45,19 @@ type bench struct {
 func (b *bench) sparseSize() int64 { return 32 * b.cfg.size }
 func (b *bench) sparseData() int64 { return b.cfg.size / 2 }
 
-// run executes the selected workloads. W5 goes last: restic and borg may hit
-// the slow timeout there, and a killed borg leaves its repository locked.
+// step is one workload: prep changes the data for all tools, fn runs it
+// for one.
+type step struct {
+	name string
+	fn   func(context.Context, *state)
+	prep func() error
+}
+
+// run executes the selected workloads: W1–W4 and W6 in rounds (-rounds),
+// each on new tools, then W5 on the last round's. W5 goes last: restic and
+// borg may hit the slow timeout there, and a killed borg leaves its
+// repository locked.
 func (b *bench) run(ctx context.Context) {
-	steps := []struct {
-		name string
-		fn   func(context.Context, *state)
-		prep func() error
-	}{
-		{"W1", b.w1, nil},
-		{"W2", b.w2, b.prepW2},
-		{"W3", b.w3, nil},
-		{"W4", b.w4, nil},
-		{"W6", b.w6, nil},
-		{"W5", b.w5, b.prepW5},
-	}
 	defer func() {
 		if b.cfg.selected("W7") && ctx.Err() == nil {
 			b.w7(ctx) // its own volback home and images, no other tools
@@ -63,6 +66,40 @@ func (b *bench) run(ctx context.Context) {
 			b.scale(ctx) // W8, W9, W10 (-scale): after the rows they are judged against
 		}
 	}()
+	steps := []step{
+		{"W1", b.w1, nil},
+		{"W2", b.w2, b.prepW2},
+		{"W3", b.w3, nil},
+		{"W4", b.w4, nil},
+		{"W6", b.w6, nil},
+	}
+	n := b.roundCount()
+	var rounds [][]*row
+	for k := 1; k <= n && ctx.Err() == nil; k++ {
+		b.round = k
+		if k > 1 {
+			b.states = b.newStates(ctx, b.roundDir(k))
+		}
+		if n > 1 {
+			logf("round %d of %d", k, n)
+		}
+		first := len(b.rows)
+		b.runSteps(ctx, steps)
+		rounds = append(rounds, slices.Clone(b.rows[first:]))
+		b.rows = b.rows[:first]
+		if k < n {
+			// Its rows are taken; its repositories would only take space.
+			if err := os.RemoveAll(b.roundDir(k)); err != nil {
+				logf("removing round %d: %v", k, err)
+			}
+		}
+	}
+	b.rows = append(b.rows, mergeRounds(rounds)...)
+	b.runSteps(ctx, []step{{"W5", b.w5, b.prepW5}})
+}
+
+// runSteps runs the selected steps through every tool of the round.
+func (b *bench) runSteps(ctx context.Context, steps []step) {
 	for _, s := range steps {
 		if !b.cfg.selected(s.name) || ctx.Err() != nil {
 			continue
@@ -163,9 +200,10 @@ func (b *bench) w1(ctx context.Context, st *state) {
 	b.add(r)
 }
 
-// prepW2 rewrites 1% of the image in scattered 64 KiB pieces.
+// prepW2 rewrites 1% of the image in scattered 64 KiB pieces, new ones in
+// each round.
 func (b *bench) prepW2() error {
-	n, err := rewriteScattered(b.img, 0.01, 2)
+	n, err := rewriteScattered(b.img, 0.01, w2Seed(b.round))
 	b.imgSum = ""
 	if err == nil {
 		logf("W2: rewrote %s of the image in %d KiB pieces", mib(n), pieceSize>>10)
