@@ -30,6 +30,7 @@ type Catalog struct {
 	lock *os.File // flocked volback.lock; nil when InMemory
 
 	stopGC    chan struct{}
+	tables    []levelTables // Badger's levels (pages.go); nil in memory
 	gcDone    sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -129,6 +130,7 @@ func Open(dir string, opt Options) (*Catalog, error) {
 		return nil, err
 	}
 	if !opt.InMemory {
+		c.tables = badgerLevels(db)
 		c.gcDone.Add(2)
 		go c.vlogGC()
 		go c.releaseTablePages()
@@ -284,7 +286,7 @@ func (c *Catalog) Close() error {
 // commits atomically when fn returns nil.
 func (c *Catalog) View(fn func(*Tx) error) error {
 	return c.db.View(func(txn *badger.Txn) error {
-		return fn(&Tx{txn: txn})
+		return fn(&Tx{txn: txn, tables: c.tables})
 	})
 }
 
@@ -296,7 +298,7 @@ func (c *Catalog) Update(fn func(*Tx) error) error {
 	var err error
 	for range updateAttempts {
 		err = c.db.Update(func(txn *badger.Txn) error {
-			return fn(&Tx{txn: txn})
+			return fn(&Tx{txn: txn, tables: c.tables})
 		})
 		if !errors.Is(err, badger.ErrConflict) {
 			break

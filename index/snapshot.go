@@ -23,6 +23,7 @@ import (
 // the first entry's location.
 type Snapshots struct {
 	db      *badger.DB
+	tables  []levelTables
 	refresh time.Duration
 	mu      sync.RWMutex // held for reading by Views, for writing to replace txn
 	txn     *badger.Txn
@@ -34,7 +35,7 @@ type Snapshots struct {
 // Snapshots starts serving snapshots that are replaced every refresh (a
 // few milliseconds: each is one read transaction). Close stops it.
 func (c *Catalog) Snapshots(refresh time.Duration) *Snapshots {
-	s := &Snapshots{db: c.db, refresh: refresh, txn: c.db.NewTransaction(false), stop: make(chan struct{})}
+	s := &Snapshots{db: c.db, tables: c.tables, refresh: refresh, txn: c.db.NewTransaction(false), stop: make(chan struct{})}
 	s.done.Add(1)
 	go s.refresher()
 	return s
@@ -64,7 +65,7 @@ func (s *Snapshots) refresher() {
 func (s *Snapshots) View(fn func(*Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return fn(&Tx{txn: s.txn})
+	return fn(&Tx{txn: s.txn, tables: s.tables})
 }
 
 // Close stops the refresher and discards the last snapshot. Views must

@@ -18,7 +18,8 @@ import (
 // View or Update callback that received it and is not safe for concurrent
 // use.
 type Tx struct {
-	txn *badger.Txn
+	txn    *badger.Txn
+	tables []levelTables // the catalog's, for ChunksOf to drop pages it mapped; nil in memory
 }
 
 // writeErr names the failed write and maps Badger's size limit to
@@ -293,7 +294,10 @@ func (tx *Tx) ChunksOf(repoID string, ids []chunkstore.ID, fn func(k int, c Chun
 	it := tx.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	key := make([]byte, 0, len(prefix)+len(chunkstore.ID{}))
-	for _, k := range order {
+	for n, k := range order {
+		if n%lookupsPerDrop == lookupsPerDrop-1 {
+			dropDataPages(tx.tables)
+		}
 		id := ids[k]
 		key = append(append(key[:0], prefix...), id[:]...)
 		if !it.Valid() || bytes.Compare(it.Item().Key(), key) < 0 {
