@@ -319,6 +319,14 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
 	}
+	for _, n := range []int{0, -1} {
+		if err := checkRounds(n); err == nil || !strings.Contains(err.Error(), "at least 1") {
+			t.Errorf("checkRounds(%d) = %v, want a refusal", n, err)
+		}
+	}
+	if err := checkRounds(3); err != nil {
+		t.Errorf("checkRounds(3) = %v", err)
+	}
 	if _, err := parseList("W1,w7", []string{"W1", "W2"}); err == nil {
 		t.Error("parseList accepted W7")
 	}

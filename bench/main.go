@@ -84,8 +84,8 @@ func main() {
 	if cfg.rbdSize, err = parseSize(rbdSize); err != nil {
 		usage(err)
 	}
-	if cfg.rounds < 1 {
-		usage(fmt.Errorf("-rounds %d: want at least 1", cfg.rounds))
+	if err := checkRounds(cfg.rounds); err != nil {
+		usage(err)
 	}
 	if cfg.only, err = parseList(only, []string{"W1", "W2", "W3", "W4", "W5", "W6", "W7"}); err != nil {
 		usage(err)
@@ -105,6 +105,14 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// checkRounds refuses a -rounds below 1.
+func checkRounds(n int) error {
+	if n < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", n)
+	}
+	return nil
 }
 
 func usage(err error) {

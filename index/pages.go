@@ -147,11 +147,9 @@ const lookupsPerDrop = 32
 // a lookup kept, 5.9-7.8 µs dropped every 32).
 const smallTables = 8 << 20
 
-// dropDataPages drops the mapped pages of the tables' data blocks, keeping
-// each table's tail (block index and bloom filter, read by every lookup)
-// mapped, unless the tables are small. Unlike dropTablePages it never
-// reads /proc: bulk lookups call it every lookupsPerDrop keys.
-func dropDataPages(levels []levelTables) {
+// largeTables reports whether the tables are over smallTables, so that
+// ChunksOf drops their pages as it goes.
+func largeTables(levels []levelTables) bool {
 	var size int64
 	for _, l := range levels {
 		l.mu.RLock()
@@ -160,9 +158,14 @@ func dropDataPages(levels []levelTables) {
 		}
 		l.mu.RUnlock()
 	}
-	if size <= smallTables {
-		return
-	}
+	return size > smallTables
+}
+
+// dropDataPages drops the mapped pages of the tables' data blocks, keeping
+// each table's tail (block index and bloom filter, read by every lookup)
+// mapped. Unlike dropTablePages it never reads /proc: bulk lookups call
+// it every lookupsPerDrop keys.
+func dropDataPages(levels []levelTables) {
 	page := os.Getpagesize()
 	for _, l := range levels {
 		l.mu.RLock()

@@ -294,8 +294,9 @@ func (tx *Tx) ChunksOf(repoID string, ids []chunkstore.ID, fn func(k int, c Chun
 	it := tx.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	key := make([]byte, 0, len(prefix)+len(chunkstore.ID{}))
+	drop := largeTables(tx.tables)
 	for n, k := range order {
-		if n%lookupsPerDrop == lookupsPerDrop-1 {
+		if drop && n%lookupsPerDrop == lookupsPerDrop-1 {
 			dropDataPages(tx.tables)
 		}
 		id := ids[k]
