@@ -25,8 +25,11 @@ all: build
 deps:
 	scripts/deps.sh
 
+# volback-ceph.so is the Ceph plugin (rados://, rbd://), loaded from beside
+# the binary on first use: librados and librbd stay out of other runs.
 build:
 	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o volback ./cmd/volback
+	$(GO) build -tags $(TAGS) -buildmode=plugin -o volback-ceph.so ./cmd/volback-ceph
 
 # The man page and completions, written by the binary from its command
 # definitions, then checked: the shells parse them, groff renders the page.
@@ -41,6 +44,7 @@ gen: build
 
 install: gen
 	install -D -m 0755 volback $(DESTDIR)$(PREFIX)/bin/volback
+	install -D -m 0644 volback-ceph.so $(DESTDIR)$(PREFIX)/lib/volback/volback-ceph.so
 	install -D -m 0644 build/volback.1 $(DESTDIR)$(PREFIX)/share/man/man1/volback.1
 	install -D -m 0644 build/volback.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/volback
 	install -D -m 0644 build/_volback $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_volback
@@ -111,4 +115,4 @@ bench-scale: deps build
 	$(GO) run ./bench -volback ./volback -scale -rounds 3 -only W1,W2,W3,W6 -tools volback -workdir $${BENCH_WORKDIR:-/var/tmp} -out docs/BENCHMARKS.md
 
 clean:
-	rm -rf volback build
+	rm -rf volback volback-ceph.so build

@@ -341,8 +341,9 @@ func helpVerbs(t *testing.T, home string) []string {
 	return verbs
 }
 
-// TestCLIMakeInstall: make install puts the binary, the completions and the
-// man page under DESTDIR/PREFIX, and the installed binary runs.
+// TestCLIMakeInstall: make install puts the binary, its Ceph plugin, the
+// completions and the man page under DESTDIR/PREFIX, and the installed
+// binary runs and finds the plugin.
 func TestCLIMakeInstall(t *testing.T) {
 	requireTool(t, "make")
 	if os.Getenv("VOLBACK_BIN") != "" {
@@ -354,7 +355,7 @@ func TestCLIMakeInstall(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
-	for _, f := range []string{"bin/volback", "share/man/man1/volback.1", "share/bash-completion/completions/volback", "share/zsh/site-functions/_volback"} {
+	for _, f := range []string{"bin/volback", "lib/volback/volback-ceph.so", "share/man/man1/volback.1", "share/bash-completion/completions/volback", "share/zsh/site-functions/_volback"} {
 		if fi, err := os.Stat(filepath.Join(dest, "opt/vb", f)); err != nil || fi.Size() == 0 {
 			t.Errorf("make install did not install %s: %v", f, err)
 		}
@@ -363,6 +364,13 @@ func TestCLIMakeInstall(t *testing.T) {
 	head, herr := exec.Command("git", "rev-parse", "HEAD").Output()
 	if err != nil || herr == nil && !strings.Contains(string(out), strings.TrimSpace(string(head))) {
 		t.Errorf("installed volback --version: %v\n%s\nwant commit %s (make build stamps it)", err, out, head)
+	}
+	// The installed binary finds its Ceph plugin in ../lib/volback: the
+	// refusal is the Ceph driver's (no such ceph.conf), not a missing plugin.
+	rbd := exec.Command(filepath.Join(dest, "opt/vb/bin/volback"), "--home", newHome(t), "manage", "--name", "c", "rbd://rbd/img?conf=/nonexistent/ceph.conf")
+	rbd.Env = cleanEnv()
+	if out, err := rbd.CombinedOutput(); err == nil || !strings.Contains(string(out), "/nonexistent/ceph.conf") || strings.Contains(string(out), "volback-ceph.so") {
+		t.Errorf("installed volback on an rbd:// volume: %v\n%s\nwant the Ceph driver's refusal of the missing ceph.conf", err, out)
 	}
 	if _, err := exec.LookPath("man"); err == nil {
 		page, err := exec.Command("man", "-l", filepath.Join(dest, "opt/vb/share/man/man1/volback.1")).Output()

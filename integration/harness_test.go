@@ -31,9 +31,10 @@ const (
 // bin is the volback binary built once by TestMain.
 var bin string
 
-// TestMain builds cmd/volback once (with -tags from VOLBACK_TAGS) so every
-// test drives the same binary a user would run. VOLBACK_BIN names an
-// already built binary to test instead.
+// TestMain builds cmd/volback and its Ceph plugin once (with -tags from
+// VOLBACK_TAGS) so every test drives the same binary a user would run.
+// VOLBACK_BIN names an already built binary to test instead (its plugin
+// beside it).
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(fakeOwnerEnv); sock != "" {
 		os.Exit(runFakeOwner(sock))
@@ -51,17 +52,19 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "volback")
-	args := []string{"build", "-o", bin}
-	if tags := os.Getenv("VOLBACK_TAGS"); tags != "" {
-		args = append(args, "-tags", tags)
-	}
-	args = append(args, "../cmd/volback")
-	cmd := exec.Command(goTool(), args...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "integration: building ../cmd/volback failed:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	// The Ceph plugin goes beside the binary, where volback looks for it.
+	for _, b := range [][]string{{"-o", bin, "../cmd/volback"}, {"-buildmode=plugin", "-o", filepath.Join(dir, "volback-ceph.so"), "../cmd/volback-ceph"}} {
+		args := []string{"build"}
+		if tags := os.Getenv("VOLBACK_TAGS"); tags != "" {
+			args = append(args, "-tags", tags)
+		}
+		cmd := exec.Command(goTool(), append(args, b...)...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: building %s failed: %v\n", b[len(b)-1], err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

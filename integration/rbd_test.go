@@ -44,8 +44,8 @@ func cephFor(t *testing.T, e ceph.Env) *cephTest {
 	t.Helper()
 	c := &cephTest{t: t, Env: e, id: fmt.Sprintf("it%d-%d-%d", time.Now().UnixNano()%1e9, os.Getpid(), cephSeq.Add(1))}
 	out, _ := exec.Command(bin, "--home", newHome(t), "-f", "json", "show", "rbd://"+e.RBDPool+"/none").CombinedOutput()
-	if strings.Contains(string(out), "built without Ceph support") {
-		t.Fatalf("the volback under test was built without Ceph support; run the integration tests with VOLBACK_TAGS=ceph,pacific (the Makefile does)")
+	if strings.Contains(string(out), "built without Ceph support") || strings.Contains(string(out), "volback-ceph.so") {
+		t.Fatalf("the volback under test has no Ceph support (%s); run the integration tests with VOLBACK_TAGS=ceph,pacific (the Makefile does)", bytes.TrimSpace(out))
 	}
 	return c
 }

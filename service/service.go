@@ -17,10 +17,9 @@ import (
 	"time"
 
 	_ "github.com/volback/volback/drivers/repo/posix" // file:// repositories
-	_ "github.com/volback/volback/drivers/repo/rados" // rados:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
 	"github.com/volback/volback/drivers/volume"
 	_ "github.com/volback/volback/drivers/volume/file" // image files and block devices
-	_ "github.com/volback/volback/drivers/volume/rbd"  // rbd:// (Ceph; built with -tags ceph,pacific, else a stub that says so)
+	// rados:// and rbd:// are the Ceph plugin's (cmd/volback-ceph).
 	"github.com/volback/volback/index"
 	"github.com/volback/volback/pipeline"
 )

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+
+	"github.com/volback/volback/drivers/plugins"
 	"sync"
 	"time"
 )
@@ -83,7 +85,7 @@ var (
 )
 
 // Register makes a driver available under a URL scheme. Drivers call it
-// from init; the rados driver only exists in builds with the ceph tag.
+// from init; the rados driver registers when the Ceph plugin loads.
 func Register(scheme string, open Opener) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -97,22 +99,38 @@ func Open(ctx context.Context, rawURL string, create bool) (Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repository URL %q: %v (expected file:///path or rados://pool)", rawURL, err)
 	}
-	mu.Lock()
-	open, ok := drivers[u.Scheme]
-	mu.Unlock()
+	open, ok := driver(u.Scheme)
+	if !ok && plugins.Serves(u.Scheme) {
+		if err := plugins.Load(u.Scheme); err != nil {
+			return nil, fmt.Errorf("repository URL %q: %w", rawURL, err)
+		}
+		open, ok = driver(u.Scheme)
+	}
 	if !ok {
 		return nil, fmt.Errorf("repository URL %q: no driver for scheme %q (this build knows: %v)", rawURL, u.Scheme, Schemes())
 	}
 	return open(ctx, u, create)
 }
 
-// Schemes lists the registered URL schemes.
+func driver(scheme string) (Opener, bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	open, ok := drivers[scheme]
+	return open, ok
+}
+
+// Schemes lists the URL schemes of the registered drivers and the plugins.
 func Schemes() []string {
 	mu.Lock()
 	defer mu.Unlock()
 	var s []string
 	for k := range drivers {
 		s = append(s, k+"://")
+	}
+	for _, k := range plugins.Schemes() {
+		if _, ok := drivers[k]; !ok {
+			s = append(s, k+"://")
+		}
 	}
 	sort.Strings(s)
 	return s

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sort"
+
+	"github.com/volback/volback/drivers/plugins"
 	"strings"
 	"sync"
 )
@@ -19,7 +21,7 @@ var (
 
 // Register makes a driver serve the locators of a scheme ("rbd" for
 // rbd://pool/image, PathScheme for absolute paths). Drivers call it from
-// init; the rbd driver exists only in builds with the ceph tag.
+// init; the rbd driver registers when the Ceph plugin loads.
 func Register(scheme string, d Driver) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -39,13 +41,31 @@ func Lookup(locator string) (Driver, error) {
 	if !ok {
 		return nil, fmt.Errorf("volume %q is neither an absolute path nor a URL such as rbd://pool/image: give the absolute path of the image file or block device", locator)
 	}
-	mu.Lock()
-	d, found := drivers[scheme]
-	mu.Unlock()
-	if !found {
+	d, err := driverOf(scheme)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", locator, err)
+	}
+	if d == nil {
 		return nil, fmt.Errorf("volume %q: no volume driver for scheme %q in this build (it knows: %s)", locator, scheme, strings.Join(Schemes(), ", "))
 	}
 	return d, nil
+}
+
+// driverOf is the driver of scheme, loading the plugin that serves it the
+// first time; nil if there is none.
+func driverOf(scheme string) (Driver, error) {
+	mu.Lock()
+	d := drivers[scheme]
+	mu.Unlock()
+	if d != nil || !plugins.Serves(scheme) {
+		return d, nil
+	}
+	if err := plugins.Load(scheme); err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return drivers[scheme], nil
 }
 
 // Schemes describes the registered locator forms, for error messages.
@@ -57,6 +77,11 @@ func Schemes() []string {
 		if k == PathScheme {
 			s = append(s, "/absolute/path")
 		} else {
+			s = append(s, k+"://")
+		}
+	}
+	for _, k := range plugins.Schemes() {
+		if _, ok := drivers[k]; !ok {
 			s = append(s, k+"://")
 		}
 	}
@@ -76,10 +101,11 @@ type Checker interface {
 // "rbd", PathScheme) can serve: nil, or why not. A driver that does not
 // implement Checker is available.
 func Available(scheme string) error {
-	mu.Lock()
-	d, found := drivers[scheme]
-	mu.Unlock()
-	if !found {
+	d, err := driverOf(scheme)
+	if err != nil {
+		return err
+	}
+	if d == nil {
 		return fmt.Errorf("no volume driver for scheme %q in this build", scheme)
 	}
 	if c, ok := d.(Checker); ok {
